@@ -1,0 +1,562 @@
+"""Tasks and data: the GLUE benchmark tasks and user-supplied CSV/TSV/JSONL files.
+
+Every task becomes a :class:`TaskData` (a :class:`TaskSpec` plus a train and a
+dev :class:`Split`). Bad input raises :class:`autopeft.errors.UserError` with a
+message naming the file, the line (1-based) and the problem, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from autopeft.errors import UserError
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+KINDS = (CLASSIFICATION, REGRESSION)
+
+#: Primary metrics a task may declare (keys of :func:`autopeft.metrics.compute_metrics`).
+CLASSIFICATION_METRICS = ("accuracy", "f1", "mcc")
+REGRESSION_METRICS = ("pearson_spearman", "pearson", "spearman")
+
+#: Environment variable naming a folder with ``<TASK>/{train,dev}.tsv`` GLUE files.
+GLUE_DIR_ENV = "AUTOPEFT_GLUE_DIR"
+PACKAGED_GLUE_DIR = Path(__file__).resolve().parent / "data" / "glue"
+
+
+# --------------------------------------------------------------------------- data classes
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task is: its name, kind, label set and the metric that ranks configurations.
+
+    ``label_names[i]`` is the name of class id ``i``; empty for regression.
+    ``text_columns`` names the one or two input text columns, ``label_column`` the target.
+    """
+
+    name: str
+    kind: str
+    label_names: tuple[str, ...]
+    primary_metric: str
+    text_columns: tuple[str, ...] = ()
+    label_column: str = ""
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"TaskSpec.kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == REGRESSION:
+            if self.label_names:
+                raise ValueError("a regression TaskSpec has no label_names")
+            if self.primary_metric not in REGRESSION_METRICS:
+                raise ValueError(f"regression primary_metric must be one of {REGRESSION_METRICS}")
+        else:
+            if len(self.label_names) < 2:
+                raise ValueError("a classification TaskSpec needs at least 2 label_names")
+            if self.primary_metric not in CLASSIFICATION_METRICS:
+                raise ValueError(f"classification primary_metric must be one of {CLASSIFICATION_METRICS}")
+            if self.primary_metric == "f1" and len(self.label_names) != 2:
+                raise ValueError("primary_metric 'f1' needs exactly 2 classes (class id 1 is positive)")
+
+    @property
+    def num_labels(self) -> int:
+        """Number of model outputs: the number of classes, or 1 for regression."""
+        return 1 if self.kind == REGRESSION else len(self.label_names)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.kind == REGRESSION
+
+
+@dataclass
+class Split:
+    """One split: input texts (``text_b`` is None for single-sentence tasks) and labels.
+
+    ``labels`` holds int64 class ids for classification, float32 targets for regression.
+    """
+
+    text_a: list[str]
+    text_b: list[str] | None
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.text_a)
+        if self.text_b is not None and len(self.text_b) != n:
+            raise ValueError(f"text_b has {len(self.text_b)} items, text_a has {n}")
+        if len(self.labels) != n:
+            raise ValueError(f"labels has {len(self.labels)} items, text_a has {n}")
+
+    def __len__(self) -> int:
+        return len(self.text_a)
+
+    def subset(self, n_or_fraction: int | float, seed: int) -> Split:
+        """A deterministic random subset, in the original order.
+
+        An ``int`` is a number of examples (more than ``len(self)`` gives the whole
+        split); a ``float`` in (0, 1] is a fraction (rounded, at least 1 example).
+        The same seed with a smaller size gives a subset of the larger one.
+        """
+        total = len(self)
+        if isinstance(n_or_fraction, bool) or not isinstance(n_or_fraction, (int, float, np.integer, np.floating)):
+            raise UserError(f"subset size must be an integer count or a fraction in (0, 1], got {n_or_fraction!r}")
+        if isinstance(n_or_fraction, (int, np.integer)):
+            if n_or_fraction < 1:
+                raise UserError(f"subset size must be at least 1 example, got {n_or_fraction}")
+            n = min(int(n_or_fraction), total)
+        else:
+            if not 0.0 < n_or_fraction <= 1.0:
+                raise UserError(
+                    f"subset fraction must be in (0, 1], got {n_or_fraction}; "
+                    "pass an integer to ask for a number of examples"
+                )
+            n = min(total, max(1, round(total * float(n_or_fraction))))
+        if n >= total:
+            return Split(list(self.text_a), None if self.text_b is None else list(self.text_b), self.labels.copy())
+        idx = np.sort(np.random.default_rng(seed).permutation(total)[:n])
+        return Split(
+            [self.text_a[i] for i in idx],
+            None if self.text_b is None else [self.text_b[i] for i in idx],
+            self.labels[idx].copy(),
+        )
+
+
+@dataclass
+class TaskData:
+    """A task with its train and dev splits. ``source`` says where the data was read from."""
+
+    spec: TaskSpec
+    train: Split
+    dev: Split
+    source: str = ""
+
+
+# --------------------------------------------------------------------------- GLUE registry
+
+
+@dataclass(frozen=True)
+class GlueFormat:
+    """How a GLUE task's TSV files are laid out.
+
+    ``columns`` gives column names for a file without a header line (CoLA); None means
+    the first line is the header. ``raw_labels[i]`` is the string in the file for class
+    id ``i`` (empty for regression).
+    """
+
+    dirname: str
+    text_a: str
+    text_b: str | None
+    label: str
+    raw_labels: tuple[str, ...] = ()
+    columns: tuple[str, ...] | None = None
+
+
+def _glue(name: str, kind: str, labels: Sequence[str], metric: str, text_a: str, text_b: str | None,
+          label: str, description: str) -> TaskSpec:
+    return TaskSpec(name, kind, tuple(labels), metric,
+                    (text_a,) if text_b is None else (text_a, text_b), label, description)
+
+
+#: The GLUE tasks this package knows, keyed by their canonical name.
+GLUE_TASKS: dict[str, TaskSpec] = {
+    "RTE": _glue("RTE", CLASSIFICATION, ("entailment", "not_entailment"), "accuracy",
+                 "sentence1", "sentence2", "label", "Recognizing Textual Entailment (2-way)"),
+    "MRPC": _glue("MRPC", CLASSIFICATION, ("not_equivalent", "equivalent"), "f1",
+                  "#1 String", "#2 String", "Quality", "Microsoft Research Paraphrase Corpus"),
+    "STS-B": _glue("STS-B", REGRESSION, (), "pearson_spearman",
+                   "sentence1", "sentence2", "score", "Semantic Textual Similarity, score 0-5"),
+    "CoLA": _glue("CoLA", CLASSIFICATION, ("unacceptable", "acceptable"), "mcc",
+                  "sentence", None, "label", "Corpus of Linguistic Acceptability"),
+    "SST-2": _glue("SST-2", CLASSIFICATION, ("negative", "positive"), "accuracy",
+                   "sentence", None, "label", "Stanford Sentiment Treebank, binary"),
+    "WNLI": _glue("WNLI", CLASSIFICATION, ("not_entailment", "entailment"), "accuracy",
+                  "sentence1", "sentence2", "label", "Winograd NLI"),
+}
+
+#: File layout of each GLUE task (same keys as GLUE_TASKS).
+GLUE_FORMATS: dict[str, GlueFormat] = {
+    "RTE": GlueFormat("RTE", "sentence1", "sentence2", "label", ("entailment", "not_entailment")),
+    "MRPC": GlueFormat("MRPC", "#1 String", "#2 String", "Quality", ("0", "1")),
+    "STS-B": GlueFormat("STS-B", "sentence1", "sentence2", "score"),
+    "CoLA": GlueFormat("CoLA", "sentence", None, "label", ("0", "1"),
+                       columns=("source", "label", "annotation", "sentence")),
+    "SST-2": GlueFormat("SST-2", "sentence", None, "label", ("0", "1")),
+    "WNLI": GlueFormat("WNLI", "sentence1", "sentence2", "label", ("0", "1")),
+}
+
+_GLUE_ALIASES = {k.upper().replace("-", "").replace("_", ""): k for k in GLUE_TASKS}
+
+
+def resolve_glue_name(name: str) -> str | None:
+    """The canonical GLUE name for ``name`` (case-insensitive; "sts-b", "stsb", "sst2" ok), or None."""
+    key = name.strip().upper().replace("-", "").replace("_", "")
+    if key.startswith("GLUE/") or key.startswith("GLUE:"):
+        key = key[5:]
+    return _GLUE_ALIASES.get(key)
+
+
+def glue_search_dirs(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
+    """Where GLUE files are looked for, in order, as (description, folder) pairs."""
+    dirs: list[tuple[str, Path]] = []
+    if data_dir is not None:
+        dirs.append(("the data_dir argument", Path(data_dir)))
+    env = os.environ.get(GLUE_DIR_ENV)
+    if env:
+        dirs.append((f"${GLUE_DIR_ENV}", Path(env)))
+    dirs.append(("the copy packaged with autopeft", PACKAGED_GLUE_DIR))
+    dirs.append(("../shared/data/glue from the current directory", Path.cwd().parent / "shared" / "data" / "glue"))
+    repo = Path(__file__).resolve().parents[2]
+    dirs.append(("../shared/data/glue from the autopeft repository", repo.parent / "shared" / "data" / "glue"))
+    return dirs
+
+
+def _find_glue_dir(canonical: str, data_dir: str | os.PathLike | None) -> Path:
+    dirname = GLUE_FORMATS[canonical].dirname
+    looked: list[str] = []
+    for what, base in glue_search_dirs(data_dir):
+        if what in ("the data_dir argument", f"${GLUE_DIR_ENV}") and not base.is_dir():
+            raise UserError(
+                f"GLUE data folder {base} (from {what}) does not exist or is not a folder; "
+                f"point it at a folder that contains {dirname}/train.tsv and {dirname}/dev.tsv"
+            )
+        folder = base / dirname
+        if (folder / "train.tsv").is_file() and (folder / "dev.tsv").is_file():
+            return folder
+        looked.append(f"{folder} ({what})")
+    raise UserError(
+        f"GLUE task {canonical}: train.tsv and dev.tsv not found. Looked in: " + "; ".join(looked) + ". "
+        f"Get the GLUE files (e.g. with GLUE's download_glue_data.py) and pass --data-dir / data_dir= "
+        f"or set {GLUE_DIR_ENV} to the folder that contains {dirname}/train.tsv and {dirname}/dev.tsv."
+    )
+
+
+def load_task(name: str, data_dir: str | os.PathLike | None = None) -> TaskData:
+    """Load a GLUE task by name (RTE, MRPC, STS-B, CoLA, SST-2, WNLI; case-insensitive).
+
+    Files are looked for in ``data_dir``, then ``$AUTOPEFT_GLUE_DIR``, the packaged copy
+    (all but SST-2), then ``../shared/data/glue`` (see :func:`glue_search_dirs`).
+    """
+    canonical = resolve_glue_name(name)
+    if canonical is None:
+        raise UserError(
+            f"unknown task {name!r}. Known GLUE tasks: {', '.join(GLUE_TASKS)}. "
+            "For your own data use a CSV (.csv), TSV (.tsv) or JSONL (.jsonl) train and dev file "
+            "with a column mapping (text_a, optional text_b, label), see autopeft.tasks.load_file_task."
+        )
+    spec, fmt = GLUE_TASKS[canonical], GLUE_FORMATS[canonical]
+    folder = _find_glue_dir(canonical, data_dir)
+    splits = []
+    for split_name in ("train", "dev"):
+        table = _read_delimited(folder / f"{split_name}.tsv", "\t", quoting=False, columns=fmt.columns)
+        if spec.is_regression:
+            convert = _regression_converter(table)
+        else:
+            convert = _class_converter(
+                table, dict(zip(fmt.raw_labels, range(len(fmt.raw_labels)))),
+                f"the GLUE {canonical} file must use exactly these labels",
+            )
+        splits.append(_make_split(table, fmt.text_a, fmt.text_b, fmt.label, convert, spec.is_regression))
+    return TaskData(spec, splits[0], splits[1], source=str(folder))
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+@dataclass
+class _Table:
+    """Records read from one file: (line number, record) pairs."""
+
+    path: str
+    columns: list[str] | None  # None: each record has its own keys (JSONL)
+    records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    unit: str = "line"
+
+    def error(self, line: int | None, problem: str) -> UserError:
+        where = self.path if line is None else f"{self.path}, {self.unit} {line}"
+        return UserError(f"{where}: {problem}")
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found" + ("" if not path.exists() else " (it is a folder)")
+                        + "; check the path")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}, line {line}: not valid UTF-8 ({e.reason}); save the file as UTF-8") from None
+
+
+def _read_delimited(path: Path, delimiter: str, quoting: bool, columns: Sequence[str] | None = None) -> _Table:
+    """Read a CSV/TSV. ``columns`` given: the file has no header. ``quoting`` False: QUOTE_NONE."""
+    text = _read_text(path)
+    kind = "comma-separated" if delimiter == "," else "tab-separated"
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter,
+                        quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
+    table = _Table(str(path), list(columns) if columns is not None else None)
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise table.error(reader.line_num, f"cannot parse the {kind} line ({e}); check its quotes") from None
+        if not row:  # blank line
+            continue
+        if table.columns is None:
+            table.columns = [c.strip() for c in row]
+            continue
+        if len(row) != len(table.columns):
+            hint = ("fields must be separated by single tabs and no field may contain a tab"
+                    if delimiter == "\t" else "quote fields that contain commas")
+            raise table.error(start, f"expected {len(table.columns)} {kind} fields "
+                                     f"({', '.join(table.columns)}), found {len(row)}; {hint}")
+        table.records.append((start, dict(zip(table.columns, row))))
+    if table.columns is None:
+        raise table.error(1, "the file is empty; expected a header line naming the columns")
+    if not table.records:
+        where = "after the header on line 1" if columns is None else "(line 1 is missing)"
+        raise table.error(None, f"no data rows {where}; add at least one example")
+    return table
+
+
+def _read_jsonl(path: Path) -> _Table:
+    table = _Table(str(path), None)
+    for i, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise table.error(i, f"not valid JSON ({e.msg} at column {e.colno}); "
+                                 "a .jsonl file needs one complete JSON object per line") from None
+        if not isinstance(obj, dict):
+            raise table.error(i, f"expected a JSON object {{...}}, found {type(obj).__name__}; "
+                                 "a .jsonl file needs one JSON object per line")
+        table.records.append((i, obj))
+    if not table.records:
+        raise table.error(None, "no examples (no JSON objects; line 1 is empty or missing); "
+                                "add at least one example, one JSON object per line")
+    return table
+
+
+def _read_user_file(path: str | os.PathLike) -> _Table:
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".csv":
+        return _read_delimited(p, ",", quoting=True)
+    if suffix in (".tsv", ".tab"):
+        return _read_delimited(p, "\t", quoting=False)
+    if suffix in (".jsonl", ".ndjson"):
+        return _read_jsonl(p)
+    raise UserError(f"{p}: unsupported file type {suffix or '(no extension)'!r}; "
+                    "use .csv (comma-separated, header line), .tsv (tab-separated, header line, no quoting) "
+                    "or .jsonl (one JSON object per line)")
+
+
+# --------------------------------------------------------------------------- records -> Split
+
+
+def _value_str(v: Any) -> str | None:
+    if isinstance(v, str):
+        return v
+    if v is None or isinstance(v, (dict, list)):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _check_columns(table: _Table, wanted: Iterable[str]) -> None:
+    if table.columns is None:
+        return
+    for col in wanted:
+        if col not in table.columns:
+            raise table.error(1, f"no column {col!r}; the header has: {', '.join(map(repr, table.columns))}. "
+                                 "Fix the column mapping or the header")
+
+
+def _get(table: _Table, line: int, rec: dict[str, Any], key: str) -> str:
+    if key not in rec:
+        keys = ", ".join(map(repr, rec)) or "none"
+        raise table.error(line, f"no key {key!r}; keys present: {keys}. Fix the column mapping or the file")
+    value = _value_str(rec[key])
+    if value is None:
+        raise table.error(line, f"{key!r} is {json.dumps(rec[key])}, expected a string or number")
+    return value
+
+
+Converter = Callable[[int, str], Any]
+
+
+def _class_converter(table: _Table, ids: dict[str, int], hint: str) -> Converter:
+    def convert(line: int, raw: str) -> int:
+        key = raw.strip()
+        if key not in ids:
+            raise table.error(line, f"label {raw!r} is not one of {', '.join(map(repr, ids))}; {hint}")
+        return ids[key]
+
+    return convert
+
+
+def _regression_converter(table: _Table) -> Converter:
+    def convert(line: int, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise table.error(line, f"regression target {raw!r} is not a finite number; "
+                                    "every target must be a number such as 3.5")
+        return value
+
+    return convert
+
+
+def _make_split(table: _Table, text_a: str, text_b: str | None, label: str,
+                convert: Converter, regression: bool) -> Split:
+    cols = [text_a, label] if text_b is None else [text_a, text_b, label]
+    _check_columns(table, cols)
+    a: list[str] = []
+    b: list[str] | None = None if text_b is None else []
+    ys = []
+    for line, rec in table.records:
+        a.append(_get(table, line, rec, text_a))
+        if b is not None:
+            b.append(_get(table, line, rec, text_b))  # type: ignore[arg-type]
+        ys.append(convert(line, _get(table, line, rec, label)))
+    labels = np.asarray(ys, dtype=np.float32 if regression else np.int64)
+    return Split(a, b, labels)
+
+
+def _sorted_labels(labels: Iterable[str]) -> tuple[str, ...]:
+    """Sort label strings; numerically when they are all integers ("2" before "10")."""
+    uniq = set(labels)
+    try:
+        return tuple(sorted(uniq, key=int))
+    except ValueError:
+        return tuple(sorted(uniq))
+
+
+def _build_task(train: _Table, dev: _Table, text_a: str, label: str, text_b: str | None, kind: str,
+                label_names: Sequence[str] | None, name: str, primary_metric: str | None,
+                source: str) -> TaskData:
+    if kind not in KINDS:
+        raise UserError(f"task kind must be 'classification' or 'regression', got {kind!r}")
+    regression = kind == REGRESSION
+    allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
+    metric = primary_metric or ("pearson_spearman" if regression else "accuracy")
+    if metric not in allowed:
+        raise UserError(f"primary metric {metric!r} is not available for {kind}; use one of {', '.join(allowed)}")
+    if regression:
+        if label_names:
+            raise UserError("label_names only apply to classification; drop them for a regression task")
+        names: tuple[str, ...] = ()
+        conv_train = _regression_converter(train)
+        conv_dev = _regression_converter(dev)
+    else:
+        if label_names:
+            names = tuple(str(x).strip() for x in label_names)
+            if len(set(names)) != len(names):
+                raise UserError(f"label_names has duplicates: {list(label_names)}")
+            hint_train = "add it to label_names or fix the row"
+        else:
+            _check_columns(train, [label])
+            names = _sorted_labels(_get(train, ln, rec, label).strip() for ln, rec in train.records)
+            hint_train = ""
+        if len(names) < 2:
+            raise UserError(f"{train.path}: column {label!r} has only one distinct label {names}; "
+                            "a classification task needs at least 2 classes (or use kind='regression')")
+        if metric == "f1" and len(names) != 2:
+            raise UserError(f"primary metric 'f1' needs exactly 2 classes, found {len(names)}; use accuracy or mcc")
+        ids = {n: i for i, n in enumerate(names)}
+        conv_train = _class_converter(train, ids, hint_train)
+        conv_dev = _class_converter(dev, ids, hint_train or "dev labels must also occur in train "
+                                              "(or list every label in label_names)")
+    spec = TaskSpec(name, kind, names, metric, (text_a,) if text_b is None else (text_a, text_b), label)
+    return TaskData(
+        spec,
+        _make_split(train, text_a, text_b, label, conv_train, regression),
+        _make_split(dev, text_a, text_b, label, conv_dev, regression),
+        source=source,
+    )
+
+
+def load_file_task(
+    train_path: str | os.PathLike,
+    dev_path: str | os.PathLike,
+    text_a: str,
+    label: str,
+    text_b: str | None = None,
+    kind: str = CLASSIFICATION,
+    label_names: Sequence[str] | None = None,
+    name: str | None = None,
+    primary_metric: str | None = None,
+) -> TaskData:
+    """Load a task from user files: .csv (comma, header, standard quoting), .tsv (tab,
+    header, no quoting) or .jsonl (one object per line), with a column mapping.
+
+    Classification: the label set is ``label_names`` (class id = position) or else the
+    sorted union of the train labels as strings. Regression: targets must be numbers.
+    ``primary_metric`` defaults to accuracy (classification) / pearson_spearman (regression).
+    """
+    train, dev = _read_user_file(train_path), _read_user_file(dev_path)
+    if name is None:
+        p = Path(train_path)
+        name = p.resolve().parent.name if p.stem.lower() == "train" else p.stem
+    return _build_task(train, dev, text_a, label, text_b, kind, label_names, name, primary_metric,
+                       source=f"{train_path}, {dev_path}")
+
+
+def load_hf_task(
+    dataset_name: str,
+    subset: str | None,
+    text_a: str,
+    label: str,
+    text_b: str | None = None,
+    kind: str = CLASSIFICATION,
+    label_names: Sequence[str] | None = None,
+    train_split: str = "train",
+    dev_split: str = "validation",
+    name: str | None = None,
+    primary_metric: str | None = None,
+) -> TaskData:
+    """Load a task from the Hugging Face hub (needs the optional ``datasets`` package and
+    network access). Class-label columns use the dataset's own label names."""
+    try:
+        import datasets  # type: ignore[import-not-found]
+    except ImportError:
+        raise UserError("loading a Hugging Face dataset needs the 'datasets' package: "
+                        "pip install datasets (or pip install 'autopeft[datasets]')") from None
+    tables = []
+    for split in (train_split, dev_split):
+        try:
+            ds = datasets.load_dataset(dataset_name, subset, split=split)
+        except Exception as e:  # network, unknown name/split: report, don't trace back
+            raise UserError(f"cannot load {dataset_name}/{subset} split {split!r}: {e}") from None
+        feature = ds.features.get(label)
+        names = getattr(feature, "names", None)
+        if names and label_names is None and kind == CLASSIFICATION:
+            label_names = list(names)
+        table = _Table(f"{dataset_name}/{subset or ''}:{split}", list(ds.column_names), unit="row")
+        for i, ex in enumerate(ds, start=1):
+            if names and isinstance(ex.get(label), int) and ex[label] >= 0:
+                ex = {**ex, label: names[ex[label]]}
+            table.records.append((i, ex))
+        if not table.records:
+            raise table.error(None, "no examples in this split; choose another split")
+        tables.append(table)
+    return _build_task(tables[0], tables[1], text_a, label, text_b, kind, label_names,
+                       name or (f"{dataset_name}/{subset}" if subset else dataset_name),
+                       primary_metric, source=f"huggingface:{dataset_name}/{subset or ''}")

@@ -1,0 +1,79 @@
+"""Tests for autopeft.metrics against small hand-computed examples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from autopeft.metrics import compute_metrics, majority_baseline
+from autopeft.tasks import GLUE_TASKS, TaskSpec
+
+RTE, MRPC, STSB, COLA = (GLUE_TASKS[k] for k in ("RTE", "MRPC", "STS-B", "CoLA"))
+
+
+def test_accuracy_percent():
+    m = compute_metrics(RTE, np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0]))
+    assert m == {"accuracy": 75.0, "score": 75.0}
+
+
+def test_logits_are_argmaxed():
+    logits = np.array([[2.0, -1.0], [0.1, 0.3], [0.0, 5.0]])
+    assert compute_metrics(RTE, logits, np.array([0, 1, 0]))["accuracy"] == pytest.approx(200 / 3)
+
+
+def test_mrpc_f1_and_accuracy():
+    # TP=2, FP=1, FN=1, TN=1 -> precision 2/3, recall 2/3, F1 2/3; accuracy 3/5
+    preds = np.array([1, 1, 1, 0, 0])
+    gold = np.array([1, 1, 0, 1, 0])
+    m = compute_metrics(MRPC, preds, gold)
+    assert m["f1"] == pytest.approx(200 / 3)
+    assert m["accuracy"] == pytest.approx(60.0)
+    assert m["score"] == m["f1"]
+
+
+def test_cola_mcc():
+    # TP=2, TN=1, FP=1, FN=1: MCC = (2*1 - 1*1) / sqrt(3*3*2*2) = 1/6
+    preds = np.array([1, 1, 1, 0, 0])
+    gold = np.array([1, 1, 0, 1, 0])
+    m = compute_metrics(COLA, preds, gold)
+    assert m["mcc"] == pytest.approx(100 / 6)
+    assert m["score"] == m["mcc"] and m["accuracy"] == pytest.approx(60.0)
+    assert compute_metrics(COLA, np.ones(4, dtype=int), np.array([1, 0, 1, 0]))["mcc"] == 0.0
+
+
+def test_stsb_pearson_spearman():
+    preds = np.array([1.0, 2.0, 3.0, 4.0])
+    gold = np.array([1.0, 2.0, 3.0, 5.0])
+    m = compute_metrics(STSB, preds, gold)
+    # Pearson by hand: x-mean = (-1.5,-.5,.5,1.5), y-mean = (-1.75,-.75,.25,2.25)
+    # cov = 2.625+.375+.125+3.375 = 6.5; sx = sqrt(5); sy = sqrt(8.75)
+    assert m["pearson"] == pytest.approx(100 * 6.5 / math.sqrt(5 * 8.75))
+    assert m["spearman"] == pytest.approx(100.0)  # same ranks
+    assert m["score"] == pytest.approx((m["pearson"] + m["spearman"]) / 2)
+    assert m["score"] == m["pearson_spearman"]
+    # (n, 1) model outputs are accepted; anti-correlated ranks give -100
+    assert compute_metrics(STSB, -preds[:, None], gold)["spearman"] == pytest.approx(-100.0)
+
+
+def test_constant_regression_predictions_score_zero():
+    m = compute_metrics(STSB, np.full(3, 2.5), np.array([1.0, 2.0, 4.0]))
+    assert m["pearson"] == m["spearman"] == m["score"] == 0.0
+
+
+def test_length_mismatch_and_empty():
+    with pytest.raises(ValueError):
+        compute_metrics(RTE, np.array([0, 1]), np.array([0]))
+    with pytest.raises(ValueError):
+        compute_metrics(RTE, np.array([], dtype=int), np.array([], dtype=int))
+
+
+def test_majority_baseline():
+    train = np.array([1, 1, 0, 1])
+    dev = np.array([1, 0, 0, 1, 1])
+    m = majority_baseline(MRPC, train, dev)  # always predicts 1: TP=3, FP=2 -> F1 = 6/8
+    assert m["accuracy"] == pytest.approx(60.0) and m["f1"] == pytest.approx(75.0)
+    three = TaskSpec("t", "classification", ("a", "b", "c"), "accuracy")
+    assert majority_baseline(three, np.array([2, 2, 0]), np.array([2, 1]))["score"] == 50.0
+    assert majority_baseline(STSB, np.array([1.0, 3.0]), np.array([0.0, 4.0, 2.0]))["score"] == 0.0
