@@ -1,0 +1,224 @@
+"""Inject a PeftConfig into a Hugging Face model, freeze the rest, fold, save and reload.
+
+Mechanism (one for every family, driven by `ArchMap`):
+- serial adapter (SA): forward hook on the FFN-output module, `y <- y + SA(y)`, i.e. before
+  the block's residual + norm (Pfeiffer placement);
+- parallel adapter (PA): a pre-hook on the FFN-input module keeps h; the FFN-output hook adds
+  `4.0 * PA(h)`;
+- LoRA: forward hooks on the query and value projections add `B(A(x))`;
+- prefix tuning (PT): a registered attention function (transformers' AttentionInterface)
+  prepends the layer's learned keys/values and extends the mask so every query sees them.
+All modules live under `model.autopeft` (an nn.ModuleDict), so they are in its state_dict.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from autopeft.errors import UserError
+from autopeft.modules.arch import ArchMap, arch_map_for, get_submodule
+from autopeft.modules.layers import BottleneckAdapter, LoRA, PrefixEncoder
+from autopeft.space import ModelSpec, PeftConfig
+
+PARALLEL_SCALE = 4.0  # the reference implementation's parallel-adapter scaling
+ATTENTION_NAME = "autopeft_sdpa"
+WEIGHTS_FILE = "peft_weights.safetensors"
+CONFIG_FILE = "peft_config.json"
+
+
+def _prefix_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
+    """SDPA attention that first prepends the module's prefix keys/values, if it has any.
+
+    query: (batch, heads, q_len, head_dim); key/value: (batch, kv_heads, kv_len, head_dim);
+    attention_mask: None, or (batch, 1, q_len, kv_len) bool (True = attend) or additive float.
+    """
+    prefix_fn = getattr(module, "_autopeft_prefix", None)
+    if prefix_fn is not None:
+        prefix_k, prefix_v = prefix_fn()  # (kv_heads, P, head_dim) each
+        batch, n_prefix = key.shape[0], prefix_k.shape[1]
+        key = torch.cat([prefix_k.to(key.dtype).expand(batch, -1, -1, -1), key], dim=2)
+        value = torch.cat([prefix_v.to(value.dtype).expand(batch, -1, -1, -1), value], dim=2)
+        attention_mask = _mask_with_prefix(attention_mask, query, key.shape[2] - n_prefix, n_prefix, module)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def _mask_with_prefix(mask, query: torch.Tensor, kv_len: int, n_prefix: int, module: nn.Module) -> torch.Tensor:
+    """Extend an attention mask by `n_prefix` always-visible key positions on the left."""
+    batch, q_len = query.shape[0], query.shape[2]
+    if mask is None:  # SDPA skipped the mask: no padding; causal only if the module is
+        mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device)
+        if getattr(module, "is_causal", False) and q_len > 1:
+            mask = mask.tril(diagonal=kv_len - q_len)
+        mask = mask.expand(batch, 1, q_len, kv_len)
+    visible = torch.ones if mask.dtype == torch.bool else torch.zeros
+    pad = visible(mask.shape[0], mask.shape[1], mask.shape[2], n_prefix, dtype=mask.dtype, device=mask.device)
+    return torch.cat([pad, mask], dim=-1)
+
+
+AttentionInterface.register(ATTENTION_NAME, _prefix_attention)
+AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+
+
+def _head_prefixes(model: nn.Module, arch: ArchMap) -> tuple[str, ...]:
+    """Parameter-name prefixes of the task head: everything outside the backbone, plus
+    backbone parts the map trains with the head (BERT's pooler)."""
+    base = model.base_model_prefix
+    return tuple(f"{base}.{p}." for p in arch.trained_with_head)
+
+
+def _is_head_param(model: nn.Module, arch: ArchMap, name: str) -> bool:
+    base = model.base_model_prefix
+    return not name.startswith(f"{base}.") or name.startswith(_head_prefixes(model, arch))
+
+
+def model_spec(model: nn.Module) -> ModelSpec:
+    """Sizes the analytic parameter count needs, read off a (not yet injected) model."""
+    arch = arch_map_for(model)
+    first_layer = get_submodule(model.base_model, arch.layers)[0]
+    head = sum(
+        p.numel() for n, p in model.named_parameters() if _is_head_param(model, arch, n) and not n.startswith("autopeft.")
+    )
+    return ModelSpec(
+        model_type=model.config.model_type,
+        n_layers=len(get_submodule(model.base_model, arch.layers)),
+        hidden_size=model.config.hidden_size,
+        q_dim=get_submodule(first_layer, arch.query).out_features,
+        kv_dim=get_submodule(first_layer, arch.value).out_features,
+        backbone_params=sum(p.numel() for p in model.base_model.parameters()),
+        head_params=head,
+    )
+
+
+def inject(model: nn.Module, config: PeftConfig, folded_prefix: bool = False, seed: int | None = None) -> nn.Module:
+    """Add `config`'s modules to `model` in place, freeze everything but modules and head.
+
+    Build a fresh model per configuration: hooks are not removed. `folded_prefix` creates
+    the prefix as plain vectors (used when loading trained weights). Returns `model`.
+    """
+    arch = arch_map_for(model)
+    layers = get_submodule(model.base_model, arch.layers)
+    if len(config.layers) != len(layers):
+        raise UserError(
+            f"configuration has {len(config.layers)} layer bits but the model has {len(layers)} layers; "
+            f"give 'layers' exactly {len(layers)} entries"
+        )
+    config.check_valid()
+    if hasattr(model, "autopeft"):
+        raise ValueError("model already has autopeft modules; load a fresh base model per configuration")
+    if seed is not None:
+        torch.manual_seed(seed)
+    hidden = model.config.hidden_size
+    modules = nn.ModuleDict()
+    if config.prefix_length:
+        attn = get_submodule(layers[0], arch.attention)
+        head_dim = getattr(attn, "head_dim", None) or attn.attention_head_size
+        kv_dim = get_submodule(layers[0], arch.value).out_features
+        modules["prefix"] = PrefixEncoder(
+            len(config.active_layers), config.prefix_length, kv_dim // head_dim, head_dim, hidden, folded=folded_prefix
+        )
+    for slot, i in enumerate(config.active_layers):
+        layer = layers[i]
+        if config.serial_adapter or config.parallel_adapter:
+            sa = BottleneckAdapter(hidden, config.serial_adapter) if config.serial_adapter else None
+            pa = BottleneckAdapter(hidden, config.parallel_adapter, PARALLEL_SCALE) if config.parallel_adapter else None
+            if sa is not None:
+                modules[f"sa_{i}"] = sa
+            if pa is not None:
+                modules[f"pa_{i}"] = pa
+            _hook_ffn(get_submodule(layer, arch.ffn_in), get_submodule(layer, arch.ffn_out), sa, pa)
+        if config.lora_rank:
+            for kind, path in (("q", arch.query), ("v", arch.value)):
+                proj = get_submodule(layer, path)
+                lora = LoRA(proj.in_features, proj.out_features, config.lora_rank)
+                modules[f"lora_{kind}_{i}"] = lora
+                proj.register_forward_hook(lambda _m, args, out, lora=lora: out + lora(args[0]))
+        if config.prefix_length:
+            prefix = modules["prefix"]
+            # A plain function attribute, not a submodule: the encoder is stored once, under autopeft.
+            object.__setattr__(get_submodule(layer, arch.attention), "_autopeft_prefix", lambda s=slot, p=prefix: p.layer_prefix(s))
+    model.autopeft = modules
+    model.set_attn_implementation(ATTENTION_NAME)
+    for name, param in model.named_parameters():
+        param.requires_grad = name.startswith("autopeft.") or _is_head_param(model, arch, name)
+    return model
+
+
+def _hook_ffn(ffn_in: nn.Module, ffn_out: nn.Module, sa: nn.Module | None, pa: nn.Module | None) -> None:
+    """SA on the FFN output; PA from the FFN input h, added to the FFN output."""
+    stash: dict[str, torch.Tensor] = {}
+    if pa is not None:
+        ffn_in.register_forward_pre_hook(lambda _m, args: stash.__setitem__("h", args[0]))
+
+    def add_adapters(_m: nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
+        if sa is not None:
+            out = out + sa(out)
+        if pa is not None:
+            out = out + pa(stash.pop("h"))
+        return out
+
+    ffn_out.register_forward_hook(add_adapters)
+
+
+def full_finetune(model: nn.Module) -> nn.Module:
+    """Make every parameter trainable (the full fine-tuning baseline)."""
+    for param in model.parameters():
+        param.requires_grad = True
+    return model
+
+
+def trainable_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def fold(model: nn.Module) -> None:
+    """Fold the prefix reparametrisation MLP into plain vectors (no-op without a prefix)."""
+    modules = getattr(model, "autopeft", {})
+    if "prefix" in modules:
+        modules["prefix"].fold()
+        # The folded vectors are new Parameters: keep them trainable like the MLP was.
+        modules["prefix"].prefix.requires_grad = True
+
+
+def save_peft(model: nn.Module, config: PeftConfig, out_dir: str | Path, info: dict[str, Any] | None = None) -> Path:
+    """Write the trained modules and head (safetensors) and the configuration (JSON).
+
+    The prefix is folded first, so what is saved is what the parameter count counts.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fold(model)
+    state = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(state, str(out_dir / WEIGHTS_FILE))
+    (out_dir / CONFIG_FILE).write_text(json.dumps({"config": config.to_dict(), **(info or {})}, indent=2))
+    return out_dir
+
+
+def read_saved_config(saved_dir: str | Path) -> tuple[PeftConfig, dict[str, Any]]:
+    """The configuration and metadata saved by `save_peft`."""
+    path = Path(saved_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{saved_dir} holds no trained configuration ({CONFIG_FILE} missing); pass the --out folder of `autopeft train`")
+    data = json.loads(path.read_text())
+    return PeftConfig.from_dict(data["config"]), data
+
+
+def load_peft(model: nn.Module, saved_dir: str | Path) -> nn.Module:
+    """Inject the saved configuration into a fresh base `model` and load its trained weights."""
+    config, _ = read_saved_config(saved_dir)
+    inject(model, config, folded_prefix=True)
+    state = load_file(str(Path(saved_dir) / WEIGHTS_FILE))
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise UserError(f"saved weights in {saved_dir} do not match the model: missing {missing[:5]}, unexpected {extra[:5]}")
+    model.load_state_dict(state, strict=False)
+    return model
