@@ -1,0 +1,272 @@
+"""Training and evaluation of one configuration at a given fidelity.
+
+Batches are padded to their longest sequence and grouped by length (examples are sorted
+by length inside shuffled chunks), so short tasks like RTE pay for their real lengths.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from autopeft.errors import UserError
+from autopeft.metrics import compute_metrics
+from autopeft.models import load_model, load_tokenizer
+from autopeft.modules import fold, full_finetune, inject, model_spec, save_peft, trainable_params
+from autopeft.space import ModelSpec, PeftConfig
+from autopeft.tasks import Split, TaskData
+
+FULL_FINETUNE = "full"  # the configuration name of the full fine-tuning baseline
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How much training one evaluation gets.
+
+    train_examples: None = the whole train split; an int = that many examples; a float in
+    (0, 1] = that fraction. dev_examples likewise for the dev split (None = all).
+    lr: None = 1e-3 for PEFT modules, 3e-5 for full fine-tuning.
+    """
+
+    train_examples: int | float | None = None
+    epochs: float = 10.0
+    max_length: int = 128
+    batch_size: int = 32
+    lr: float | None = None
+    warmup_ratio: float = 0.06
+    dev_examples: int | float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("train_examples", "dev_examples"):
+            value = getattr(self, name)
+            if value is not None and (value <= 0 or (isinstance(value, float) and value > 1)):
+                raise UserError(f"fidelity: {name} must be a positive count or a fraction in (0, 1], got {value}")
+        if self.epochs <= 0:
+            raise UserError(f"fidelity: epochs must be > 0, got {self.epochs}")
+        if not 8 <= self.max_length <= 4096:
+            raise UserError(f"fidelity: max_length must be in 8..4096, got {self.max_length}")
+        if self.batch_size < 1:
+            raise UserError(f"fidelity: batch_size must be >= 1, got {self.batch_size}")
+        if self.lr is not None and not 0 < self.lr < 1:
+            raise UserError(f"fidelity: lr must be in (0, 1), got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"fidelity: warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Documented presets. "low" is the cheap proxy used for search trials; "full" for retraining.
+FIDELITIES: dict[str, Fidelity] = {
+    "low": Fidelity(train_examples=1000, epochs=2, max_length=128),
+    "full": Fidelity(train_examples=None, epochs=10, max_length=128),
+}
+
+
+def fidelity_from(preset: str = "low", **overrides: Any) -> Fidelity:
+    """A preset with some fields replaced (None values are ignored)."""
+    if preset not in FIDELITIES:
+        raise UserError(f"unknown fidelity '{preset}'; choose one of {sorted(FIDELITIES)}")
+    return replace(FIDELITIES[preset], **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, float]
+    score: float
+    trainable_params: int
+    percent: float
+    wall_time_s: float
+    loss_curve: list[float] = field(default_factory=list)  # mean loss of each logged window
+    steps: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Encoded:
+    """A tokenized split: unpadded token id lists and their labels."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode(split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Encoded:
+    """Tokenize a split once (truncated to max_length, not padded)."""
+    out = tokenizer(split.text_a, split.text_b, truncation=True, max_length=max_length)
+    return Encoded(out["input_ids"], out.get("token_type_ids"), split.labels)
+
+
+def batches(data: Encoded, batch_size: int, pad_id: int, shuffle: bool, seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """Padded batches: input_ids/attention_mask (batch, longest_in_batch), labels (batch,).
+
+    With shuffle, examples are shuffled, then sorted by length inside chunks of 50 batches,
+    and the batches are shuffled again; without, the order is by length (fastest to evaluate).
+    """
+    lengths = np.array([len(ids) for ids in data.input_ids])
+    if shuffle:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(data))
+        chunk = batch_size * 50
+        order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in np.split(order, range(chunk, len(order), chunk))])
+        groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        groups = [groups[i] for i in rng.permutation(len(groups))]
+    else:
+        order = np.argsort(lengths, kind="stable")
+        groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for idx in groups:
+        width = int(lengths[idx].max())
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        types = torch.zeros((len(idx), width), dtype=torch.long) if data.token_type_ids is not None else None
+        for row, i in enumerate(idx):
+            n = lengths[i]
+            ids[row, :n] = torch.tensor(data.input_ids[i])
+            mask[row, :n] = 1
+            if types is not None:
+                types[row, :n] = torch.tensor(data.token_type_ids[i])
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.as_tensor(data.labels[idx]), "index": torch.as_tensor(idx)}
+        if types is not None:
+            batch["token_type_ids"] = types
+        yield batch
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if logits.shape[-1] == 1:
+        return nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return nn.functional.cross_entropy(logits.float(), labels.long())
+
+
+def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k not in ("labels", "index")}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Encoded, pad_id: int, batch_size: int = 64) -> np.ndarray:
+    """Predictions in the split's order: class ids (n,) or regression values (n,)."""
+    model.eval()
+    preds = np.zeros(len(data), dtype=np.float64)
+    for batch in batches(data, batch_size, pad_id, shuffle=False):
+        logits = model(**_model_inputs(batch)).logits
+        values = logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1)
+        preds[batch["index"].numpy()] = values.float().numpy()
+    return preds
+
+
+def evaluate(model: nn.Module, task: TaskData, data: Encoded, pad_id: int) -> dict[str, float]:
+    preds = predict(model, data, pad_id)
+    if not task.spec.is_regression:
+        preds = preds.astype(np.int64)
+    return compute_metrics(task.spec, preds, data.labels)
+
+
+def build_model(model_name: str, task: TaskData, config: PeftConfig | str, seed: int) -> tuple[nn.Module, ModelSpec]:
+    """A fresh base model with `config` injected (or made fully trainable for 'full')."""
+    model = load_model(model_name, task.spec.num_labels, seed=seed)
+    spec = model_spec(model)
+    if config == FULL_FINETUNE:
+        full_finetune(model)
+    else:
+        inject(model, config, seed=seed)
+    return model, spec
+
+
+def train_and_evaluate(
+    model_name: str,
+    task: TaskData,
+    config: PeftConfig | str,
+    fidelity: Fidelity,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> TrainResult:
+    """Train `config` (a PeftConfig, or 'full') on task.train at `fidelity`; score on task.dev.
+
+    The prefix is folded before evaluation, so the dev score is that of what is kept.
+    When `out_dir` is given, the trained modules and head are saved there.
+    """
+    start = time.perf_counter()
+    torch.manual_seed(fidelity.seed)
+    tokenizer = tokenizer or load_tokenizer(model_name)
+    train_split = task.train if fidelity.train_examples is None else task.train.subset(fidelity.train_examples, fidelity.seed)
+    dev_split = task.dev if fidelity.dev_examples is None else task.dev.subset(fidelity.dev_examples, fidelity.seed)
+    train_data = encode(train_split, tokenizer, fidelity.max_length)
+    dev_data = encode(dev_split, tokenizer, fidelity.max_length)
+    model, spec = build_model(model_name, task, config, fidelity.seed)
+    is_full = config == FULL_FINETUNE
+    lr = fidelity.lr or (3e-5 if is_full else 1e-3)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    steps_per_epoch = math.ceil(len(train_data) / fidelity.batch_size)
+    total_steps = max(1, round(steps_per_epoch * fidelity.epochs))
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(fidelity.warmup_ratio * total_steps), total_steps)
+    pad_id = tokenizer.pad_token_id
+
+    losses: list[float] = []
+    window: list[float] = []
+    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress, leave=False)
+    step, epoch = 0, 0
+    model.train()
+    while step < total_steps:
+        for batch in batches(train_data, fidelity.batch_size, pad_id, shuffle=True, seed=fidelity.seed + epoch):
+            loss = _loss(model(**_model_inputs(batch)).logits, batch["labels"])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at step {step}; try a smaller --lr")
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            window.append(loss.item())
+            step += 1
+            if len(window) == 10 or step == total_steps:
+                losses.append(float(np.mean(window)))
+                window = []
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            bar.update(1)
+            if step >= total_steps:
+                break
+        epoch += 1
+    bar.close()
+
+    if not is_full:
+        fold(model)
+    metrics = evaluate(model, task, dev_data, pad_id)
+    kept = trainable_params(model)
+    result = TrainResult(
+        metrics=metrics,
+        score=metrics["score"],
+        trainable_params=kept,
+        percent=100.0 * kept / spec.backbone_params,
+        wall_time_s=time.perf_counter() - start,
+        loss_curve=losses,
+        steps=step,
+    )
+    if out_dir is not None:
+        _save(model, config, out_dir, model_name, task, fidelity, result)
+    return result
+
+
+def _save(model: nn.Module, config: PeftConfig | str, out_dir: str | Path, model_name: str, task: TaskData,
+          fidelity: Fidelity, result: TrainResult) -> None:
+    info = {"model": model_name, "task": task.spec.name, "label_names": list(task.spec.label_names),
+            "fidelity": fidelity.to_dict(), "result": result.to_dict()}
+    if config == FULL_FINETUNE:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(Path(out_dir) / "model")
+    else:
+        save_peft(model, config, out_dir, info)
