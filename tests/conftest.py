@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny randomly initialised models of each supported family (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
+
+TINY_CONFIGS = {
+    "bert": lambda n: BertConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64, num_labels=n, attn_implementation="sdpa",
+    ),
+    "llama": lambda n: LlamaConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, max_position_embeddings=64, num_labels=n, pad_token_id=0, attn_implementation="sdpa",
+    ),
+}
+TINY_CLASSES = {"bert": BertForSequenceClassification, "llama": LlamaForSequenceClassification}
+
+
+def make_tiny(family: str, num_labels: int = 3, seed: int = 0) -> torch.nn.Module:
+    """The same tiny random model for the same (family, num_labels, seed), in eval mode."""
+    torch.manual_seed(seed)
+    return TINY_CLASSES[family](TINY_CONFIGS[family](num_labels)).eval()
+
+
+def tiny_batch(seed: int = 1, batch: int = 3, length: int = 12) -> dict[str, torch.Tensor]:
+    """Token ids with right padding on the first example."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 120, (batch, length), generator=g)
+    mask = torch.ones_like(ids)
+    ids[0, length - 4 :] = 0
+    mask[0, length - 4 :] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.fixture(params=["bert", "llama"])
+def family(request) -> str:
+    return request.param
