@@ -1,0 +1,292 @@
+"""Reports of a study: front and trial tables, plots, and config export."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
+import optuna  # noqa: E402
+
+from autopeft.errors import UserError  # noqa: E402
+from autopeft.search.pareto import hypervolume, hypervolume_history  # noqa: E402
+from autopeft.search.study import completed_trials, front_rows, reference_point  # noqa: E402
+from autopeft.space import SIZE_KEYS, PeftConfig  # noqa: E402
+
+
+def _name(value: Any, *keys: str) -> str | None:
+    """A display name from a metadata value: the string itself or the first of `keys` in a dict."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return next((str(value[k]) for k in keys if value.get(k)), None)
+    if isinstance(value, (list, tuple)) and value:
+        return _name(value[0], *keys)
+    return None
+
+
+def study_labels(study: optuna.Study) -> dict[str, str]:
+    """Task, model and metric names from the study metadata (with fallbacks)."""
+    attrs = study.user_attrs
+    metric = _name(attrs.get("metric"), "name") or _name(attrs.get("objectives"), "score", "metric", "name")
+    if metric in (None, "score", "maximize"):
+        metric = _name(attrs.get("task"), "metric") or "score"
+    return {
+        "task": _name(attrs.get("task"), "name", "task") or "task",
+        "model": _name(attrs.get("model"), "name", "path", "model_type") or "model",
+        "metric": metric,
+    }
+
+
+def _describe(config: dict[str, Any] | None) -> str:
+    return PeftConfig.from_dict(config).describe() if config else "?"
+
+
+def _flat(row: dict[str, Any], rank: int | None = None) -> dict[str, Any]:
+    """A CSV-friendly row: config fields spread out, metrics as metric_<name>."""
+    config = row.get("config") or {}
+    out: dict[str, Any] = {} if rank is None else {"rank": rank}
+    out.update(trial=row["number"], configuration=_describe(config))
+    out.update({k: config.get(k, 0) for k in SIZE_KEYS})
+    out["layers"] = "".join(str(int(b)) for b in config.get("layers", []))
+    out.update(
+        score=row["score"],
+        percent=row["percent"],
+        trainable_params=row.get("trainable_params"),
+        wall_time_s=row.get("wall_time_s"),
+        proposal_seconds=row.get("proposal_seconds"),
+    )
+    if "retrained_mean" in row:
+        out.update(retrained_mean=row["retrained_mean"], retrained_std=row["retrained_std"])
+    out.update({f"metric_{k}": v for k, v in sorted((row.get("metrics") or {}).items())})
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _all_trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "score": t.values[0] if t.values else None,
+                "percent": t.values[1] if t.values else None,
+                "configuration": _describe(attrs.get("config")),
+                "config": json.dumps(attrs.get("config")),
+                "trainable_params": attrs.get("trainable_params"),
+                "wall_time_s": attrs.get("wall_time_s"),
+                "proposal_seconds": attrs.get("proposal_seconds"),
+                "duplicate_of": attrs.get("duplicate_of"),
+                "fail_reason": attrs.get("fail_reason"),
+                **{f"metric_{k}": v for k, v in sorted((attrs.get("metrics") or {}).items())},
+            }
+        )
+    return rows
+
+
+def plot_front(
+    study: optuna.Study, path: Path, baselines: list[dict] | None = None, labels: dict[str, str] | None = None
+) -> Path:
+    """Scatter of all completed trials with the Pareto front as a step line (log-scale x)."""
+    rows, front = completed_trials(study), front_rows(study)
+    labels = labels or study_labels(study)
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    ax.scatter(
+        [r["percent"] for r in rows], [r["score"] for r in rows],
+        s=18, color="0.65", alpha=0.8, label=f"trials ({len(rows)})", zorder=2,
+    )
+    fx, fy = [r["percent"] for r in front], [r["score"] for r in front]
+    ax.plot(fx, fy, drawstyle="steps-post", color="tab:red", lw=1.6, zorder=3)
+    ax.scatter(fx, fy, s=36, color="tab:red", edgecolor="black", lw=0.6, label=f"Pareto front ({len(front)})", zorder=4)
+    for k, (x, y) in enumerate(zip(fx, fy), start=1):  # '#' of the front table; alternate sides
+        offset = (5, -12) if k % 2 else (-11, 5)
+        ax.annotate(str(k), (x, y), textcoords="offset points", xytext=offset, fontsize=7, color="tab:red")
+    xs = [r["percent"] for r in rows] + [b["percent"] for b in baselines or []]
+    for b in baselines or []:
+        ax.scatter([b["percent"]], [b["score"]], marker="*", s=140, color="tab:blue", edgecolor="black", lw=0.6, zorder=5)
+        rightmost = b["percent"] >= max(xs)  # label on the left so it stays inside the axes
+        ax.annotate(
+            str(b["name"]), (b["percent"], b["score"]), textcoords="offset points", xytext=(-7 if rightmost else 7, 5),
+            ha="right" if rightmost else "left", fontsize=8, color="tab:blue", zorder=6,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
+    if xs and min(xs) > 0:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("% trainable parameters (log scale)")
+    else:
+        ax.set_xlabel("% trainable parameters")
+    ax.set_ylabel(f"{labels['metric']} ({labels['task']} dev)")
+    ax.set_title(f"AutoPEFT search: {labels['task']}, {labels['model']} — {study.study_name}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_hypervolume(study: optuna.Study, path: Path, ref: tuple[float, float]) -> Path:
+    """Hypervolume after each completed trial, against the trial number."""
+    rows = completed_trials(study)
+    hv = hypervolume_history([r["score"] for r in rows], [r["percent"] for r in rows], *ref)
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
+    ax.plot([r["number"] for r in rows], hv, drawstyle="steps-post", marker=".", color="tab:green")
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("hypervolume (score × % params)")
+    ax.set_title(f"Hypervolume, reference point (score {ref[0]:g}, {ref[1]:.3g}%)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_points(
+    rows: list[dict], baselines: list[dict], path: Path, title: str = "", metric: str = "score"
+) -> Path:
+    """Configurations and baselines (dicts with name, score, percent, optional std) on one plot."""
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    xs = [p["percent"] for p in [*rows, *baselines]]
+    for points, style in ((rows, {"marker": "o", "color": "tab:red"}), (baselines, {"marker": "*", "color": "tab:blue"})):
+        for p in points:
+            ax.errorbar(p["percent"], p["score"], yerr=p.get("std") or 0.0, ms=9 if style["marker"] == "*" else 6,
+                        mec="black", mew=0.6, capsize=3, ls="none", zorder=3, **style)
+            rightmost = p["percent"] >= max(xs)  # label on the left so it stays inside the axes
+            ax.annotate(str(p["name"]), (p["percent"], p["score"]), textcoords="offset points",
+                        xytext=(-6 if rightmost else 6, 4), ha="right" if rightmost else "left",
+                        fontsize=7, color=style["color"])
+    if xs and min(xs) > 0:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("% trainable parameters" + (" (log scale)" if xs and min(xs) > 0 else ""))
+    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_loss_curve(losses: list[float], path: Path, title: str = "") -> Path:
+    """Training loss per logged window."""
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
+    ax.plot(range(1, len(losses) + 1), losses, color="tab:purple", marker="." if len(losses) < 60 else None)
+    ax.set_xlabel("logged window")
+    ax.set_ylabel("training loss")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(
+    study: optuna.Study,
+    out_dir: Path,
+    ref: tuple[float, float] | None = None,
+    baselines: list[dict] | None = None,
+) -> dict[str, Path]:
+    """Write front.csv, front.json, trials.csv, front.png and hypervolume.png into `out_dir`.
+
+    `ref`: hypervolume reference point (score, percent), default the study's.
+    `baselines`: reference points to mark, dicts with name, score and percent.
+    Returns {file name: path}.
+    """
+    rows = completed_trials(study)
+    if not rows:
+        raise UserError(f"study '{study.study_name}' has no completed trials yet; run a search first")
+    for b in baselines or []:
+        if not {"name", "score", "percent"} <= set(b):
+            raise UserError(f"baseline {b!r} needs the keys name, score and percent")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ref = ref or reference_point(study)
+    front = front_rows(study)
+    labels = study_labels(study)
+    paths = {name: out_dir / name for name in ("front.csv", "front.json", "trials.csv", "front.png", "hypervolume.png")}
+
+    _write_csv(paths["front.csv"], [_flat(r, k) for k, r in enumerate(front, start=1)])
+    _write_csv(paths["trials.csv"], _all_trial_rows(study))
+    summary = {
+        "study": study.study_name,
+        **labels,
+        "n_completed": len(rows),
+        "reference_point": list(ref),
+        "hypervolume": hypervolume([r["score"] for r in rows], [r["percent"] for r in rows], *ref),
+        "front": [{"rank": k, "configuration": _describe(r["config"]), **r} for k, r in enumerate(front, start=1)],
+    }
+    paths["front.json"].write_text(json.dumps(summary, indent=2) + "\n")
+    plot_front(study, paths["front.png"], baselines, labels)
+    plot_hypervolume(study, paths["hypervolume.png"], ref)
+    return paths
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_front_table(rows: list[dict[str, Any]]) -> str:
+    """Fixed-width table of front rows (as from front_rows), numbered from 1."""
+    retrained = any("retrained_mean" in r for r in rows)
+    header = ["#", "trial", "configuration", "score", "% params", "params"]
+    if retrained:
+        header.append("retrained mean ± std")
+    body = []
+    for k, r in enumerate(rows, start=1):
+        line = [
+            str(k),
+            str(r["number"]),
+            _describe(r.get("config")),
+            f"{r['score']:.2f}",
+            f"{r['percent']:.4f}",
+            _fmt(r.get("trainable_params"), ","),
+        ]
+        if retrained:
+            mean, std = r.get("retrained_mean"), r.get("retrained_std")
+            line.append("-" if mean is None else f"{mean:.2f} ± {std or 0.0:.2f}")
+        body.append(line)
+    widths = [max(len(x) for x in col) for col in zip(header, *body)]
+    left = {2}  # the configuration column reads better left-aligned
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body)])
+
+
+def export_config(study: optuna.Study, pick: int, path: Path) -> Path:
+    """Write the `pick`-th front configuration (1-based, by % params as in the table) as JSON."""
+    front = front_rows(study)
+    if not front:
+        raise UserError(f"study '{study.study_name}' has no completed trials yet; run a search first")
+    if isinstance(pick, bool) or not isinstance(pick, int) or not 1 <= pick <= len(front):
+        raise UserError(
+            f"pick {pick!r} is out of range: the Pareto front has {len(front)} configuration(s); "
+            f"choose 1..{len(front)} (see the '#' column of the report)"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = PeftConfig.from_dict(front[pick - 1]["config"])
+    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return path

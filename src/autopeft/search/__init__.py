@@ -1,0 +1,1 @@
+"""Search: samplers, study storage and the search loop, Pareto front and hypervolume."""

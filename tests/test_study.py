@@ -1,0 +1,340 @@
+"""Study storage, the search loop, Pareto front and hypervolume (no model training)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autopeft.errors import UserError
+from autopeft.search.pareto import (
+    default_reference_point,
+    hypervolume,
+    hypervolume_history,
+    pareto_mask,
+    space_max_percent,
+)
+from autopeft.search.study import (
+    TrialResult,
+    completed_trials,
+    front_rows,
+    n_valid_configs,
+    open_study,
+    run_search,
+)
+from autopeft.space import ModelSpec, PeftConfig, SearchSpace
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = SearchSpace(n_layers=4, serial_adapter=(0, 8, 16), parallel_adapter=(0, 8), prefix_length=(0, 4))
+SPEC = ModelSpec("bert", n_layers=4, hidden_size=32, q_dim=32, kv_dim=32, backbone_params=100_000, head_params=66)
+
+
+def metadata(**changes):
+    meta = {
+        "model": {"name": "tiny", **SPEC.to_dict()},
+        "task": "RTE",
+        "space": SPACE.to_dict(),
+        "fidelity": {"train_fraction": 0.1, "epochs": 1},
+        "objectives": ["accuracy", "percent_params"],
+        "sampler": "random",
+        "seed": 0,
+        "reference_point": list(default_reference_point(space_max_percent(SPACE, SPEC))),
+    }
+    meta.update(changes)
+    return meta
+
+
+class Evaluator:
+    """Cheap synthetic objective that records every configuration it sees."""
+
+    def __init__(self, fail_on: int | None = None):
+        self.seen: list[PeftConfig] = []
+        self.fail_on = fail_on
+
+    def __call__(self, config: PeftConfig, trial: optuna.trial.Trial) -> TrialResult:
+        self.seen.append(config)
+        if self.fail_on is not None and len(self.seen) == self.fail_on:
+            raise RuntimeError("out of memory (synthetic)")
+        percent = SPEC.percent(config)
+        score = 50 + 10 * np.log1p(percent) + 0.5 * len(config.active_layers)
+        return TrialResult(
+            score=float(score), percent=percent, metrics={"accuracy": float(score)},
+            wall_time_s=0.01, trainable_params=SPEC.trainable_params(config), extra={"note": np.float32(1.0)},
+        )
+
+
+def make(tmp_path: Path, storage: str | None = None, sampler_seed: int = 0, **meta) -> optuna.Study:
+    return open_study(storage, "s1", tmp_path, metadata(**meta), optuna.samplers.RandomSampler(seed=sampler_seed))
+
+
+def n_state(study: optuna.Study, state: TrialState) -> int:
+    return len(study.get_trials(states=(state,)))
+
+
+# --- pareto -----------------------------------------------------------------------------
+
+
+def brute_force_mask(s: np.ndarray, p: np.ndarray) -> np.ndarray:
+    n = len(s)
+    return np.array([
+        not any((s[j] >= s[i]) and (p[j] <= p[i]) and ((s[j] > s[i]) or (p[j] < p[i])) for j in range(n))
+        for i in range(n)
+    ])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pareto_mask_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    # Rounded values give plenty of ties in score, percent and both.
+    s = rng.integers(0, 8, size=60).astype(float)
+    p = rng.integers(0, 8, size=60).astype(float)
+    np.testing.assert_array_equal(pareto_mask(s, p), brute_force_mask(s, p))
+
+
+def test_pareto_mask_edge_cases():
+    assert pareto_mask([], []).tolist() == []
+    assert pareto_mask([1, 1], [2, 2]).tolist() == [True, True]  # identical points both kept
+    assert pareto_mask([1, np.nan, 2], [1, 0, 2]).tolist() == [True, False, True]
+
+
+def test_hypervolume_hand_examples():
+    assert hypervolume([80], [1], 0, 10) == pytest.approx(80 * 9)
+    # Two non-dominated points: (80, 1) and (90, 5) against ref (0, 10).
+    assert hypervolume([80, 90], [1, 5], 0, 10) == pytest.approx(80 * 9 + 10 * 5)
+    # A dominated point and a duplicate add nothing.
+    assert hypervolume([80, 90, 70, 90], [1, 5, 6, 5], 0, 10) == pytest.approx(80 * 9 + 10 * 5)
+    # Points worse than the reference contribute nothing.
+    assert hypervolume([-5, 50], [1, 12], 0, 10) == 0.0
+    assert hypervolume([], [], 0, 10) == 0.0
+    # (70, 6) is dominated by (80, 1); (90, 5) adds a 10 x 5 slab.
+    hist = hypervolume_history([80, 70, 90], [1, 6, 5], 50, 10)
+    np.testing.assert_allclose(hist, [30 * 9, 30 * 9, 30 * 9 + 10 * 5])
+    # (60, 0.5) is cheaper than everything: it adds a 10 x 0.5 strip on the left.
+    assert hypervolume([80, 90, 60], [1, 5, 0.5], 50, 10) == pytest.approx(320 + 10 * 0.5)
+
+
+def test_reference_point_rule():
+    assert default_reference_point(3.5) == (0.0, 3.5)
+    assert default_reference_point(3.5, baseline_score=52.7) == (52.7, 3.5)
+    top = PeftConfig(16, 8, 4, layers=(1, 1, 1, 1))
+    assert space_max_percent(SPACE, SPEC) == pytest.approx(SPEC.percent(top))
+    with pytest.raises(ValueError):
+        default_reference_point(0.0)
+
+
+# --- study storage ------------------------------------------------------------------------
+
+
+def test_metadata_stored_and_mismatch_refused(tmp_path):
+    study = make(tmp_path)
+    run_search(study, SPACE, Evaluator(), budget=3, progress=False)
+    assert (tmp_path / "study.db").is_file()
+    assert study.user_attrs["task"] == "RTE"
+    before = (dict(study.user_attrs), len(study.trials))
+
+    with pytest.raises(UserError) as err:
+        make(tmp_path, task="MRPC", fidelity={"train_fraction": 0.5, "epochs": 1})
+    msg = str(err.value)
+    assert "task" in msg and "fidelity" in msg and "MRPC" in msg and "RTE" in msg and "--study" in msg
+
+    again = make(tmp_path)  # same metadata: loads
+    assert (dict(again.user_attrs), len(again.trials)) == before
+
+
+def test_resume_changes_sampler_and_seed_only(tmp_path):
+    make(tmp_path)
+    study = make(tmp_path, sampler="nsga2", seed=3)
+    assert study.user_attrs["sampler"] == "nsga2" and study.user_attrs["seed"] == 3
+
+
+@pytest.mark.parametrize("kind", ["sqlite-url", "journal-suffix", "journal-prefix"])
+def test_storage_kinds(tmp_path, kind):
+    storage = {
+        "sqlite-url": f"sqlite:///{tmp_path / 'other.db'}",
+        "journal-suffix": str(tmp_path / "j" / "study.log"),
+        "journal-prefix": f"journal:{tmp_path / 'study.jnl'}",
+    }[kind]
+    study = make(tmp_path, storage=storage)
+    run_search(study, SPACE, Evaluator(), budget=2, progress=False)
+    reopened = make(tmp_path, storage=storage)
+    assert len(completed_trials(reopened)) == 2
+    assert reopened.user_attrs["task"] == "RTE"
+    assert not (tmp_path / "study.db").exists()
+
+
+def test_bad_storage_and_out_dir(tmp_path):
+    with pytest.raises(UserError, match="not understood"):
+        make(tmp_path, storage="redis://localhost")
+    with pytest.raises(UserError, match="cannot open"):
+        make(tmp_path, storage=f"sqlite:///{tmp_path / 'missing' / 'x' / 'a.db'}")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="output directory"):
+        make(blocker / "out")
+
+
+# --- search loop --------------------------------------------------------------------------
+
+
+def configs_of(study: optuna.Study) -> list[str]:
+    return [json.dumps(r["config"], sort_keys=True) for r in completed_trials(study)]
+
+
+def test_run_records_results(tmp_path):
+    study = make(tmp_path)
+    seen_end = []
+    run_search(study, SPACE, Evaluator(), budget=4, batch=2, progress=False,
+               on_trial_end=lambda s, t: seen_end.append(t.number))
+    rows = completed_trials(study)
+    assert len(rows) == 4 and seen_end
+    row = rows[0]
+    config = PeftConfig.from_dict(row["config"])
+    assert SPACE.contains(config)
+    assert row["percent"] == pytest.approx(SPEC.percent(config))
+    assert row["trainable_params"] == SPEC.trainable_params(config)
+    assert row["metrics"]["accuracy"] == pytest.approx(row["score"])
+    assert row["seed"] == 0 and row["proposal_seconds"] >= 0 and row["extra"] == {"note": 1.0}
+    front = front_rows(study)
+    assert front and [r["percent"] for r in front] == sorted(r["percent"] for r in front)
+
+
+def test_resume_does_not_repeat_finished_trials(tmp_path):
+    ev = Evaluator()
+    run_search(make(tmp_path), SPACE, ev, budget=5, progress=False)
+    assert len(ev.seen) == 5
+    ev2 = Evaluator()
+    study = run_search(make(tmp_path, sampler_seed=1), SPACE, ev2, budget=8, progress=False)
+    assert len(ev2.seen) == 3
+    keys = configs_of(study)
+    assert len(keys) == 8 and len(set(keys)) == 8
+    assert len({c.to_json() for c in ev.seen + ev2.seen}) == 8
+    run_search(study, SPACE, ev2, budget=8, progress=False)  # budget reached: nothing to do
+    assert len(ev2.seen) == 3
+
+
+def test_stale_running_trial_is_rerun_first(tmp_path):
+    study = make(tmp_path)
+    run_search(study, SPACE, Evaluator(), budget=2, progress=False)
+    # Simulate a crash: a trial asked and suggested but never told.
+    crashed = study.ask()
+    for name, dist in SPACE.optuna_distributions().items():
+        crashed.suggest_categorical(name, dist.choices)
+    stale_config = SPACE.from_params(crashed.params)
+    del study
+
+    ev = Evaluator()
+    study = run_search(make(tmp_path, sampler_seed=7), SPACE, ev, budget=4, progress=False)
+    stale = study.trials[crashed.number]
+    assert stale.state == TrialState.FAIL
+    assert stale.user_attrs["fail_reason"] == "stale: interrupted run"
+    if stale_config.to_json() not in {PeftConfig.from_dict(r["config"]).to_json() for r in completed_trials(study)[:2]}:
+        assert ev.seen[0] == stale_config
+    assert len(completed_trials(study)) == 4
+    assert n_state(study, TrialState.RUNNING) == 0
+
+
+def test_running_trial_of_a_live_worker_is_left_alone(tmp_path):
+    import subprocess
+    import socket
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    study = make(tmp_path)
+    trials = {}
+    for who, pid in (("live", os.getppid()), ("dead", dead.pid)):
+        trial = study.ask()
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": pid})
+        for name, dist in SPACE.optuna_distributions().items():
+            trial.suggest_categorical(name, dist.choices)
+        trials[who] = trial.number
+    run_search(make(tmp_path), SPACE, Evaluator(), budget=2, progress=False)
+    states = {who: study.trials[n].state for who, n in trials.items()}
+    assert states == {"live": TrialState.RUNNING, "dead": TrialState.FAIL}
+    assert any(k.startswith("worker:") for k in study.user_attrs)
+
+
+def test_failure_is_recorded_and_search_continues(tmp_path):
+    ev = Evaluator(fail_on=2)
+    study = run_search(make(tmp_path), SPACE, ev, budget=4, progress=False)
+    # (RandomSampler may also propose invalid configurations, told FAIL without evaluating.)
+    failed = [t for t in study.get_trials(states=(TrialState.FAIL,)) if "invalid" not in t.user_attrs["fail_reason"]]
+    assert len(failed) == 1
+    assert failed[0].user_attrs["fail_reason"] == "RuntimeError: out of memory (synthetic)"
+    assert "Traceback" in failed[0].user_attrs["fail_traceback"]
+    assert len(completed_trials(study)) == 4 and len(ev.seen) == 5
+
+
+def test_always_failing_evaluate_stops(tmp_path):
+    def broken(config, trial):
+        raise ValueError("bad model path")
+
+    with pytest.raises(UserError, match="bad model path"):
+        run_search(make(tmp_path), SPACE, broken, budget=3, progress=False)
+
+
+def test_keyboard_interrupt_marks_fail_and_requeues(tmp_path, capsys):
+    calls = []
+
+    def interrupt(config, trial):
+        calls.append(config)
+        raise KeyboardInterrupt
+
+    study = make(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(study, SPACE, interrupt, budget=3, progress=False)
+    failed = [t for t in study.get_trials(states=(TrialState.FAIL,)) if t.user_attrs.get("fail_reason") == "interrupted"]
+    assert len(failed) == 1
+    assert "resume" in capsys.readouterr().err
+    ev = Evaluator()
+    run_search(make(tmp_path), SPACE, ev, budget=1, progress=False)
+    assert ev.seen == calls  # the interrupted configuration runs first
+
+
+def test_duplicates_are_not_evaluated(tmp_path):
+    study = make(tmp_path)
+    ev = Evaluator()
+    run_search(study, SPACE, ev, budget=2, progress=False)
+    first = completed_trials(study)[0]
+    study.enqueue_trial(SPACE.to_params(PeftConfig.from_dict(first["config"])))
+    run_search(study, SPACE, ev, budget=3, progress=False)
+    assert len(ev.seen) == 3
+    dups = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "duplicate_of" in t.user_attrs]
+    assert len(dups) == 1 and dups[0].user_attrs["duplicate_of"] == first["number"]
+    assert dups[0].values == [first["score"], first["percent"]]
+    assert len(completed_trials(study)) == 3
+    assert len(set(configs_of(study))) == 3
+
+
+def test_exhausted_space_stops(tmp_path, capsys):
+    tiny = SearchSpace(n_layers=2, serial_adapter=(0, 8), parallel_adapter=(0,), prefix_length=(0,))
+    assert n_valid_configs(tiny) == 3
+    meta = metadata(space=tiny.to_dict())
+    study = open_study(None, "tiny", tmp_path, meta, optuna.samplers.RandomSampler(seed=0))
+    ev = Evaluator()
+    run_search(study, tiny, ev, budget=10, progress=False)
+    assert len(ev.seen) <= 3 and len({c.to_json() for c in ev.seen}) == len(ev.seen)
+    assert "budget lowered" in capsys.readouterr().err
+
+
+def test_invalid_budget(tmp_path):
+    study = make(tmp_path)
+    for budget, batch in [(0, 1), (3, 0), (-1, 1), (2.5, 1)]:
+        with pytest.raises(UserError):
+            run_search(study, SPACE, Evaluator(), budget=budget, batch=batch, progress=False)
+
+
+def test_valid_config_count_matches_enumeration():
+    space = SearchSpace(n_layers=3, serial_adapter=(0, 8), parallel_adapter=(0, 4), prefix_length=(0,),
+                        fixed_layers=(None, True, None))
+    count = sum(
+        space.contains(PeftConfig(sa, pa, 0, layers=(a, True, b)))
+        for sa, pa, a, b in itertools.product((0, 8), (0, 4), (0, 1), (0, 1))
+    )
+    assert n_valid_configs(space) == count
