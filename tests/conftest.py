@@ -48,3 +48,18 @@ def tiny_batch(seed: int = 1, batch: int = 3, length: int = 12) -> dict[str, tor
 @pytest.fixture(params=["bert", "llama"])
 def family(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A local model folder: a tiny random 2-layer BERT with the embedded MiniLM's tokenizer."""
+    from autopeft.models import load_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = load_tokenizer("minilm")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -68,7 +68,10 @@ def load_model(name_or_path: str, num_labels: int, seed: int = 0) -> nn.Module:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, config=config, attn_implementation="sdpa")
+        # A checkpoint with another head size (e.g. saved for another task) gets a fresh head.
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, config=config, attn_implementation="sdpa", ignore_mismatched_sizes=True
+        )
     except (OSError, ValueError) as exc:
         raise _load_error(name_or_path, exc) from None
     return model

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv (Python 3.11) and install autopeft with pinned dependencies. Idempotent.
+# torch==2.13.0 is installed first, alone: it is a CPU build on this machine's disk, and
+# installing it first keeps pip from ever resolving another (multi-GB CUDA) torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+if ! python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+  pip install --disable-pip-version-check -q torch==2.13.0
+fi
+pip install --disable-pip-version-check -q -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
+python -c "import autopeft, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"

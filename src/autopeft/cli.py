@@ -1,0 +1,249 @@
+"""The `autopeft` command: train | search | worker | retrain | transfer | report | export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from autopeft.errors import UserError
+
+
+def _add_task_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("task")
+    g.add_argument("--task", default="RTE", help="GLUE task (RTE, MRPC, STS-B, CoLA, SST-2, WNLI) or a train CSV/TSV/JSONL file")
+    g.add_argument("--dev", help="dev file for a file task")
+    g.add_argument("--text-a", default="text", help="column of the first text (file tasks)")
+    g.add_argument("--text-b", help="column of the optional second text (file tasks)")
+    g.add_argument("--label", default="label", help="label column (file tasks)")
+    g.add_argument("--regression", action="store_true", help="file task with a numeric target")
+    g.add_argument("--data-dir", help="folder with <TASK>/{train,dev}.tsv GLUE files (default: packaged copies, then ../shared/data/glue)")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="minilm", help="'minilm' (embedded all-MiniLM-L6-v2), a local model folder, or a hub id")
+
+
+def _add_fidelity_args(p: argparse.ArgumentParser, default: str) -> None:
+    g = p.add_argument_group("fidelity (defaults: the preset; see `autopeft.train.FIDELITIES`)")
+    g.add_argument("--fidelity", default=default, choices=["low", "full"], help=f"preset (default {default})")
+    g.add_argument("--train-examples", type=_count_or_fraction, help="train examples: a count, or a fraction in (0,1]")
+    g.add_argument("--dev-examples", type=_count_or_fraction, help="dev examples: a count, or a fraction in (0,1]")
+    g.add_argument("--epochs", type=float)
+    g.add_argument("--max-length", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--seed", type=int)
+
+
+def _count_or_fraction(text: str) -> int | float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {text!r}") from None
+    return int(value) if value.is_integer() and value > 1 else value
+
+
+def _fidelity(args: argparse.Namespace):
+    from autopeft.train import fidelity_from
+
+    return fidelity_from(
+        args.fidelity, train_examples=args.train_examples, dev_examples=args.dev_examples, epochs=args.epochs,
+        max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+    )
+
+
+def _task_source(args: argparse.Namespace) -> dict:
+    """Where the task comes from: a GLUE name (+ data dir), or a file task's arguments."""
+    from autopeft.tasks import resolve_glue_name
+
+    if resolve_glue_name(args.task) is not None or not Path(args.task).suffix:
+        return {"name": args.task, "data_dir": args.data_dir}  # an unknown name fails with the known list
+    if not args.dev:
+        raise UserError(f"file task {args.task} needs --dev with the dev file")
+    return {"name": Path(args.task).stem, "train_path": args.task, "dev_path": args.dev, "text_a": args.text_a,
+            "text_b": args.text_b, "label": args.label, "kind": "regression" if args.regression else "classification"}
+
+
+def _task(args: argparse.Namespace):
+    from autopeft.workflow import load_task_source
+
+    return load_task_source(_task_source(args))
+
+
+def _writable_dir(path: str) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".autopeft-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"output folder {out} cannot be written ({exc.strerror}); choose another --out") from None
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from autopeft.report import plot_loss_curve
+    from autopeft.space import PeftConfig
+    from autopeft.train import FULL_FINETUNE, train_and_evaluate
+
+    out = _writable_dir(args.out)
+    config = FULL_FINETUNE if args.config == FULL_FINETUNE else PeftConfig.from_json_file(args.config)
+    task, fidelity = _task(args), _fidelity(args)
+    name = config if isinstance(config, str) else config.describe()
+    print(f"training {name} on {task.spec.name} ({len(task.train)} train / {len(task.dev)} dev) with {args.model}")
+    result = train_and_evaluate(args.model, task, config, fidelity, out_dir=out)
+    (out / "result.json").write_text(json.dumps(
+        {"config": config if isinstance(config, str) else config.to_dict(), "task": task.spec.name, "model": args.model,
+         "fidelity": fidelity.to_dict(), **result.to_dict()}, indent=2))
+    plot_loss_curve(result.loss_curve, out / "loss.png", title=f"{name} on {task.spec.name}")
+    metrics = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items() if k != "score")
+    print(f"dev {task.spec.primary_metric}: {result.score:.2f} ({metrics})")
+    print(f"trainable parameters: {result.trainable_params:,} ({result.percent:.3f}% of the backbone; prefix counted folded)")
+    print(f"wall time: {result.wall_time_s:.1f} s, {result.steps} steps, final loss {result.loss_curve[-1]:.4f}")
+    print(f"saved: {out}/result.json, {out}/loss.png and the trained weights")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from autopeft.workflow import SearchSettings, search
+
+    settings = SearchSettings(
+        model=args.model, task=_task(args), fidelity=_fidelity(args), out_dir=_writable_dir(args.out),
+        budget=args.budget, batch=args.batch, sampler=args.sampler, n_init=args.init, storage=args.storage,
+        study_name=args.study, space_file=args.space, lora=args.lora, search_seed=args.search_seed,
+        nuts=args.nuts, retrain_top=args.retrain, retrain_seeds=args.seeds, progress=not args.quiet,
+        task_source=_task_source(args),
+    )
+    search(settings)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    cmd_search(args)
+
+
+def cmd_retrain(args: argparse.Namespace) -> None:
+    from autopeft.workflow import retrain_front
+
+    retrain_front(args.out, storage=args.storage, study_name=args.study, top=args.top, seeds=args.seeds,
+                  fidelity_overrides=_fidelity_overrides(args))
+
+
+def cmd_transfer(args: argparse.Namespace) -> None:
+    from autopeft.workflow import transfer
+
+    transfer(source_dir=args.from_dir, storage=args.storage, study_name=args.study, task=_task(args),
+             out_dir=_writable_dir(args.out), top=args.top, seeds=args.seeds, fidelity=_fidelity(args), model=args.model)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from autopeft.workflow import report
+
+    report(args.out, storage=args.storage, study_name=args.study)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from autopeft.workflow import export
+
+    export(args.out, pick=args.pick, path=args.to, storage=args.storage, study_name=args.study)
+
+
+def _fidelity_overrides(args: argparse.Namespace) -> dict:
+    keys = ("train_examples", "dev_examples", "epochs", "max_length", "batch_size", "lr", "seed")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _add_study_args(p: argparse.ArgumentParser, positional: bool = False) -> None:
+    if positional:
+        p.add_argument("out", metavar="STUDY_DIR", help="the --out folder of a search (holds study.db, reports, weights)")
+    else:
+        p.add_argument("--out", required=True, help="study folder (holds study.db by default, reports, weights)")
+    p.add_argument("--storage", help="Optuna storage: sqlite:///file.db, postgresql://..., mysql://..., or a journal file *.log")
+    p.add_argument("--study", default="autopeft", help="study name inside the storage (default autopeft)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autopeft", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train and evaluate one configuration")
+    _add_model_args(p)
+    _add_task_args(p)
+    p.add_argument("--config", required=True, help="configuration JSON file, or 'full' for full fine-tuning")
+    p.add_argument("--out", required=True, help="folder for result.json, loss.png and the trained weights")
+    _add_fidelity_args(p, default="full")
+    p.set_defaults(func=cmd_train)
+
+    for name, helptext in (("search", "multi-objective search for the Pareto front"),
+                           ("worker", "one more worker on an existing study (same options as search)")):
+        p = sub.add_parser(name, help=helptext)
+        _add_model_args(p)
+        _add_task_args(p)
+        _add_study_args(p)
+        p.add_argument("--budget", type=int, default=20, help="number of evaluated trials (default 20)")
+        p.add_argument("--sampler", default="saasbo", help="saasbo (default) | gp | random | nsga2 | motpe")
+        p.add_argument("--batch", type=int, default=1, help="configurations proposed per round (q)")
+        p.add_argument("--init", type=int, default=8, help="random initial configurations (n0)")
+        p.add_argument("--space", help="YAML/JSON file restricting or extending the search space")
+        p.add_argument("--lora", action="store_true", help="add LoRA to the default space")
+        p.add_argument("--search-seed", type=int, default=0, help="seed of the sampler")
+        p.add_argument("--nuts", default="256,128,16", help="NUTS warmup,samples,thinning, or 'map' for MAP-SAAS")
+        p.add_argument("--retrain", type=int, default=0, help="retrain K configurations spread along the front at full fidelity")
+        p.add_argument("--seeds", type=int, default=3, help="seeds per retrained configuration")
+        p.add_argument("--resume", action="store_true", help="accepted for clarity: a search always resumes its study")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_fidelity_args(p, default="low")
+        p.set_defaults(func=cmd_worker if name == "worker" else cmd_search)
+
+    p = sub.add_parser("retrain", help="retrain configurations of a study's front at full fidelity over several seeds")
+    _add_study_args(p, positional=True)
+    p.add_argument("--top", type=int, default=0, help="K configurations spread along the front (0 = all)")
+    p.add_argument("--seeds", type=int, default=3)
+    for flag, kind in (("--train-examples", _count_or_fraction), ("--dev-examples", _count_or_fraction), ("--epochs", float),
+                       ("--max-length", int), ("--batch-size", int), ("--lr", float)):
+        p.add_argument(flag, type=kind)
+    p.set_defaults(func=cmd_retrain, seed=None)
+
+    p = sub.add_parser("transfer", help="retrain a study's front on another task, beside single-module baselines")
+    p.add_argument("--from", dest="from_dir", required=True, help="folder of the source study")
+    p.add_argument("--storage", help="storage of the source study, if not its folder's study.db")
+    p.add_argument("--study", default="autopeft")
+    p.add_argument("--out", required=True, help="folder for the transfer results")
+    p.add_argument("--top", type=int, default=0, help="K configurations spread along the front (0 = all)")
+    p.add_argument("--seeds", type=int, default=3)
+    _add_model_args(p)
+    _add_task_args(p)
+    _add_fidelity_args(p, default="full")
+    p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("report", help="regenerate the tables and plots of a study")
+    _add_study_args(p, positional=True)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="write the K-th front configuration as a file for `autopeft train`")
+    _add_study_args(p, positional=True)
+    p.add_argument("--pick", type=int, required=True, help="K: row of the front table (1 = fewest parameters)")
+    p.add_argument("--to", required=True, help="configuration JSON to write")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"autopeft: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autopeft: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

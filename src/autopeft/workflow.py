@@ -1,0 +1,309 @@
+"""The jobs behind the CLI: search, retrain the front, transfer, report, export.
+
+Everything a later command needs (model, task source, space, fidelity) is stored in the
+study's metadata, so `retrain`, `report` and `export` take just the study folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autopeft.errors import UserError
+from autopeft.models import load_model, load_tokenizer
+from autopeft.modules import model_spec
+from autopeft.space import ModelSpec, PeftConfig, SearchSpace
+from autopeft.tasks import TaskData, load_file_task, load_task
+from autopeft.train import FIDELITIES, FULL_FINETUNE, Fidelity, TrainResult, train_and_evaluate
+
+OBJECTIVES = ["score:maximize", "percent:minimize"]
+
+
+# --- tasks and models ---------------------------------------------------------------------
+
+
+def task_source(task: TaskData, **file_args: Any) -> dict[str, Any]:
+    """How to load `task` again: a GLUE name (+ data dir) or the file-task arguments."""
+    return {"name": task.spec.name, **file_args}
+
+
+def load_task_source(source: dict[str, Any]) -> TaskData:
+    if "train_path" in source:
+        args = {k: v for k, v in source.items() if k != "name"}
+        return load_file_task(**args, name=source["name"])
+    return load_task(source["name"], source.get("data_dir"))
+
+
+def describe_model(model: str, num_labels: int) -> tuple[ModelSpec, Any]:
+    """The backbone's ModelSpec (from one load of the model) and its tokenizer."""
+    tokenizer = load_tokenizer(model)
+    return model_spec(load_model(model, num_labels)), tokenizer
+
+
+def make_space(spec: ModelSpec, space_file: str | None = None, lora: bool = False) -> SearchSpace:
+    if space_file:
+        return SearchSpace.from_file(space_file, spec.hidden_size, spec.n_layers)
+    return SearchSpace.default(spec.hidden_size, spec.n_layers, lora=lora)
+
+
+# --- search -------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchSettings:
+    model: str
+    task: TaskData
+    fidelity: Fidelity
+    out_dir: Path
+    budget: int = 20
+    batch: int = 1
+    sampler: str = "saasbo"
+    n_init: int = 8
+    storage: str | None = None
+    study_name: str = "autopeft"
+    space_file: str | None = None
+    lora: bool = False
+    search_seed: int = 0
+    nuts: str = "256,128,16"
+    retrain_top: int = 0
+    retrain_seeds: int = 3
+    progress: bool = True
+    task_source: dict[str, Any] = field(default_factory=dict)
+
+
+def _sampler_options(nuts: str) -> dict[str, Any]:
+    if nuts == "map":
+        return {"fit": "map"}
+    try:
+        warmup, samples, thinning = (int(v) for v in nuts.split(","))
+    except ValueError:
+        raise UserError(f"--nuts must be 'warmup,samples,thinning' (e.g. 256,128,16) or 'map', got {nuts!r}") from None
+    if min(warmup, samples, thinning) < 1:
+        raise UserError(f"--nuts values must be positive, got {nuts!r}")
+    return {"warmup_steps": warmup, "num_samples": samples, "thinning": thinning}
+
+
+def search(settings: SearchSettings):
+    """Run (or resume) a search, write its report, optionally retrain part of the front."""
+    from autopeft.report import format_front_table, write_report
+    from autopeft.search.pareto import default_reference_point, space_max_percent
+    from autopeft.search.samplers import make_sampler
+    from autopeft.search.study import TrialResult, front_rows, open_study, run_search
+
+    s = settings
+    if s.budget <= 0:
+        raise UserError(f"--budget must be a positive number of trials, got {s.budget}")
+    if s.batch <= 0:
+        raise UserError(f"--batch must be >= 1, got {s.batch}")
+    if s.n_init < 1:
+        raise UserError(f"--init must be >= 1, got {s.n_init}")
+    spec, tokenizer = describe_model(s.model, s.task.spec.num_labels)
+    space = make_space(spec, s.space_file, s.lora)
+    ref = default_reference_point(space_max_percent(space, spec))
+    metadata = {
+        "model": s.model,
+        "task": s.task.spec.name,
+        "task_source": s.task_source or task_source(s.task),
+        "space": space.to_dict(),
+        "fidelity": s.fidelity.to_dict(),
+        "objectives": OBJECTIVES,
+        "metric": s.task.spec.primary_metric,
+        "sampler": s.sampler,
+        "seed": s.search_seed,
+        "model_spec": spec.to_dict(),
+        "reference_point": list(ref),
+    }
+    sampler = make_sampler(s.sampler, space, seed=s.search_seed, n_init=s.n_init, percent_fn=spec.percent,
+                           ref_point=ref, **(_sampler_options(s.nuts) if s.sampler in ("saasbo",) else {}))
+    study = open_study(s.storage, s.study_name, s.out_dir, metadata, sampler)
+
+    def evaluate(config: PeftConfig, trial) -> TrialResult:
+        result = train_and_evaluate(s.model, s.task, config, s.fidelity, progress=False, tokenizer=tokenizer)
+        return TrialResult(score=result.score, percent=result.percent, metrics=result.metrics,
+                           wall_time_s=result.wall_time_s, trainable_params=result.trainable_params,
+                           extra={"loss_curve": result.loss_curve, "steps": result.steps})
+
+    run_search(study, space, evaluate, s.budget, s.batch, progress=s.progress, ref=ref)
+    if s.retrain_top:
+        retrain_front(s.out_dir, s.storage, s.study_name, top=s.retrain_top, seeds=s.retrain_seeds)
+    paths = write_report(study, s.out_dir, ref=ref, baselines=_stored_baselines(s.out_dir))
+    print(format_front_table(front_rows(study)))
+    print(f"report: {', '.join(str(p) for p in paths.values())}")
+    return study
+
+
+def _open_existing(out_dir: str | Path, storage: str | None, study_name: str):
+    import optuna
+
+    from autopeft.search.study import make_storage
+
+    out_dir = Path(out_dir)
+    if storage is None and not (out_dir / "study.db").is_file():
+        raise UserError(f"no study found in {out_dir} (no study.db); pass the --out folder of a search, or --storage")
+    try:
+        return optuna.load_study(study_name=study_name, storage=make_storage(storage, out_dir))
+    except KeyError:
+        raise UserError(f"storage has no study named '{study_name}'; check --study") from None
+
+
+def report(out_dir: str | Path, storage: str | None = None, study_name: str = "autopeft") -> dict[str, Path]:
+    from autopeft.report import format_front_table, write_report
+    from autopeft.search.study import front_rows
+
+    study = _open_existing(out_dir, storage, study_name)
+    paths = write_report(study, Path(out_dir), baselines=_stored_baselines(out_dir))
+    print(format_front_table(front_rows(study)))
+    print(f"report: {', '.join(str(p) for p in paths.values())}")
+    return paths
+
+
+def export(out_dir: str | Path, pick: int, path: str | Path, storage: str | None = None, study_name: str = "autopeft") -> Path:
+    from autopeft.report import export_config
+
+    study = _open_existing(out_dir, storage, study_name)
+    written = export_config(study, pick, Path(path))
+    print(f"wrote {written}; train it with: autopeft train --config {written} --out DIR")
+    return written
+
+
+# --- retraining -----------------------------------------------------------------------------
+
+
+def spread_along_front(rows: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """K rows evenly spaced (by rank) along a front sorted by percent, both ends included; k<=0: all."""
+    if k <= 0 or k >= len(rows):
+        return list(rows)
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(rows) - 1, k)})
+    return [rows[i] for i in picks]
+
+
+def train_seeds(model: str, task: TaskData, config: PeftConfig | str, fidelity: Fidelity, seeds: int,
+                out_dir: Path, tokenizer=None) -> list[dict[str, Any]]:
+    """Train `config` with seeds 0..seeds-1; results already in out_dir/seed_S are reused."""
+    results = []
+    for seed in range(seeds):
+        run_dir = out_dir / f"seed_{seed}"
+        done = run_dir / "result.json"
+        if done.is_file():
+            results.append(json.loads(done.read_text()))
+            continue
+        result = train_and_evaluate(model, task, config, replace(fidelity, seed=seed), out_dir=run_dir, tokenizer=tokenizer)
+        row = {"seed": seed, **result.to_dict()}
+        done.write_text(json.dumps(row))
+        results.append(row)
+    return results
+
+
+def _summary(scores: list[float]) -> tuple[float, float]:
+    return float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
+
+
+def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: str = "autopeft", top: int = 0,
+                  seeds: int = 3, fidelity_overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Retrain K front configurations (spread along the front) at full fidelity over `seeds` seeds.
+
+    Weights go to out_dir/retrained/trial_N/seed_S/ (reload with autopeft.modules.load_peft);
+    mean and std are recorded in the study and shown in its report.
+    """
+    from autopeft.search.study import front_rows, record_retrained
+
+    if seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    out_dir = Path(out_dir)
+    study = _open_existing(out_dir, storage, study_name)
+    meta = study.user_attrs
+    task = load_task_source(meta["task_source"])
+    fidelity = replace(FIDELITIES["full"], **(fidelity_overrides or {}))
+    tokenizer = load_tokenizer(meta["model"])
+    picked = spread_along_front(front_rows(study), top)
+    print(f"retraining {len(picked)} front configuration(s) x {seeds} seed(s) at full fidelity")
+    rows = []
+    for row in picked:
+        config = PeftConfig.from_dict(row["config"])
+        results = train_seeds(meta["model"], task, config, fidelity, seeds, out_dir / "retrained" / f"trial_{row['number']}", tokenizer)
+        scores = [r["score"] for r in results]
+        record_retrained(study, row["number"], scores)
+        mean, std = _summary(scores)
+        print(f"  trial {row['number']:>3} {config.describe():<40} search {row['score']:.2f} -> retrained {mean:.2f} ± {std:.2f}")
+        rows.append({**row, "retrained_mean": mean, "retrained_std": std, "retrained_scores": scores})
+    return rows
+
+
+# --- baselines and transfer --------------------------------------------------------------------
+
+
+def baseline_configs(spec: ModelSpec) -> dict[str, PeftConfig | str]:
+    """Single-module baselines at standard sizes in all layers, plus full fine-tuning.
+
+    SA and PA: bottleneck hidden/16 (reduction factor 16, Pfeiffer et al.); PT: length
+    hidden/16; LoRA: rank 8 on query and value (Hu et al.).
+    """
+    all_layers = (True,) * spec.n_layers
+    d = max(1, spec.hidden_size // 16)
+    return {
+        f"SA{d}": PeftConfig(serial_adapter=d, layers=all_layers),
+        f"PA{d}": PeftConfig(parallel_adapter=d, layers=all_layers),
+        f"PT{d}": PeftConfig(prefix_length=d, layers=all_layers),
+        "LoRA8": PeftConfig(lora_rank=8, layers=all_layers),
+        "full fine-tuning": FULL_FINETUNE,
+    }
+
+
+def _stored_baselines(out_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(out_dir) / "baselines.json"
+    return list(json.loads(path.read_text()).values()) if path.is_file() else []
+
+
+def run_baselines(model: str, task: TaskData, fidelity: Fidelity, seeds: int, out_dir: Path, tokenizer=None) -> list[dict[str, Any]]:
+    """Train the baselines (reusing finished seeds) and store them in out_dir/baselines.json."""
+    spec, tok = describe_model(model, task.spec.num_labels)
+    stored: dict[str, Any] = {}
+    for name, config in baseline_configs(spec).items():
+        slug = name.replace(" ", "_")
+        results = train_seeds(model, task, config, fidelity, seeds, out_dir / "baselines" / slug, tokenizer or tok)
+        scores = [r["score"] for r in results]
+        mean, std = _summary(scores)
+        stored[name] = {"name": name, "score": mean, "std": std, "scores": scores, "percent": results[0]["percent"],
+                        "config": config if isinstance(config, str) else config.to_dict()}
+        (out_dir / "baselines.json").write_text(json.dumps(stored, indent=2))
+    return list(stored.values())
+
+
+def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str | None = None, storage: str | None = None,
+             study_name: str = "autopeft", top: int = 0, seeds: int = 3, fidelity: Fidelity | None = None) -> list[dict[str, Any]]:
+    """Retrain the source study's front on `task`, beside the single-module baselines there."""
+    from autopeft.report import plot_points
+    from autopeft.search.study import front_rows
+
+    study = _open_existing(source_dir, storage, study_name)
+    model = model or study.user_attrs["model"]
+    if model != study.user_attrs["model"]:
+        print(f"note: the front was found with {study.user_attrs['model']}; retraining with {model}")
+    fidelity = fidelity or FIDELITIES["full"]
+    tokenizer = load_tokenizer(model)
+    picked = spread_along_front(front_rows(study), top)
+    start = time.perf_counter()
+    rows = []
+    for row in picked:
+        config = PeftConfig.from_dict(row["config"])
+        results = train_seeds(model, task, config, fidelity, seeds, out_dir / "transferred" / f"trial_{row['number']}", tokenizer)
+        scores = [r["score"] for r in results]
+        mean, std = _summary(scores)
+        rows.append({"name": f"front #{row['number']}: {config.describe()}", "score": mean, "std": std, "scores": scores,
+                     "percent": results[0]["percent"], "source_score": row["score"], "config": config.to_dict()})
+    baselines = run_baselines(model, task, fidelity, seeds, out_dir, tokenizer)
+    all_rows = rows + [{**b, "name": f"baseline: {b['name']}"} for b in baselines]
+    (out_dir / "transfer.json").write_text(json.dumps({"source": str(source_dir), "task": task.spec.name, "model": model,
+                                                        "fidelity": fidelity.to_dict(), "rows": all_rows}, indent=2))
+    plot_points(rows, baselines, out_dir / "transfer.png",
+                title=f"{study.user_attrs['task']} front transferred to {task.spec.name}", metric=task.spec.primary_metric)
+    print(f"{'configuration':<58} {'%params':>8} {task.spec.primary_metric:>10}  (mean ± std over {seeds} seed(s))")
+    for r in all_rows:
+        print(f"{r['name'][:58]:<58} {r['percent']:>8.3f} {r['score']:>6.2f} ± {r['std']:.2f}")
+    print(f"transfer took {time.perf_counter() - start:.0f} s; results: {out_dir}/transfer.json, {out_dir}/transfer.png")
+    return all_rows

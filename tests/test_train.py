@@ -1,0 +1,93 @@
+"""Training and evaluation: batching, determinism, the train command, saved weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from autopeft import PeftConfig, UserError
+from autopeft.cli import main
+from autopeft.models import load_model, load_tokenizer
+from autopeft.modules import load_peft
+from autopeft.tasks import load_task
+from autopeft.train import Fidelity, batches, encode, fidelity_from, predict, train_and_evaluate
+
+TINY_FIDELITY = Fidelity(train_examples=48, dev_examples=40, epochs=1, max_length=64, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def rte():
+    return load_task("RTE")
+
+
+def test_batches_pad_to_longest_and_group_by_length(rte):
+    data = encode(rte.train.subset(200, seed=0), load_tokenizer("minilm"), max_length=128)
+    seen, widths = [], []
+    for batch in batches(data, 16, pad_id=0, shuffle=True, seed=3):
+        lengths = batch["attention_mask"].sum(1)
+        assert batch["input_ids"].shape[1] == int(lengths.max())  # padded to the longest, not to 128
+        widths.append(int(lengths.max()) - int(lengths.min()))
+        seen.extend(batch["index"].tolist())
+    assert sorted(seen) == list(range(200))  # every example exactly once
+    assert np.median(widths) < 25  # grouped by length: little padding inside a batch
+
+
+def test_same_seed_same_scores_and_different_seed_differs(tiny_model_dir, rte):
+    config = PeftConfig(serial_adapter=8, prefix_length=2, layers=(1, 1))
+    a = train_and_evaluate(str(tiny_model_dir), rte, config, TINY_FIDELITY, progress=False)
+    b = train_and_evaluate(str(tiny_model_dir), rte, config, TINY_FIDELITY, progress=False)
+    c = train_and_evaluate(str(tiny_model_dir), rte, config, fidelity_from("low", train_examples=48, dev_examples=40,
+                           epochs=1, max_length=64, batch_size=16, seed=1), progress=False)
+    assert a.loss_curve == b.loss_curve and a.metrics == b.metrics
+    assert a.loss_curve != c.loss_curve
+
+
+@pytest.mark.slow
+def test_train_command_on_minilm_saves_reloadable_weights(tmp_path, rte):
+    config_file = tmp_path / "config.json"
+    config = PeftConfig(serial_adapter=12, parallel_adapter=6, prefix_length=3, layers=(0, 0, 0, 1, 1, 1))
+    config_file.write_text(config.to_json())
+    out = tmp_path / "run"
+    assert main(["train", "--task", "RTE", "--config", str(config_file), "--out", str(out), "--train-examples", "32",
+                 "--dev-examples", "24", "--epochs", "1", "--max-length", "64"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["steps"] == 1 and len(result["loss_curve"]) == 1
+    assert (out / "loss.png").stat().st_size > 1000
+    from autopeft.workflow import describe_model
+
+    spec, tokenizer = describe_model("minilm", 2)
+    assert result["trainable_params"] == spec.trainable_params(config)
+    assert result["percent"] == pytest.approx(spec.percent(config))
+    # Reloaded weights reproduce the saved dev score exactly.
+    model = load_peft(load_model("minilm", 2), out)
+    dev = encode(rte.dev.subset(24, seed=0), tokenizer, 64)
+    preds = predict(model, dev, tokenizer.pad_token_id).astype(int)
+    assert 100 * float(np.mean(preds == dev.labels)) == pytest.approx(result["metrics"]["accuracy"])
+
+
+def test_full_finetune_trains_everything(tiny_model_dir, rte):
+    result = train_and_evaluate(str(tiny_model_dir), rte, "full", TINY_FIDELITY, progress=False)
+    assert result.percent > 100.0  # backbone + head
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("train_examples", -3), ("train_examples", 1.5),
+                                         ("max_length", 2), ("batch_size", 0), ("lr", 5.0)])
+def test_fidelity_out_of_range_is_refused(field, value):
+    with pytest.raises(UserError, match=field):
+        Fidelity(**{field: value})
+
+
+def test_nan_loss_is_reported(tiny_model_dir, rte):
+    bad = Fidelity(train_examples=32, dev_examples=8, epochs=1, max_length=32, batch_size=16, lr=0.9)
+    torch.manual_seed(0)
+    config = PeftConfig(serial_adapter=8, layers=(1, 1))
+    with pytest.raises(FloatingPointError, match="loss became"):
+        # A huge learning rate on a regression head overflows quickly; on classification it may not.
+        from autopeft.tasks import TaskData, TaskSpec, Split
+
+        spec = TaskSpec("toy", "regression", (), "pearson_spearman")
+        split = Split(rte.train.text_a[:32], None, np.full(32, 1e30, dtype=np.float32))
+        train_and_evaluate(str(tiny_model_dir), TaskData(spec, split, split), config, bad, progress=False)
