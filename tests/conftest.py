@@ -50,16 +50,25 @@ def family(request) -> str:
     return request.param
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A local model folder: a tiny random 2-layer BERT with the embedded MiniLM's tokenizer."""
+def _save_tiny(path: Path, family: str) -> Path:
+    """A local model folder: a tiny random 2-layer model with the embedded MiniLM's tokenizer."""
     from autopeft.models import load_tokenizer
 
-    path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = load_tokenizer("minilm")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertForSequenceClassification(config).save_pretrained(path)
+    config = TINY_CONFIGS[family](2)
+    config.vocab_size, config.num_hidden_layers = tokenizer.vocab_size, 2
+    config.max_position_embeddings = 128
+    TINY_CLASSES[family](config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return _save_tiny(tmp_path_factory.mktemp("tiny-bert"), "bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    return _save_tiny(tmp_path_factory.mktemp("tiny-llama"), "llama")

@@ -91,3 +91,29 @@ def test_nan_loss_is_reported(tiny_model_dir, rte):
         spec = TaskSpec("toy", "regression", (), "pearson_spearman")
         split = Split(rte.train.text_a[:32], None, np.full(32, 1e30, dtype=np.float32))
         train_and_evaluate(str(tiny_model_dir), TaskData(spec, split, split), config, bad, progress=False)
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_model_dir", "tiny_llama_dir"])
+@pytest.mark.parametrize("config", [PeftConfig(serial_adapter=8, prefix_length=3, layers=(0, 1)),
+                                    PeftConfig(parallel_adapter=4, lora_rank=2, layers=(0, 1))], ids=PeftConfig.describe)
+def test_reusing_lower_layers_gives_the_same_result(request, model_fixture, config, rte):
+    from autopeft.frozen import StatesCache
+
+    model_dir = str(request.getfixturevalue(model_fixture))
+    cache = StatesCache()
+    plain = train_and_evaluate(model_dir, rte, config, TINY_FIDELITY, progress=False, reuse_lower_layers=False)
+    cached = [train_and_evaluate(model_dir, rte, config, TINY_FIDELITY, progress=False, cache=cache) for _ in range(2)]
+    assert cache.misses == 2 and cache.hits == 2  # train and dev states computed once, then reused
+    for result in cached:
+        np.testing.assert_allclose(result.loss_curve, plain.loss_curve, rtol=1e-5)
+        assert result.metrics == plain.metrics
+
+
+def test_bf16_precision_runs_and_stays_close(tiny_model_dir, rte):
+    from dataclasses import replace
+
+    config = PeftConfig(serial_adapter=8, layers=(1, 1))
+    fp32 = train_and_evaluate(str(tiny_model_dir), rte, config, TINY_FIDELITY, progress=False)
+    bf16 = train_and_evaluate(str(tiny_model_dir), rte, config, replace(TINY_FIDELITY, precision="bf16"), progress=False)
+    assert bf16.loss_curve != fp32.loss_curve  # autocast really changed the arithmetic
+    np.testing.assert_allclose(bf16.loss_curve, fp32.loss_curve, rtol=0.05)

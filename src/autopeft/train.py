@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from autopeft.errors import UserError
+from autopeft.frozen import SHARED_CACHE, StatesCache, lower_states, set_lower_layers_eval, skip_lower_layers
 from autopeft.metrics import compute_metrics
 from autopeft.models import load_model, load_tokenizer
 from autopeft.modules import fold, full_finetune, inject, model_spec, save_peft, trainable_params
@@ -45,6 +47,8 @@ class Fidelity:
     warmup_ratio: float = 0.06
     dev_examples: int | float | None = None
     seed: int = 0
+    precision: str = "fp32"  # or "bf16": bfloat16 autocast for the forward passes
+
 
     def __post_init__(self) -> None:
         for name in ("train_examples", "dev_examples"):
@@ -59,6 +63,8 @@ class Fidelity:
             raise UserError(f"fidelity: batch_size must be >= 1, got {self.batch_size}")
         if self.lr is not None and not 0 < self.lr < 1:
             raise UserError(f"fidelity: lr must be in (0, 1), got {self.lr}")
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"fidelity: precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"fidelity: warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
@@ -156,23 +162,48 @@ def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k not in ("labels", "index")}
 
 
+def _autocast(fidelity_precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=fidelity_precision == "bf16")
+
+
+def _logits(model: nn.Module, batch: dict[str, torch.Tensor], feed=None) -> torch.Tensor:
+    """Forward one batch; `feed` (from frozen.skip_lower_layers) supplies cached lower states."""
+    if feed is not None:
+        feed(batch["index"], batch["input_ids"].shape[1])
+    return model(**_model_inputs(batch)).logits
+
+
 @torch.no_grad()
-def predict(model: nn.Module, data: Encoded, pad_id: int, batch_size: int = 64) -> np.ndarray:
+def predict(model: nn.Module, data: Encoded, pad_id: int, batch_size: int = 64, feed=None, precision: str = "fp32") -> np.ndarray:
     """Predictions in the split's order: class ids (n,) or regression values (n,)."""
     model.eval()
     preds = np.zeros(len(data), dtype=np.float64)
     for batch in batches(data, batch_size, pad_id, shuffle=False):
-        logits = model(**_model_inputs(batch)).logits
+        with _autocast(precision):
+            logits = _logits(model, batch, feed)
         values = logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1)
         preds[batch["index"].numpy()] = values.float().numpy()
     return preds
 
 
-def evaluate(model: nn.Module, task: TaskData, data: Encoded, pad_id: int) -> dict[str, float]:
-    preds = predict(model, data, pad_id)
+def evaluate(model: nn.Module, task: TaskData, data: Encoded, pad_id: int, feed=None, precision: str = "fp32") -> dict[str, float]:
+    preds = predict(model, data, pad_id, feed=feed, precision=precision)
     if not task.spec.is_regression:
         preds = preds.astype(np.int64)
     return compute_metrics(task.spec, preds, data.labels)
+
+
+def _states(model: nn.Module, k: int, data: Encoded, pad_id: int, model_name: str, cache: StatesCache | None,
+            precision: str) -> list[torch.Tensor]:
+    """Hidden states entering layer k for every example of `data`, from `cache` when there."""
+    key = StatesCache.key(f"{model_name}|{precision}", k, data.input_ids)
+    states = cache.get(key) if cache is not None else None
+    if states is None:
+        with _autocast(precision):
+            states = lower_states(model, k, batches(data, 64, pad_id, shuffle=False), len(data))
+        if cache is not None:
+            cache.put(key, states)
+    return states
 
 
 def build_model(model_name: str, task: TaskData, config: PeftConfig | str, seed: int) -> tuple[nn.Module, ModelSpec]:
@@ -194,11 +225,15 @@ def train_and_evaluate(
     out_dir: str | Path | None = None,
     progress: bool = True,
     tokenizer: PreTrainedTokenizerBase | None = None,
+    cache: StatesCache | None = SHARED_CACHE,
+    reuse_lower_layers: bool = True,
 ) -> TrainResult:
     """Train `config` (a PeftConfig, or 'full') on task.train at `fidelity`; score on task.dev.
 
-    The prefix is folded before evaluation, so the dev score is that of what is kept.
-    When `out_dir` is given, the trained modules and head are saved there.
+    Layers below the lowest modified one are frozen, run in eval mode, and (with
+    `reuse_lower_layers`) computed once per example and reused across epochs, and across
+    calls through `cache`. The prefix is folded before evaluation, so the dev score is that
+    of what is kept. When `out_dir` is given, the trained modules and head are saved there.
     """
     start = time.perf_counter()
     torch.manual_seed(fidelity.seed)
@@ -217,35 +252,44 @@ def train_and_evaluate(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(fidelity.warmup_ratio * total_steps), total_steps)
     pad_id = tokenizer.pad_token_id
 
+    lowest = 0 if is_full else config.active_layers[0]
+    reuse = reuse_lower_layers and lowest > 0
+    train_states = _states(model, lowest, train_data, pad_id, model_name, cache, fidelity.precision) if reuse else None
+    dev_states = _states(model, lowest, dev_data, pad_id, model_name, cache, fidelity.precision) if reuse else None
+
     losses: list[float] = []
     window: list[float] = []
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress, leave=False)
     step, epoch = 0, 0
     model.train()
-    while step < total_steps:
-        for batch in batches(train_data, fidelity.batch_size, pad_id, shuffle=True, seed=fidelity.seed + epoch):
-            loss = _loss(model(**_model_inputs(batch)).logits, batch["labels"])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at step {step}; try a smaller --lr")
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            window.append(loss.item())
-            step += 1
-            if len(window) == 10 or step == total_steps:
-                losses.append(float(np.mean(window)))
-                window = []
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            bar.update(1)
-            if step >= total_steps:
-                break
-        epoch += 1
+    set_lower_layers_eval(model, lowest)
+    with skip_lower_layers(model, lowest, train_states) if reuse else nullcontext() as feed:
+        while step < total_steps:
+            for batch in batches(train_data, fidelity.batch_size, pad_id, shuffle=True, seed=fidelity.seed + epoch):
+                with _autocast(fidelity.precision):
+                    loss = _loss(_logits(model, batch, feed), batch["labels"])
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training loss became {loss.item()} at step {step}; try a smaller --lr")
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                window.append(loss.item())
+                step += 1
+                if len(window) == 10 or step == total_steps:
+                    losses.append(float(np.mean(window)))
+                    window = []
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                bar.update(1)
+                if step >= total_steps:
+                    break
+            epoch += 1
     bar.close()
 
     if not is_full:
         fold(model)
-    metrics = evaluate(model, task, dev_data, pad_id)
+    with skip_lower_layers(model, lowest, dev_states) if reuse else nullcontext() as feed:
+        metrics = evaluate(model, task, dev_data, pad_id, feed=feed, precision=fidelity.precision)
     kept = trainable_params(model)
     result = TrainResult(
         metrics=metrics,
