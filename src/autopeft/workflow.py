@@ -119,7 +119,7 @@ def search(settings: SearchSettings):
         "reference_point": list(ref),
     }
     sampler = make_sampler(s.sampler, space, seed=s.search_seed, n_init=s.n_init, percent_fn=spec.percent,
-                           ref_point=ref, **(_sampler_options(s.nuts) if s.sampler in ("saasbo",) else {}))
+                           **(_sampler_options(s.nuts) if s.sampler in ("saasbo",) else {}))
     study = open_study(s.storage, s.study_name, s.out_dir, metadata, sampler)
 
     def evaluate(config: PeftConfig, trial) -> TrialResult:

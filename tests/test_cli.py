@@ -1,0 +1,155 @@
+"""The `autopeft` command end to end on a tiny local model, and its answers to bad input."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from autopeft.cli import main
+
+TINY_SEARCH = ["--train-examples", "32", "--dev-examples", "32", "--epochs", "1", "--max-length", "48", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_model_dir, tmp_path_factory):
+    """A finished 6-trial search (2 random + 4 MAP-SAAS proposals) on RTE with the tiny model."""
+    out = tmp_path_factory.mktemp("search")
+    argv = ["search", "--model", str(tiny_model_dir), "--task", "RTE", "--budget", "6", "--init", "2",
+            "--nuts", "map", "--out", str(out), *TINY_SEARCH]
+    assert main(argv) == 0
+    return out, argv
+
+
+def test_search_writes_table_csv_json_and_plots(searched, capsys):
+    out, _ = searched
+    for name in ("front.csv", "front.json", "trials.csv", "front.png", "hypervolume.png", "study.db"):
+        assert (out / name).stat().st_size > 0, name
+    front = json.loads((out / "front.json").read_text())
+    rows = front["front"] if isinstance(front, dict) else front
+    assert rows and all("score" in r and "percent" in r for r in rows)
+    assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_search_resume_does_not_repeat_trials(searched):
+    out, argv = searched
+    def complete():
+        with sqlite3.connect(out / "study.db") as db:
+            return db.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+
+    before = complete()
+    assert before >= 6
+    assert main(argv) == 0  # same command: the budget is already met, nothing runs
+    assert complete() == before
+    bigger = [a if a != "6" else "7" for a in argv]
+    assert main(bigger) == 0
+    assert complete() == before + 1
+
+
+def test_report_and_export_then_train_the_export(searched, tiny_model_dir, tmp_path):
+    out, _ = searched
+    assert main(["report", str(out)]) == 0
+    config = tmp_path / "pick.json"
+    assert main(["export", str(out), "--pick", "1", "--to", str(config)]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(tiny_model_dir), "--task", "RTE", "--config", str(config), "--out", str(run),
+                 "--train-examples", "16", "--dev-examples", "16", "--epochs", "1", "--max-length", "32"]) == 0
+    assert json.loads((run / "result.json").read_text())["config"] == json.loads(config.read_text())
+
+
+def test_retrain_records_mean_and_std(searched, capsys):
+    out, _ = searched
+    assert main(["retrain", str(out), "--top", "1", "--seeds", "2", "--train-examples", "16", "--dev-examples", "16",
+                 "--epochs", "1", "--max-length", "32"]) == 0
+    assert "retrained" in capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
+    assert "±" in capsys.readouterr().out
+    assert list((out / "retrained").glob("trial_*/seed_1/peft_weights.safetensors"))
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_resuming_with_another_task_is_refused_and_changes_nothing(searched, capsys):
+    out, argv = searched
+    before = (out / "study.db").read_bytes()
+    err = _error(capsys, [a if a != "RTE" else "MRPC" for a in argv])
+    assert "task" in err and "--study" in err
+    assert (out / "study.db").read_bytes() == before
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--budget", "0"], "--budget"),
+    (["--batch", "-1"], "--batch"),
+    (["--epochs", "0"], "epochs"),
+    (["--train-examples", "1.5"], "train_examples"),
+    (["--nuts", "12,x"], "--nuts"),
+    (["--sampler", "annealing"], "annealing"),
+])
+def test_bad_search_options(tiny_model_dir, tmp_path, capsys, argv, needle):
+    err = _error(capsys, ["search", "--model", str(tiny_model_dir), "--out", str(tmp_path / "s"), "--quiet", *argv])
+    assert needle in err
+
+
+def test_unknown_model_while_offline(tmp_path, capsys):
+    err = _error(capsys, ["search", "--model", "no-such-org/no-such-model", "--out", str(tmp_path)])
+    assert "cannot load model 'no-such-org/no-such-model'" in err and "local model folder" in err
+
+
+def test_model_without_a_map(tmp_path, capsys):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=20)).save_pretrained(tmp_path / "gpt2")
+    err = _error(capsys, ["search", "--model", str(tmp_path / "gpt2"), "--out", str(tmp_path / "s")])
+    assert "gpt2" in err and "supported" in err and "bert" in err
+
+
+@pytest.mark.parametrize("config,needle", [
+    ({"serial_adapter": 8, "layers": [1, 1], "colour": 3}, "colour"),
+    ({"layers": [1, 1]}, "no module on"),
+    ({"serial_adapter": 8, "layers": [1, 1, 1, 1]}, "2 layers"),
+    ({"serial_adapter": 8}, "layers"),
+])
+def test_bad_configuration_files(tiny_model_dir, tmp_path, capsys, config, needle):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    err = _error(capsys, ["train", "--model", str(tiny_model_dir), "--config", str(path), "--out", str(tmp_path / "o"),
+                          "--train-examples", "8", "--epochs", "1"])
+    assert needle in err
+
+
+def test_malformed_space_file(tiny_model_dir, tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("serial_adapter: [0, 8\n")
+    err = _error(capsys, ["search", "--model", str(tiny_model_dir), "--space", str(space), "--out", str(tmp_path / "s")])
+    assert "space.yaml" in err and "malformed" in err
+
+
+def test_bad_task_file(tiny_model_dir, tmp_path, capsys):
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\nhello,1\nworld,0\n")
+    dev = tmp_path / "dev.csv"
+    dev.write_text("text,label\nhi,7\n")
+    err = _error(capsys, ["train", "--model", str(tiny_model_dir), "--task", str(train), "--dev", str(dev),
+                          "--config", "full", "--out", str(tmp_path / "o")])
+    assert "dev.csv" in err and "line 2" in err and "7" in err
+
+
+def test_output_path_that_is_a_file(tiny_model_dir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    err = _error(capsys, ["search", "--model", str(tiny_model_dir), "--out", str(blocker / "sub")])
+    assert "cannot be written" in err
+
+
+def test_storage_that_cannot_be_opened(tiny_model_dir, tmp_path, capsys):
+    err = _error(capsys, ["search", "--model", str(tiny_model_dir), "--out", str(tmp_path / "s"),
+                          "--storage", "postgresql://nobody@127.0.0.1:1/none", *TINY_SEARCH])
+    assert "storage" in err.lower()
+
+
+def test_report_of_a_folder_without_a_study(tmp_path, capsys):
+    assert "no study" in _error(capsys, ["report", str(tmp_path)])
