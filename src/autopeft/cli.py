@@ -37,6 +37,7 @@ def _add_fidelity_args(p: argparse.ArgumentParser, default: str) -> None:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float)
     g.add_argument("--seed", type=int)
+    g.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 = bfloat16 autocast")
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -53,6 +54,7 @@ def _fidelity(args: argparse.Namespace):
     return fidelity_from(
         args.fidelity, train_examples=args.train_examples, dev_examples=args.dev_examples, epochs=args.epochs,
         max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        precision=args.precision,
     )
 
 
@@ -152,7 +154,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def _fidelity_overrides(args: argparse.Namespace) -> dict:
-    keys = ("train_examples", "dev_examples", "epochs", "max_length", "batch_size", "lr", "seed")
+    keys = ("train_examples", "dev_examples", "epochs", "max_length", "batch_size", "lr", "seed", "precision")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -205,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind in (("--train-examples", _count_or_fraction), ("--dev-examples", _count_or_fraction), ("--epochs", float),
                        ("--max-length", int), ("--batch-size", int), ("--lr", float)):
         p.add_argument(flag, type=kind)
+    p.add_argument("--precision", choices=["fp32", "bf16"])
     p.set_defaults(func=cmd_retrain, seed=None)
 
     p = sub.add_parser("transfer", help="retrain a study's front on another task, beside single-module baselines")
