@@ -117,3 +117,9 @@ def test_bf16_precision_runs_and_stays_close(tiny_model_dir, rte):
     bf16 = train_and_evaluate(str(tiny_model_dir), rte, config, replace(TINY_FIDELITY, precision="bf16"), progress=False)
     assert bf16.loss_curve != fp32.loss_curve  # autocast really changed the arithmetic
     np.testing.assert_allclose(bf16.loss_curve, fp32.loss_curve, rtol=0.05)
+
+
+def test_fixed_padding_baseline_pads_every_batch(rte):
+    data = encode(rte.train.subset(40, seed=0), load_tokenizer("minilm"), max_length=128)
+    widths = {b["input_ids"].shape[1] for b in batches(data, 16, pad_id=0, shuffle=True, pad_to=128)}
+    assert widths == {128}

@@ -121,14 +121,20 @@ def encode(split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int) ->
     return Encoded(out["input_ids"], out.get("token_type_ids"), split.labels)
 
 
-def batches(data: Encoded, batch_size: int, pad_id: int, shuffle: bool, seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+def batches(data: Encoded, batch_size: int, pad_id: int, shuffle: bool, seed: int = 0,
+            pad_to: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Padded batches: input_ids/attention_mask (batch, longest_in_batch), labels (batch,).
 
     With shuffle, examples are shuffled, then sorted by length inside chunks of 50 batches,
     and the batches are shuffled again; without, the order is by length (fastest to evaluate).
+    `pad_to` (the plain baseline of benchmarks/trial_speed.py): pad every batch to that
+    width and do not group by length.
     """
     lengths = np.array([len(ids) for ids in data.input_ids])
-    if shuffle:
+    if pad_to is not None:
+        order = np.random.default_rng(seed).permutation(len(data)) if shuffle else np.arange(len(data))
+        groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    elif shuffle:
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(data))
         chunk = batch_size * 50
@@ -139,7 +145,7 @@ def batches(data: Encoded, batch_size: int, pad_id: int, shuffle: bool, seed: in
         order = np.argsort(lengths, kind="stable")
         groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for idx in groups:
-        width = int(lengths[idx].max())
+        width = pad_to or int(lengths[idx].max())
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
         types = torch.zeros((len(idx), width), dtype=torch.long) if data.token_type_ids is not None else None
@@ -230,6 +236,7 @@ def train_and_evaluate(
     tokenizer: PreTrainedTokenizerBase | None = None,
     cache: StatesCache | None = SHARED_CACHE,
     reuse_lower_layers: bool = True,
+    pad_to_max_length: bool = False,
 ) -> TrainResult:
     """Train `config` (a PeftConfig, or 'full') on task.train at `fidelity`; score on task.dev.
 
@@ -237,6 +244,7 @@ def train_and_evaluate(
     `reuse_lower_layers`) computed once per example and reused across epochs, and across
     calls through `cache`. The prefix is folded before evaluation, so the dev score is that
     of what is kept. When `out_dir` is given, the trained modules and head are saved there.
+    `pad_to_max_length` pads every training batch to max_length (the plain baseline).
     """
     start = time.perf_counter()
     torch.manual_seed(fidelity.seed)
@@ -268,7 +276,8 @@ def train_and_evaluate(
     set_lower_layers_eval(model, lowest)
     with skip_lower_layers(model, lowest, train_states) if reuse else nullcontext() as feed:
         while step < total_steps:
-            for batch in batches(train_data, fidelity.batch_size, pad_id, shuffle=True, seed=fidelity.seed + epoch):
+            for batch in batches(train_data, fidelity.batch_size, pad_id, shuffle=True, seed=fidelity.seed + epoch,
+                                 pad_to=fidelity.max_length if pad_to_max_length else None):
                 with _autocast(fidelity.precision):
                     loss = _loss(_logits(model, batch, feed), batch["labels"])
                 if not torch.isfinite(loss):
