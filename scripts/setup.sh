@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 if ! python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
-  pip install --disable-pip-version-check -q torch==2.13.0
+  pip install --disable-pip-version-check -q torch==2.13.0 2>&1 | { grep -v "is ignored: it is neither" || true; }
 fi
-pip install --disable-pip-version-check -q -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
+pip install --disable-pip-version-check -q -e ".[test]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 python -c "import autopeft, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"

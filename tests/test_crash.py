@@ -33,17 +33,22 @@ def test_sigkill_at_random_moments_then_resume(tiny_model_dir, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     rng = np.random.default_rng(0)
     done_after_kill = []
-    for _ in range(4):
+    # Each round waits for a given progress (the study created; 1, 3, 5 finished trials), then
+    # kills after a random delay: at start-up, inside a trial, in a proposal, while writing.
+    for target in (0, 1, 3, 5):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(float(rng.uniform(4, 12)))  # start-up is a few seconds; then trials and proposals
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline and (
+            not (out / "study.db").exists() or len(_complete_configs_safe(out / "study.db")) < target
+        ):
+            time.sleep(0.2)
+        time.sleep(float(rng.uniform(0, 2.5)))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait()
-        if (out / "study.db").exists():
-            with sqlite3.connect(out / "study.db") as db:
-                assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
-            configs = _complete_configs(out / "study.db")
-            done_after_kill.append(len(configs))
+        with sqlite3.connect(out / "study.db") as db:
+            assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+        done_after_kill.append(len(_complete_configs(out / "study.db")))
     assert done_after_kill == sorted(done_after_kill), "a finished trial was lost"
     assert any(0 < d < budget for d in done_after_kill), f"no kill landed mid-search: {done_after_kill}"
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
