@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -21,12 +28,20 @@ TINY_CONFIGS = {
         vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
         max_position_embeddings=64, num_labels=n, attn_implementation="sdpa",
     ),
+    "roberta": lambda n: RobertaConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=80, num_labels=n, pad_token_id=0, attn_implementation="sdpa",
+    ),
     "llama": lambda n: LlamaConfig(
         vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
         intermediate_size=64, max_position_embeddings=64, num_labels=n, pad_token_id=0, attn_implementation="sdpa",
     ),
 }
-TINY_CLASSES = {"bert": BertForSequenceClassification, "llama": LlamaForSequenceClassification}
+TINY_CLASSES = {
+    "bert": BertForSequenceClassification,
+    "roberta": RobertaForSequenceClassification,
+    "llama": LlamaForSequenceClassification,
+}
 
 
 def make_tiny(family: str, num_labels: int = 3, seed: int = 0) -> torch.nn.Module:
@@ -45,7 +60,7 @@ def tiny_batch(seed: int = 1, batch: int = 3, length: int = 12) -> dict[str, tor
     return {"input_ids": ids, "attention_mask": mask}
 
 
-@pytest.fixture(params=["bert", "llama"])
+@pytest.fixture(params=["bert", "roberta", "llama"])
 def family(request) -> str:
     return request.param
 

@@ -153,3 +153,24 @@ def test_storage_that_cannot_be_opened(tiny_model_dir, tmp_path, capsys):
 
 def test_report_of_a_folder_without_a_study(tmp_path, capsys):
     assert "no study" in _error(capsys, ["report", str(tmp_path)])
+
+
+def test_transfer_retrains_the_front_beside_baselines(searched, tiny_model_dir, tmp_path, capsys):
+    out, _ = searched
+    target = tmp_path / "to-mrpc"
+    argv = ["transfer", "--from", str(out), "--task", "MRPC", "--model", str(tiny_model_dir), "--top", "2",
+            "--seeds", "1", "--out", str(target), "--train-examples", "16", "--dev-examples", "16", "--epochs", "1",
+            "--max-length", "32"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((target / "transfer.json").read_text())
+    names = [r["name"] for r in result["rows"]]
+    assert result["task"] == "MRPC" and sum(n.startswith("front #") for n in names) == 2
+    for baseline in ("SA2", "PA2", "PT2", "LoRA8", "full fine-tuning"):  # tiny model: hidden 32 -> size 2
+        assert f"baseline: {baseline}" in names and baseline in printed
+    assert (target / "transfer.png").read_bytes()[:4] == b"\x89PNG"
+    # Stored results are reused: a second run trains nothing and gives the same rows.
+    mtimes = {p: p.stat().st_mtime for p in target.rglob("result.json")}
+    assert main(argv) == 0
+    assert json.loads((target / "transfer.json").read_text())["rows"] == result["rows"]
+    assert {p: p.stat().st_mtime for p in target.rglob("result.json")} == mtimes
