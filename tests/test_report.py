@@ -80,7 +80,8 @@ def test_front_table(study):
     rows = front_rows(study)
     table = format_front_table(rows)
     lines = table.splitlines()
-    assert len(lines) == len(rows) + 2
+    assert len(lines) == len(rows) + 3  # header, rule, rows, what the counts mean
+    assert "prefix counted folded" in lines[-1]
     assert lines[0].split()[:3] == ["#", "trial", "configuration"]
     assert PeftConfig.from_dict(rows[0]["config"]).describe() in lines[2]
     assert len({len(line) for line in lines[:2]}) == 1  # header and rule line up

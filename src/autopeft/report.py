@@ -272,7 +272,9 @@ def format_front_table(rows: list[dict[str, Any]]) -> str:
     def fmt(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body)])
+    note = ("params = PEFT modules + task head, prefix counted folded (its reparametrisation MLP is dropped "
+            "after training); % params = params / backbone parameters")
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body), note])
 
 
 def export_config(study: optuna.Study, pick: int, path: Path) -> Path:
