@@ -88,6 +88,7 @@ def test_resuming_with_another_task_is_refused_and_changes_nothing(searched, cap
     (["--train-examples", "1.5"], "train_examples"),
     (["--nuts", "12,x"], "--nuts"),
     (["--sampler", "annealing"], "annealing"),
+    (["--ref-point", "50"], "--ref-point"),
 ])
 def test_bad_search_options(tiny_model_dir, tmp_path, capsys, argv, needle):
     err = _error(capsys, ["search", "--model", str(tiny_model_dir), "--out", str(tmp_path / "s"), "--quiet", *argv])

@@ -118,9 +118,21 @@ def cmd_search(args: argparse.Namespace) -> None:
         budget=args.budget, batch=args.batch, sampler=args.sampler, n_init=args.init, storage=args.storage,
         study_name=args.study, space_file=args.space, lora=args.lora, search_seed=args.search_seed,
         nuts=args.nuts, retrain_top=args.retrain, retrain_seeds=args.seeds, progress=not args.quiet,
-        task_source=_task_source(args),
+        task_source=_task_source(args), ref_point=_ref_point(args.ref_point),
     )
     search(settings)
+
+
+def _ref_point(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        score, percent = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--ref-point must be 'SCORE,PERCENT' (e.g. 50,10), got {text!r}") from None
+    if percent <= 0:
+        raise UserError(f"--ref-point percent must be > 0, got {percent}")
+    return score, percent
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -192,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--space", help="YAML/JSON file restricting or extending the search space")
         p.add_argument("--lora", action="store_true", help="add LoRA to the default space")
         p.add_argument("--search-seed", type=int, default=0, help="seed of the sampler")
+        p.add_argument("--ref-point", help="hypervolume reference point 'SCORE,PERCENT' "
+                       "(default: score 0, percent = the largest configuration of the space)")
         p.add_argument("--nuts", default="256,128,16", help="NUTS warmup,samples,thinning, or 'map' for MAP-SAAS")
         p.add_argument("--retrain", type=int, default=0, help="retrain K configurations spread along the front at full fidelity")
         p.add_argument("--seeds", type=int, default=3, help="seeds per retrained configuration")

@@ -74,6 +74,7 @@ class SearchSettings:
     retrain_seeds: int = 3
     progress: bool = True
     task_source: dict[str, Any] = field(default_factory=dict)
+    ref_point: tuple[float, float] | None = None  # (score, percent); None: the documented default
 
 
 def _sampler_options(nuts: str) -> dict[str, Any]:
@@ -104,7 +105,8 @@ def search(settings: SearchSettings):
         raise UserError(f"--init must be >= 1, got {s.n_init}")
     spec, tokenizer = describe_model(s.model, s.task.spec.num_labels)
     space = make_space(spec, s.space_file, s.lora)
-    ref = default_reference_point(space_max_percent(space, spec))
+    # Default: score 0 (chance level / lower bound of the metrics), percent = the space's maximum.
+    ref = s.ref_point or default_reference_point(space_max_percent(space, spec))
     metadata = {
         "model": s.model,
         "task": s.task.spec.name,
@@ -118,8 +120,10 @@ def search(settings: SearchSettings):
         "model_spec": spec.to_dict(),
         "reference_point": list(ref),
     }
-    sampler = make_sampler(s.sampler, space, seed=s.search_seed, n_init=s.n_init, percent_fn=spec.percent,
-                           **(_sampler_options(s.nuts) if s.sampler in ("saasbo",) else {}))
+    options = _sampler_options(s.nuts) if s.sampler == "saasbo" else {}
+    if s.ref_point:  # a user's reference point also steers the acquisition; else the sampler adapts its own
+        options["ref_point"] = s.ref_point
+    sampler = make_sampler(s.sampler, space, seed=s.search_seed, n_init=s.n_init, percent_fn=spec.percent, **options)
     study = open_study(s.storage, s.study_name, s.out_dir, metadata, sampler)
 
     def evaluate(config: PeftConfig, trial) -> TrialResult:
