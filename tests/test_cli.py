@@ -18,7 +18,7 @@ def searched(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("search")
     argv = ["search", "--model", str(tiny_model_dir), "--task", "RTE", "--budget", "6", "--init", "2",
             "--nuts", "map", "--out", str(out), *TINY_SEARCH]
-    assert main(argv) == 0
+    assert main([*argv, "--baselines"]) == 0
     return out, argv
 
 
@@ -30,6 +30,8 @@ def test_search_writes_table_csv_json_and_plots(searched, capsys):
     rows = front["front"] if isinstance(front, dict) else front
     assert rows and all("score" in r and "percent" in r for r in rows)
     assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    baselines = json.loads((out / "baselines.json").read_text())  # marked in front.png
+    assert sorted(baselines) == ["LoRA8", "PA2", "PT2", "SA2", "full fine-tuning"]
 
 
 def test_search_resume_does_not_repeat_trials(searched):

@@ -118,7 +118,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         budget=args.budget, batch=args.batch, sampler=args.sampler, n_init=args.init, storage=args.storage,
         study_name=args.study, space_file=args.space, lora=args.lora, search_seed=args.search_seed,
         nuts=args.nuts, retrain_top=args.retrain, retrain_seeds=args.seeds, progress=not args.quiet,
-        task_source=_task_source(args), ref_point=_ref_point(args.ref_point),
+        task_source=_task_source(args), ref_point=_ref_point(args.ref_point), baselines=args.baselines,
     )
     search(settings)
 
@@ -207,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--ref-point", help="hypervolume reference point 'SCORE,PERCENT' "
                        "(default: score 0, percent = the largest configuration of the space)")
         p.add_argument("--nuts", default="256,128,16", help="NUTS warmup,samples,thinning, or 'map' for MAP-SAAS")
+        p.add_argument("--baselines", action="store_true",
+                       help="also train SA, PA, PT, LoRA alone and full fine-tuning at the search fidelity; marked in the plot")
         p.add_argument("--retrain", type=int, default=0, help="retrain K configurations spread along the front at full fidelity")
         p.add_argument("--seeds", type=int, default=3, help="seeds per retrained configuration")
         p.add_argument("--resume", action="store_true", help="accepted for clarity: a search always resumes its study")

@@ -75,6 +75,7 @@ class SearchSettings:
     progress: bool = True
     task_source: dict[str, Any] = field(default_factory=dict)
     ref_point: tuple[float, float] | None = None  # (score, percent); None: the documented default
+    baselines: bool = False  # also train the single-module baselines at the search fidelity (marked in plots)
 
 
 def _sampler_options(nuts: str) -> dict[str, Any]:
@@ -133,6 +134,8 @@ def search(settings: SearchSettings):
                            extra={"loss_curve": result.loss_curve, "steps": result.steps})
 
     run_search(study, space, evaluate, s.budget, s.batch, progress=s.progress, ref=ref)
+    if s.baselines:
+        run_baselines(s.model, s.task, s.fidelity, 1, s.out_dir, tokenizer)
     if s.retrain_top:
         retrain_front(s.out_dir, s.storage, s.study_name, top=s.retrain_top, seeds=s.retrain_seeds)
     paths = write_report(study, s.out_dir, ref=ref, baselines=_stored_baselines(s.out_dir))
