@@ -102,6 +102,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.errors import UserError
+from autopeft.search.pareto import pareto_mask
 from autopeft.space import SIZE_KEYS, PeftConfig, SearchSpace
 
 __all__ = [
@@ -692,7 +693,7 @@ class BayesOptSampler(ConfigSampler):
         n_rand, n_local = self.options["n_random_candidates"], self.options["max_local_candidates"]
         if grid.n_points() <= max(n_rand + n_local, 1):
             return _not_in(grid.enumerate_valid(), seen)
-        front = obs[_pareto_mask(scores, -percents)]
+        front = obs[pareto_mask(scores, percents)]
         local = _not_in(grid.neighbours(front), seen)
         if len(local) > n_local:
             local = local[np.sort(rng.choice(len(local), n_local, replace=False))]
@@ -806,14 +807,6 @@ def _check_directions(study: optuna.Study) -> None:
             "the BO samplers need a study with directions ['maximize', 'minimize'] and values "
             f"(score, percent); this study has {[d.name.lower() for d in study.directions]}"
         )
-
-
-def _pareto_mask(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Non-dominated points when maximising both `a` and `b` (duplicates all kept)."""
-    pts = np.stack([a, b], axis=1)
-    ge = (pts[None, :, :] >= pts[:, None, :]).all(-1)
-    gt = (pts[None, :, :] > pts[:, None, :]).any(-1)
-    return ~(ge & gt).any(axis=1)
 
 
 @contextlib.contextmanager
