@@ -19,7 +19,7 @@ from autopeft.models import load_model, load_tokenizer
 from autopeft.modules import model_spec
 from autopeft.space import ModelSpec, PeftConfig, SearchSpace
 from autopeft.tasks import TaskData, load_file_task, load_task
-from autopeft.train import FIDELITIES, FULL_FINETUNE, Fidelity, TrainResult, train_and_evaluate
+from autopeft.train import FIDELITIES, FULL_FINETUNE, Fidelity, train_and_evaluate
 
 OBJECTIVES = ["score:maximize", "percent:minimize"]
 
