@@ -16,11 +16,35 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
+from autopeft.space import ModelSpec, SearchSpace
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A small space and a ModelSpec for study/report tests that need no model.
+SMALL_SPACE = SearchSpace(n_layers=4, serial_adapter=(0, 8, 16), parallel_adapter=(0, 8), prefix_length=(0, 4))
+SMALL_SPEC = ModelSpec("bert", n_layers=4, hidden_size=32, q_dim=32, kv_dim=32, backbone_params=100_000, head_params=66)
+
+
+def study_metadata(**changes) -> dict:
+    """Study metadata for SMALL_SPACE, as the search command stores it; `changes` override keys."""
+    from autopeft.search.pareto import default_reference_point, space_max_percent
+
+    meta = {
+        "model": {"name": "tiny", **SMALL_SPEC.to_dict()},
+        "task": "RTE",
+        "space": SMALL_SPACE.to_dict(),
+        "fidelity": {"train_fraction": 0.1, "epochs": 1},
+        "objectives": ["accuracy", "percent_params"],
+        "sampler": "random",
+        "seed": 0,
+        "reference_point": list(default_reference_point(space_max_percent(SMALL_SPACE, SMALL_SPEC))),
+    }
+    meta.update(changes)
+    return meta
 SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
 
 TINY_CONFIGS = {

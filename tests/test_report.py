@@ -15,25 +15,17 @@ from autopeft.errors import UserError
 from autopeft.report import export_config, format_front_table, plot_loss_curve, plot_points, write_report
 from autopeft.search.pareto import default_reference_point, space_max_percent
 from autopeft.search.study import TrialResult, front_rows, open_study, record_retrained, run_search
-from autopeft.space import ModelSpec, PeftConfig, SearchSpace
+from autopeft.space import PeftConfig
+from conftest import SMALL_SPACE, SMALL_SPEC, study_metadata
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SPACE = SearchSpace(n_layers=4, serial_adapter=(0, 8, 16), parallel_adapter=(0, 8), prefix_length=(0, 4))
-SPEC = ModelSpec("bert", n_layers=4, hidden_size=32, q_dim=32, kv_dim=32, backbone_params=100_000, head_params=66)
+SPACE, SPEC = SMALL_SPACE, SMALL_SPEC
 
 
 def metadata() -> dict:
-    return {
-        "model": {"name": "tiny-bert", **SPEC.to_dict()},
-        "task": "RTE",
-        "space": SPACE.to_dict(),
-        "fidelity": {"train_fraction": 0.1, "epochs": 1},
-        "objectives": ["accuracy", "percent_params"],
-        "sampler": "random",
-        "seed": 0,
-        "reference_point": list(default_reference_point(space_max_percent(SPACE, SPEC), baseline_score=52.7)),
-    }
+    return study_metadata(reference_point=list(
+        default_reference_point(space_max_percent(SPACE, SPEC), baseline_score=52.7)))
 
 
 def evaluate(config: PeftConfig, trial: optuna.trial.Trial) -> TrialResult:

@@ -28,27 +28,13 @@ from autopeft.search.study import (
     open_study,
     run_search,
 )
-from autopeft.space import ModelSpec, PeftConfig, SearchSpace
+from autopeft.space import PeftConfig, SearchSpace
+from conftest import SMALL_SPACE, SMALL_SPEC, study_metadata
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SPACE = SearchSpace(n_layers=4, serial_adapter=(0, 8, 16), parallel_adapter=(0, 8), prefix_length=(0, 4))
-SPEC = ModelSpec("bert", n_layers=4, hidden_size=32, q_dim=32, kv_dim=32, backbone_params=100_000, head_params=66)
-
-
-def metadata(**changes):
-    meta = {
-        "model": {"name": "tiny", **SPEC.to_dict()},
-        "task": "RTE",
-        "space": SPACE.to_dict(),
-        "fidelity": {"train_fraction": 0.1, "epochs": 1},
-        "objectives": ["accuracy", "percent_params"],
-        "sampler": "random",
-        "seed": 0,
-        "reference_point": list(default_reference_point(space_max_percent(SPACE, SPEC))),
-    }
-    meta.update(changes)
-    return meta
+SPACE, SPEC = SMALL_SPACE, SMALL_SPEC
+metadata = study_metadata
 
 
 class Evaluator:
