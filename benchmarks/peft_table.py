@@ -21,22 +21,24 @@ import torch
 from autopeft import PeftConfig
 from autopeft.metrics import majority_baseline
 from autopeft.tasks import load_task
-from autopeft.train import FULL_FINETUNE, fidelity_from, train_and_evaluate
-from autopeft.workflow import describe_model
+from autopeft.train import fidelity_from, train_and_evaluate
+from autopeft.workflow import baseline_configs, describe_model
 
 OUT = Path(__file__).resolve().parent / "results" / "peft_table"
 
 
-def methods(n_layers: int, hidden: int) -> dict[str, PeftConfig | str]:
-    """The issue's rows: standard sizes (hidden/16 bottleneck and prefix, LoRA rank 8), all layers."""
-    d, all_layers = hidden // 16, (1,) * n_layers
+def methods(spec) -> dict[str, PeftConfig | str]:
+    """The issue's rows: the standard baselines of `baseline_configs` (bottleneck and prefix
+    hidden/16, LoRA rank 8, all layers), and SA+PA+PT at the same size."""
+    d, base = max(1, spec.hidden_size // 16), baseline_configs(spec)
     return {
-        "full fine-tuning": FULL_FINETUNE,
-        f"SA (D={d})": PeftConfig(serial_adapter=d, layers=all_layers),
-        f"PA (D={d})": PeftConfig(parallel_adapter=d, layers=all_layers),
-        f"PT (L={d})": PeftConfig(prefix_length=d, layers=all_layers),
-        "LoRA (r=8)": PeftConfig(lora_rank=8, layers=all_layers),
-        f"SA+PA+PT ({d},{d},{d})": PeftConfig(serial_adapter=d, parallel_adapter=d, prefix_length=d, layers=all_layers),
+        "full fine-tuning": base["full fine-tuning"],
+        f"SA (D={d})": base[f"SA{d}"],
+        f"PA (D={d})": base[f"PA{d}"],
+        f"PT (L={d})": base[f"PT{d}"],
+        "LoRA (r=8)": base["LoRA8"],
+        f"SA+PA+PT ({d},{d},{d})": PeftConfig(serial_adapter=d, parallel_adapter=d, prefix_length=d,
+                                               layers=(1,) * spec.n_layers),
     }
 
 
@@ -57,7 +59,7 @@ def main() -> None:
     out = OUT / task.spec.name
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, config in methods(spec.n_layers, spec.hidden_size).items():
+    for name, config in methods(spec).items():
         path = out / (name.split(" (")[0].replace(" ", "_").replace("+", "_") + ".json")
         if path.is_file():
             rows.append(json.loads(path.read_text()))

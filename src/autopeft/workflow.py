@@ -135,7 +135,7 @@ def search(settings: SearchSettings):
 
     run_search(study, space, evaluate, s.budget, s.batch, progress=s.progress, ref=ref)
     if s.baselines:
-        run_baselines(s.model, s.task, s.fidelity, 1, s.out_dir, tokenizer)
+        run_baselines(s.model, s.task, s.fidelity, 1, s.out_dir, spec, tokenizer)
     if s.retrain_top:
         retrain_front(s.out_dir, s.storage, s.study_name, top=s.retrain_top, seeds=s.retrain_seeds)
     paths = write_report(study, s.out_dir, ref=ref, baselines=_stored_baselines(s.out_dir))
@@ -266,13 +266,13 @@ def _stored_baselines(out_dir: str | Path) -> list[dict[str, Any]]:
     return list(json.loads(path.read_text()).values()) if path.is_file() else []
 
 
-def run_baselines(model: str, task: TaskData, fidelity: Fidelity, seeds: int, out_dir: Path, tokenizer=None) -> list[dict[str, Any]]:
+def run_baselines(model: str, task: TaskData, fidelity: Fidelity, seeds: int, out_dir: Path, spec: ModelSpec,
+                  tokenizer) -> list[dict[str, Any]]:
     """Train the baselines (reusing finished seeds) and store them in out_dir/baselines.json."""
-    spec, tok = describe_model(model, task.spec.num_labels)
     stored: dict[str, Any] = {}
     for name, config in baseline_configs(spec).items():
         slug = name.replace(" ", "_")
-        results = train_seeds(model, task, config, fidelity, seeds, out_dir / "baselines" / slug, tokenizer or tok)
+        results = train_seeds(model, task, config, fidelity, seeds, out_dir / "baselines" / slug, tokenizer)
         scores = [r["score"] for r in results]
         mean, std = _summary(scores)
         stored[name] = {"name": name, "score": mean, "std": std, "scores": scores, "percent": results[0]["percent"],
@@ -292,7 +292,7 @@ def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str |
     if model != study.user_attrs["model"]:
         print(f"note: the front was found with {study.user_attrs['model']}; retraining with {model}")
     fidelity = fidelity or FIDELITIES["full"]
-    tokenizer = load_tokenizer(model)
+    spec, tokenizer = describe_model(model, task.spec.num_labels)
     picked = spread_along_front(front_rows(study), top)
     start = time.perf_counter()
     rows = []
@@ -303,7 +303,7 @@ def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str |
         mean, std = _summary(scores)
         rows.append({"name": f"front #{row['number']}: {config.describe()}", "score": mean, "std": std, "scores": scores,
                      "percent": results[0]["percent"], "source_score": row["score"], "config": config.to_dict()})
-    baselines = run_baselines(model, task, fidelity, seeds, out_dir, tokenizer)
+    baselines = run_baselines(model, task, fidelity, seeds, out_dir, spec, tokenizer)
     all_rows = rows + [{**b, "name": f"baseline: {b['name']}"} for b in baselines]
     (out_dir / "transfer.json").write_text(json.dumps({"source": str(source_dir), "task": task.spec.name, "model": model,
                                                         "fidelity": fidelity.to_dict(), "rows": all_rows}, indent=2))
