@@ -123,3 +123,25 @@ def test_fixed_padding_baseline_pads_every_batch(rte):
     data = encode(rte.train.subset(40, seed=0), load_tokenizer("minilm"), max_length=128)
     widths = {b["input_ids"].shape[1] for b in batches(data, 16, pad_id=0, shuffle=True, pad_to=128)}
     assert widths == {128}
+
+
+def test_low_fidelity_switches_dropout_off(tiny_model_dir, rte):
+    from autopeft.train import disable_dropout
+
+    model = load_model(str(tiny_model_dir), 2, seed=0)
+    disable_dropout(model)
+    model.train()
+    tok = load_tokenizer(str(tiny_model_dir))
+    batch = tok(["a short sentence", "another one, a bit longer"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        train_mode = model(**batch).logits
+        model.eval()
+        eval_mode = model(**batch).logits
+    assert torch.equal(train_mode, eval_mode)  # no dropout left anywhere, attention included
+    assert fidelity_from("low").dropout is False and fidelity_from("full").dropout is True
+    config = PeftConfig(serial_adapter=8, layers=(1, 1))
+    fid = Fidelity(train_examples=32, epochs=1, batch_size=8, dev_examples=16)
+    with_dropout = train_and_evaluate(str(tiny_model_dir), rte, config, fid, progress=False, cache=None)
+    without = train_and_evaluate(str(tiny_model_dir), rte, config, Fidelity(**{**fid.to_dict(), "dropout": False}),
+                                 progress=False, cache=None)
+    assert with_dropout.loss_curve != without.loss_curve

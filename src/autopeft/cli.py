@@ -38,6 +38,8 @@ def _add_fidelity_args(p: argparse.ArgumentParser, default: str) -> None:
     g.add_argument("--lr", type=float)
     g.add_argument("--seed", type=int)
     g.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 = bfloat16 autocast")
+    g.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=None,
+                   help="the backbone's dropout during training (preset: off for low, on for full)")
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -54,7 +56,7 @@ def _fidelity(args: argparse.Namespace):
     return fidelity_from(
         args.fidelity, train_examples=args.train_examples, dev_examples=args.dev_examples, epochs=args.epochs,
         max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        precision=args.precision,
+        precision=args.precision, dropout=args.dropout,
     )
 
 
@@ -166,7 +168,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def _fidelity_overrides(args: argparse.Namespace) -> dict:
-    keys = ("train_examples", "dev_examples", "epochs", "max_length", "batch_size", "lr", "seed", "precision")
+    keys = ("train_examples", "dev_examples", "epochs", "max_length", "batch_size", "lr", "seed", "precision", "dropout")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -224,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--max-length", int), ("--batch-size", int), ("--lr", float)):
         p.add_argument(flag, type=kind)
     p.add_argument("--precision", choices=["fp32", "bf16"])
+    p.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(func=cmd_retrain, seed=None)
 
     p = sub.add_parser("transfer", help="retrain a study's front on another task, beside single-module baselines")
