@@ -195,3 +195,23 @@ def test_saasbo_beats_random_on_a_synthetic_benchmark():
             hv[name].append(_hv(configs))
     mean = {k: float(np.mean(v)) for k, v in hv.items()}
     assert mean["saasbo"] > mean["random"], hv
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_candidates_restrict_every_proposal(name):
+    rng = np.random.default_rng(3)
+    table = list({c.to_json(): c for c in (SMALL.sample(rng) for _ in range(40))}.values())[:25]
+    s = sampler(name, candidates=table)
+    study = new_study(s)
+    configs = run(study, SMALL, SMALL_SPEC, small_score, 20, noise=0.2)
+    keys = [c.to_json() for c in configs]
+    assert set(keys) <= {c.to_json() for c in table}
+    assert len(set(keys)) == len(keys)  # no candidate twice while unseen ones are left
+
+
+def test_candidates_outside_the_space_are_refused():
+    outside = PeftConfig(serial_adapter=5, layers=(False, True, True, True))
+    with pytest.raises(UserError, match="not a configuration of the search space"):
+        sampler("random", candidates=[outside])
+    with pytest.raises(UserError, match="empty"):
+        sampler("saasbo", candidates=[])

@@ -157,6 +157,7 @@ def make_sampler(
     seed: int | None = None,
     n_init: int = 10,
     percent_fn: Callable[[PeftConfig], float] | None = None,
+    candidates: Sequence[PeftConfig] | None = None,
     **options: Any,
 ) -> BaseSampler:
     """Build the sampler `name` for `space`.
@@ -170,6 +171,9 @@ def make_sampler(
             "motpe". Ignored by "random".
         percent_fn: analytic % trainable parameters of a configuration (e.g.
             ``ModelSpec.percent``); the BO samplers then model that objective exactly.
+        candidates: restrict every proposal to these configurations (a tabular
+            benchmark): BO scores only the unseen candidates, random draws among them,
+            NSGA-II/MOTPE proposals are replaced by the nearest unseen candidate.
         options: "saasbo": ``fit`` ("nuts" | "map"), ``warmup_steps``, ``num_samples``,
             ``thinning``, ``max_tree_depth``; "saasbo" and "gp": ``mc_samples``,
             ``n_random_candidates``, ``max_local_candidates``, ``climb_rounds``,
@@ -196,14 +200,14 @@ def make_sampler(
     if name in ("saasbo", "gp"):
         return BayesOptSampler(
             space, model="saas" if name == "saasbo" else "gp", seed=seed, n_init=n_init,
-            percent_fn=percent_fn, **options,
+            percent_fn=percent_fn, candidates=candidates, **options,
         )
     # The hypervolume reference point only matters to the BO samplers; accepted (and
     # ignored) by the others so that a driver can pass the same options to every sampler.
     options.pop("ref_point", None)
     if name == "random":
         _reject_options(name, options, ())
-        return RandomConfigSampler(space, seed=seed)
+        return RandomConfigSampler(space, seed=seed, candidates=candidates)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -218,7 +222,7 @@ def make_sampler(
             raise UserError(f"sampler {name!r}: bad option ({exc})") from None
         except ValueError as exc:
             raise UserError(f"sampler {name!r}: bad option value ({exc})") from None
-    return ValidatingSampler(delegate, space, seed=seed)
+    return ValidatingSampler(delegate, space, seed=seed, candidates=candidates)
 
 
 def _reject_options(name: str, options: Mapping[str, Any], allowed: Sequence[str]) -> None:
@@ -394,9 +398,12 @@ class ConfigSampler(BaseSampler):
     any) are sampled independently at random.
     """
 
-    def __init__(self, space: SearchSpace, *, seed: int | None = None) -> None:
+    def __init__(
+        self, space: SearchSpace, *, seed: int | None = None, candidates: Sequence[PeftConfig] | None = None
+    ) -> None:
         self.space = space
         self._grid = _Grid(space)
+        self._candidates = None if candidates is None else self._candidate_rows(candidates)
         self._seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (2**32))
         self._independent = optuna.samplers.RandomSampler(seed=self._seed)
         self._distributions = space.optuna_distributions()
@@ -422,6 +429,7 @@ class ConfigSampler(BaseSampler):
             info["kind"] = "random (partially enqueued trial)"
         else:
             row = self._propose(study, trial, history, rng, info)
+        row = self._restrict(row, history.seen_keys(), rng, info)
         params = self._grid.params(row)
         seconds = time.perf_counter() - start
         info["seconds"] = seconds
@@ -445,6 +453,32 @@ class ConfigSampler(BaseSampler):
     ) -> np.ndarray:
         raise NotImplementedError
 
+    def _candidate_rows(self, candidates: Sequence[PeftConfig]) -> np.ndarray:
+        for config in candidates:
+            if not isinstance(config, PeftConfig) or not self.space.contains(config):
+                raise UserError(f"candidates: {config!r} is not a configuration of the search space")
+        if not candidates:
+            raise UserError("candidates: the list is empty")
+        return _unique_rows(np.stack([self._grid.index(c) for c in candidates]))
+
+    def _restrict(self, row: np.ndarray, seen: set[bytes], rng: np.random.Generator, info: dict) -> np.ndarray:
+        """With `candidates`, replace a proposal outside them by the nearest unseen candidate.
+
+        Nearest = smallest L1 distance in the [0, 1]^d encoding (`space.encode`), ties
+        broken at random. A tabular benchmark uses this for samplers that propose
+        anywhere in the space (NSGA-II, MOTPE); the BO and random samplers already draw
+        from the candidates only.
+        """
+        if self._candidates is None:
+            return row
+        unseen = _not_in(self._candidates, seen)
+        if _key(row) in {_key(r) for r in unseen} or len(unseen) == 0:
+            return row
+        dist = np.abs(self._grid.to_x(unseen) - self._grid.to_x(row)).sum(axis=1)
+        nearest = np.flatnonzero(dist == dist.min())
+        info["snapped_from"] = self._grid.params(row)
+        return unseen[nearest[int(rng.integers(len(nearest)))]]
+
     def _trial_rng(self, trial: FrozenTrial) -> np.random.Generator:
         return np.random.default_rng([self._seed, trial.number])
 
@@ -463,7 +497,11 @@ class ConfigSampler(BaseSampler):
     def _random_unseen(
         self, rng: np.random.Generator, seen: set[bytes], fixed: Mapping[int, int] | None = None
     ) -> np.ndarray:
-        """A uniformly random valid row not in `seen` (any valid row once all are seen)."""
+        """A uniformly random valid row (or candidate) not in `seen` (any once all are seen)."""
+        if self._candidates is not None and not fixed:
+            rows = _not_in(self._candidates, seen)
+            if len(rows):
+                return rows[rng.integers(len(rows))]
         for _ in range(20):
             rows = _not_in(self._grid.random(rng, 64, fixed), seen)
             if len(rows):
@@ -547,9 +585,10 @@ class BayesOptSampler(ConfigSampler):
         seed: int | None = None,
         n_init: int = 10,
         percent_fn: Callable[[PeftConfig], float] | None = None,
+        candidates: Sequence[PeftConfig] | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(space, seed=seed)
+        super().__init__(space, seed=seed, candidates=candidates)
         if model not in ("saas", "gp"):
             raise UserError(f"model must be 'saas' or 'gp', got {model!r}")
         if fit not in ("nuts", "map"):
@@ -657,7 +696,7 @@ class BayesOptSampler(ConfigSampler):
         evaluated = candidates
         values = self._evaluate(acq, candidates)
         evaluated_keys = {_key(r) for r in candidates}
-        for _ in range(self.options["climb_rounds"]):
+        for _ in range(self.options["climb_rounds"] if self._candidates is None else 0):
             top = evaluated[np.argsort(-values, kind="stable")[: self.options["climb_top_k"]]]
             nbrs = _not_in(grid.neighbours(top), seen | evaluated_keys)
             if len(nbrs) > self.options["max_local_candidates"] > 0:
@@ -690,6 +729,8 @@ class BayesOptSampler(ConfigSampler):
 
     def _candidate_pool(self, obs, scores, percents, seen, rng) -> np.ndarray:
         grid = self._grid
+        if self._candidates is not None:
+            return _not_in(self._candidates, seen)
         n_rand, n_local = self.options["n_random_candidates"], self.options["max_local_candidates"]
         if grid.n_points() <= max(n_rand + n_local, 1):
             return _not_in(grid.enumerate_valid(), seen)
@@ -865,8 +906,11 @@ class ValidatingSampler(ConfigSampler):
     `after_trial` hooks run as usual (NSGA-II's generation bookkeeping lives there).
     """
 
-    def __init__(self, delegate: BaseSampler, space: SearchSpace, *, seed: int | None = None) -> None:
-        super().__init__(space, seed=seed)
+    def __init__(
+        self, delegate: BaseSampler, space: SearchSpace, *, seed: int | None = None,
+        candidates: Sequence[PeftConfig] | None = None,
+    ) -> None:
+        super().__init__(space, seed=seed, candidates=candidates)
         self.delegate = delegate
 
     def __str__(self) -> str:
