@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 import torch
 
 from autopeft import PeftConfig
+from autopeft.cli import build_parser, main
 from autopeft.frozen import StatesCache
 from autopeft.tasks import load_task
 from autopeft.train import Fidelity, train_and_evaluate
@@ -161,3 +163,46 @@ def test_the_disk_bound_evicts_the_least_recently_used_files(tmp_path):
     tiny = StatesCache(directory=tmp_path / "tiny", max_disk_bytes=size // 2)
     tiny.put(keys[3], _states(0))  # larger than the whole bound: kept in memory only
     assert _files(tmp_path / "tiny") == [] and tiny.get(keys[3]) is not None
+
+
+def test_an_unusable_cache_folder_is_a_user_error(tmp_path, tiny_model_dir, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(CONFIG.to_dict()))
+    assert main(["train", "--model", str(tiny_model_dir), "--config", str(config), "--out", str(tmp_path / "run"),
+                 "--states-cache", str(blocker / "cache")]) == 2
+    assert "states cache folder" in capsys.readouterr().err
+
+
+def test_cli_states_cache_on_train_search_and_worker(tiny_model_dir, tmp_path, computations):
+    cache_dir = tmp_path / "states"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(CONFIG.to_dict()))
+    small = ["--train-examples", "32", "--dev-examples", "32", "--epochs", "1", "--max-length", "48"]
+    train = ["train", "--model", str(tiny_model_dir), "--task", "RTE", "--config", str(config), *small]
+
+    assert main([*train, "--out", str(tmp_path / "plain")]) == 0
+    plain = json.loads((tmp_path / "plain" / "result.json").read_text())
+    calls = len(computations)
+    assert main([*train, "--out", str(tmp_path / "a"), "--states-cache", str(cache_dir)]) == 0
+    assert len(_files(cache_dir)) == 2 and len(computations) == calls + 2
+    import autopeft.frozen
+
+    autopeft.frozen.SHARED_CACHE._entries.clear()  # a later run: only the disk remembers
+    assert main([*train, "--out", str(tmp_path / "b"), "--states-cache", str(cache_dir)]) == 0
+    assert len(computations) == calls + 2  # read from disk
+    for run in ("a", "b"):
+        result = json.loads((tmp_path / run / "result.json").read_text())
+        assert result["loss_curve"] == plain["loss_curve"] and result["metrics"] == plain["metrics"]
+
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"serial_adapter": [8], "parallel_adapter": False, "prefix_length": False,
+                                 "fixed_layers": {"0": 0, "1": 1}}))
+    search_dir = tmp_path / "search_states"
+    argv = ["search", "--model", str(tiny_model_dir), "--task", "RTE", "--sampler", "random", "--budget", "1",
+            "--space", str(space), "--out", str(tmp_path / "study"), "--quiet", *small, "--states-cache", str(search_dir)]
+    assert main(argv) == 0
+    assert len(_files(search_dir)) == 2  # the trial (lowest layer 1) wrote its train and dev states
+    worker = build_parser().parse_args(["worker", *argv[1:]])
+    assert worker.states_cache == str(search_dir)

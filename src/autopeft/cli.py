@@ -42,6 +42,12 @@ def _add_fidelity_args(p: argparse.ArgumentParser, default: str) -> None:
                    help="the backbone's dropout during training (preset: off for low, on for full)")
 
 
+def _add_states_cache_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--states-cache", metavar="DIR",
+                   help="also keep the frozen lower layers' outputs in DIR, shared by workers and later runs "
+                   "(default: in memory only; see autopeft.frozen.StatesCache)")
+
+
 def _count_or_fraction(text: str) -> int | float:
     try:
         value = float(text)
@@ -91,6 +97,7 @@ def _writable_dir(path: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from autopeft.frozen import open_states_cache
     from autopeft.report import plot_loss_curve
     from autopeft.space import PeftConfig
     from autopeft.train import FULL_FINETUNE, train_and_evaluate
@@ -100,7 +107,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     task, fidelity = _task(args), _fidelity(args)
     name = config if isinstance(config, str) else config.describe()
     print(f"training {name} on {task.spec.name} ({len(task.train)} train / {len(task.dev)} dev) with {args.model}")
-    result = train_and_evaluate(args.model, task, config, fidelity, out_dir=out)
+    result = train_and_evaluate(args.model, task, config, fidelity, out_dir=out, cache=open_states_cache(args.states_cache))
     (out / "result.json").write_text(json.dumps(
         {"config": config if isinstance(config, str) else config.to_dict(), "task": task.spec.name, "model": args.model,
          "fidelity": fidelity.to_dict(), **result.to_dict()}, indent=2))
@@ -121,6 +128,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         study_name=args.study, space_file=args.space, lora=args.lora, search_seed=args.search_seed,
         nuts=args.nuts, retrain_top=args.retrain, retrain_seeds=args.seeds, progress=not args.quiet,
         task_source=_task_source(args), ref_point=_ref_point(args.ref_point), baselines=args.baselines,
+        states_cache=args.states_cache,
     )
     search(settings)
 
@@ -191,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="configuration JSON file, or 'full' for full fine-tuning")
     p.add_argument("--out", required=True, help="folder for result.json, loss.png and the trained weights")
     _add_fidelity_args(p, default="full")
+    _add_states_cache_arg(p)
     p.set_defaults(func=cmd_train)
 
     for name, helptext in (("search", "multi-objective search for the Pareto front"),
@@ -216,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="accepted for clarity: a search always resumes its study")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         _add_fidelity_args(p, default="low")
+        _add_states_cache_arg(p)
         p.set_defaults(func=cmd_worker if name == "worker" else cmd_search)
 
     p = sub.add_parser("retrain", help="retrain configurations of a study's front at full fidelity over several seeds")

@@ -76,6 +76,7 @@ class SearchSettings:
     task_source: dict[str, Any] = field(default_factory=dict)
     ref_point: tuple[float, float] | None = None  # (score, percent); None: the documented default
     baselines: bool = False  # also train the single-module baselines at the search fidelity (marked in plots)
+    states_cache: str | Path | None = None  # folder for a disk copy of the lower-layer states (frozen.StatesCache)
 
 
 def _sampler_options(nuts: str) -> dict[str, Any]:
@@ -92,6 +93,7 @@ def _sampler_options(nuts: str) -> dict[str, Any]:
 
 def search(settings: SearchSettings):
     """Run (or resume) a search, write its report, optionally retrain part of the front."""
+    from autopeft.frozen import open_states_cache
     from autopeft.report import format_front_table, write_report
     from autopeft.search.pareto import default_reference_point, space_max_percent
     from autopeft.search.samplers import make_sampler
@@ -126,9 +128,10 @@ def search(settings: SearchSettings):
         options["ref_point"] = s.ref_point
     sampler = make_sampler(s.sampler, space, seed=s.search_seed, n_init=s.n_init, percent_fn=spec.percent, **options)
     study = open_study(s.storage, s.study_name, s.out_dir, metadata, sampler)
+    cache = open_states_cache(s.states_cache)
 
     def evaluate(config: PeftConfig, trial) -> TrialResult:
-        result = train_and_evaluate(s.model, s.task, config, s.fidelity, progress=False, tokenizer=tokenizer)
+        result = train_and_evaluate(s.model, s.task, config, s.fidelity, progress=False, tokenizer=tokenizer, cache=cache)
         return TrialResult(score=result.score, percent=result.percent, metrics=result.metrics,
                            wall_time_s=result.wall_time_s, trainable_params=result.trainable_params,
                            extra={"loss_curve": result.loss_curve, "steps": result.steps})
