@@ -111,3 +111,85 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory) -> Path:
     return _save_tiny(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+# --- a PostgreSQL server on loopback (Debian's postgresql package), for the worker tests --------
+
+
+def _postgres_bin() -> Path | None:
+    """The folder with initdb and pg_ctl: Debian's /usr/lib/postgresql/<version>/bin, else PATH."""
+    import shutil
+
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb and shutil.which("pg_ctl") else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """(host, port, user) of a throw-away PostgreSQL server, stopped after the session.
+
+    Skipped, with the reason, where the server binaries or the Python driver are missing.
+    As root the server runs as the `postgres` system user (initdb refuses root).
+    """
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or on PATH; "
+                    "install Debian's postgresql package (.ci/run does when apt-get is available)")
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver psycopg is not installed (pip install -e '.[test]')")
+    prefix: list[str] = []
+    owner = None
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' system user to run initdb as")
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root and runuser (util-linux) is missing: cannot run initdb as 'postgres'")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    home = Path(tempfile.mkdtemp(prefix="autopeft-pg-"))  # not under pytest's root-only tmp dirs
+    if owner is not None:
+        os.chown(home, owner.pw_uid, owner.pw_gid)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    user = "autopeft"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=120, check=False)
+
+    made = run(str(bindir / "initdb"), "-D", str(home / "data"), "-U", user, "-A", "trust", "-E", "UTF8", "--no-sync")
+    if made.returncode == 0:
+        made = run(str(bindir / "pg_ctl"), "-D", str(home / "data"), "-l", str(home / "log"), "-w", "-t", "60",
+                   "-o", f"-h 127.0.0.1 -p {port} -k {home} -F", "start")
+    if made.returncode != 0:
+        log = (home / "log").read_text() if (home / "log").exists() else ""
+        shutil.rmtree(home, ignore_errors=True)
+        pytest.fail(f"{Path(made.args[len(prefix)]).name} failed: {made.stderr[-1000:]}\n{log[-2000:]}")
+    try:
+        yield "127.0.0.1", port, user
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(home / "data"), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The URL of a new, empty database on the test server."""
+    import uuid
+
+    import psycopg
+
+    host, port, user = postgres_server
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=host, port=port, user=user, dbname="postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"postgresql://{user}@{host}:{port}/{name}"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from autopeft.errors import UserError
@@ -47,7 +50,7 @@ class Evaluator:
     def __call__(self, config: PeftConfig, trial: optuna.trial.Trial) -> TrialResult:
         self.seen.append(config)
         if self.fail_on is not None and len(self.seen) == self.fail_on:
-            raise RuntimeError("out of memory (synthetic)")
+            raise RuntimeError("synthetic failure")
         percent = SPEC.percent(config)
         score = 50 + 10 * np.log1p(percent) + 0.5 * len(config.active_layers)
         return TrialResult(
@@ -56,8 +59,25 @@ class Evaluator:
         )
 
 
-def make(tmp_path: Path, storage: str | None = None, sampler_seed: int = 0, **meta) -> optuna.Study:
-    return open_study(storage, "s1", tmp_path, metadata(**meta), optuna.samplers.RandomSampler(seed=sampler_seed))
+def make(tmp_path: Path, storage: str | None = None, sampler_seed: int = 0, heartbeat: int | None = None,
+         **meta) -> optuna.Study:
+    return open_study(storage, "s1", tmp_path, metadata(**meta), optuna.samplers.RandomSampler(seed=sampler_seed),
+                      heartbeat=heartbeat)
+
+
+@pytest.fixture
+def short_waits(monkeypatch):
+    """A waiting search polls every 0.1 s and fails (instead of hanging) after 60 s."""
+    import autopeft.search.study as study_module
+
+    monkeypatch.setattr(study_module, "WAIT_POLL_S", 0.1)
+    recover, start = study_module._recover_stale, time.monotonic()
+
+    def recover_or_give_up(*args, **kwargs):
+        assert time.monotonic() - start < 60, "the search waited over 60 s for trials of other workers"
+        return recover(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "_recover_stale", recover_or_give_up)
 
 
 def n_state(study: optuna.Study, state: TrialState) -> int:
@@ -226,9 +246,10 @@ def test_stale_running_trial_is_rerun_first(tmp_path):
     assert n_state(study, TrialState.RUNNING) == 0
 
 
-def test_running_trial_of_a_live_worker_is_left_alone(tmp_path):
-    import subprocess
+def test_running_trial_of_a_live_worker_is_left_alone(tmp_path, short_waits):
     import socket
+    import subprocess
+    import threading
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -240,9 +261,17 @@ def test_running_trial_of_a_live_worker_is_left_alone(tmp_path):
         for name, dist in SPACE.optuna_distributions().items():
             trial.suggest_categorical(name, dist.choices)
         trials[who] = trial.number
-    run_search(make(tmp_path), SPACE, Evaluator(), budget=2, progress=False)
+    dead_config = SPACE.from_params(study.trials[trials["dead"]].params)
+    # The live worker's trial counts against the budget: the search runs one trial (the
+    # dead worker's configuration, re-queued), then waits until the live one finishes.
+    ev = Evaluator()
+    finisher = threading.Timer(1.5, lambda: study.tell(trials["live"], [60.0, 1.0]))
+    finisher.start()
+    run_search(make(tmp_path), SPACE, ev, budget=2, progress=False)
+    finisher.join()
     states = {who: study.trials[n].state for who, n in trials.items()}
-    assert states == {"live": TrialState.RUNNING, "dead": TrialState.FAIL}
+    assert states == {"live": TrialState.COMPLETE, "dead": TrialState.FAIL}  # the live one was not failed
+    assert ev.seen == [dead_config]
     assert any(k.startswith("worker:") for k in study.user_attrs)
 
 
@@ -252,7 +281,7 @@ def test_failure_is_recorded_and_search_continues(tmp_path):
     # (RandomSampler may also propose invalid configurations, told FAIL without evaluating.)
     failed = [t for t in study.get_trials(states=(TrialState.FAIL,)) if "invalid" not in t.user_attrs["fail_reason"]]
     assert len(failed) == 1
-    assert failed[0].user_attrs["fail_reason"] == "RuntimeError: out of memory (synthetic)"
+    assert failed[0].user_attrs["fail_reason"] == "RuntimeError: synthetic failure"
     assert "Traceback" in failed[0].user_attrs["fail_traceback"]
     assert len(completed_trials(study)) == 4 and len(ev.seen) == 5
 
@@ -324,3 +353,130 @@ def test_valid_config_count_matches_enumeration():
         for sa, pa, a, b in itertools.product((0, 8), (0, 4), (0, 1), (0, 1))
     )
     assert n_valid_configs(space) == count
+
+
+# --- several workers: stale trials, heartbeats, half-written studies --------------------------
+
+
+def suggested(study: optuna.Study) -> optuna.trial.Trial:
+    """A trial asked and given a configuration, as a worker does before evaluating it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Optuna: heartbeats are meant for Study.optimize
+        trial = study.ask()
+    for name, dist in SPACE.optuna_distributions().items():
+        trial.suggest_categorical(name, dist.choices)
+    return trial
+
+
+def test_configuration_proposed_by_two_workers_at_once_is_evaluated_once(tmp_path, short_waits, capsys):
+    import socket
+    import threading
+
+    study = make(tmp_path)
+    other = suggested(study)  # running in another live worker
+    other.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getppid()})
+    config = SPACE.from_params(other.params)
+    study.enqueue_trial(dict(other.params))  # this worker's next proposal: the same configuration
+    ev = Evaluator()
+    finisher = threading.Timer(1.5, lambda: study.tell(other.number, [60.0, 1.0]))
+    finisher.start()
+    run_search(make(tmp_path), SPACE, ev, budget=2, progress=False)
+    finisher.join()
+    assert config not in ev.seen and len(ev.seen) == 1
+    clash = study.get_trials()[1]
+    assert clash.state == TrialState.FAIL
+    assert clash.user_attrs["fail_reason"] == f"not run: trial {other.number} has the same configuration"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_trial_of_a_silent_worker_on_another_host_is_rerun(tmp_path, short_waits, capsys, request, backend):
+    storage = f"sqlite:///{tmp_path / 'hb.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    study = make(tmp_path, storage=storage, heartbeat=1)
+    # A worker on another host (its pid cannot be checked) asked a trial, sent one heartbeat and died.
+    trial = suggested(study)
+    trial.set_user_attr("worker", {"host": "elsewhere", "pid": 1})
+    study._storage.record_heartbeat(trial._trial_id)
+    beat = time.monotonic()
+    config = SPACE.from_params(trial.params)
+
+    ev = Evaluator()
+    run_search(make(tmp_path, storage=storage, heartbeat=1), SPACE, ev, budget=1, progress=False)
+    waited = time.monotonic() - beat
+    err = capsys.readouterr().err
+    assert "trial 0 is running in worker elsewhere:1; left alone" in err
+    assert "trial 0 (worker elsewhere:1) sent no heartbeat for over 3 s: marked FAIL and queued to run first" in err
+    assert waited >= 3  # the trial counted against the budget of 1 until its heartbeat was 3 intervals old
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL
+    rerun = [t for t in trials if t.user_attrs.get("rerun_of") == 0]
+    assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE
+    assert ev.seen == [config]  # the stale configuration is the one trial evaluated
+    assert len(completed_trials(study)) == 1
+
+
+def test_heartbeat_option(tmp_path):
+    from autopeft.search.study import DEFAULT_HEARTBEAT_S
+
+    assert make(tmp_path)._storage.get_heartbeat_interval() == DEFAULT_HEARTBEAT_S
+    assert make(tmp_path, heartbeat=0)._storage.get_heartbeat_interval() is None
+    make(tmp_path, storage=str(tmp_path / "s.log"))  # a journal has no heartbeat: off by default, no error
+    with pytest.raises(UserError, match="journal") as err:
+        make(tmp_path, storage=str(tmp_path / "s.log"), heartbeat=5)
+    assert "--heartbeat" in str(err.value) and "sqlite:///" in str(err.value)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(UserError, match="--heartbeat must be a whole number"):
+            make(tmp_path, heartbeat=bad)
+
+
+def test_requeued_stale_trial_is_not_a_failed_configuration(tmp_path):
+    from autopeft.search.samplers import _key, make_sampler
+
+    sampler = make_sampler("random", SPACE, seed=0)
+    study = open_study(None, "h", tmp_path, metadata(), sampler)
+    failed = suggested(study)
+    study.tell(failed, state=TrialState.FAIL)  # its evaluation failed
+    stale = suggested(study)
+    study.tell(stale, state=TrialState.FAIL)  # its worker died; its configuration is queued again
+    current = study.ask()
+    study.enqueue_trial(dict(stale.params), user_attrs={"rerun_of": stale.number})
+    history = sampler._history(study, study.get_trials(deepcopy=False)[current.number])
+    def key(trial: optuna.trial.Trial) -> bytes:
+        return _key(sampler._grid.row_from_params(trial.params))
+
+    assert [_key(r) for r in history.failed_rows] == [key(failed)]
+    assert [_key(r) for r in history.pending_rows] == [key(stale)]  # the queued re-run
+
+
+def test_study_found_half_written_is_completed_not_refused(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    # Another worker created the study and has stored only part of its metadata so far.
+    partial = optuna.create_study(storage=storage, study_name="s1", directions=["maximize", "minimize"])
+    partial.set_user_attr("model", metadata()["model"])
+    study = make(tmp_path, storage=storage)
+    assert {k: study.user_attrs[k] for k in metadata()} == json.loads(json.dumps(metadata()))
+    with pytest.raises(UserError, match="task"):
+        make(tmp_path, storage=storage, task="MRPC")
+
+
+@pytest.mark.parametrize("allocate", [
+    pytest.param(lambda: torch.empty(2**50), id="torch-cpu-allocator"),  # 4 PiB: the allocator refuses
+    pytest.param(lambda: bytearray(2**62), id="MemoryError"),
+    pytest.param(lambda: torch.empty(2**50, device="cuda"), id="torch-cuda",
+                 marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+])
+def test_out_of_memory_is_recorded_and_search_continues(tmp_path, capsys, allocate):
+    calls = []
+
+    def evaluate(config, trial):
+        calls.append(config)
+        if len(calls) == 1:
+            allocate()  # a real allocation failure inside the first trial
+        return Evaluator()(config, trial)
+
+    study = run_search(make(tmp_path), SPACE, evaluate, budget=2, progress=False)
+    failed = [t for t in study.get_trials(states=(TrialState.FAIL,)) if "invalid" not in t.user_attrs["fail_reason"]]
+    assert len(failed) == 1
+    reason = failed[0].user_attrs["fail_reason"]
+    assert reason.startswith("out of memory: ") and "--batch-size" in reason and "--max-length" in reason
+    assert len(completed_trials(study)) == 2 and len(calls) == 3
+    assert "failed: out of memory" in capsys.readouterr().err

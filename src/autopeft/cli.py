@@ -88,7 +88,7 @@ def _writable_dir(path: str) -> Path:
     out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".autopeft-write-test"
+        probe = out / f".autopeft-write-test-{os.getpid()}"  # several workers may start at once
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
@@ -128,6 +128,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         study_name=args.study, space_file=args.space, lora=args.lora, search_seed=args.search_seed,
         nuts=args.nuts, retrain_top=args.retrain, retrain_seeds=args.seeds, progress=not args.quiet,
         task_source=_task_source(args), ref_point=_ref_point(args.ref_point), baselines=args.baselines,
+        heartbeat=args.heartbeat,
         states_cache=args.states_cache,
     )
     search(settings)
@@ -223,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--retrain", type=int, default=0, help="retrain K configurations spread along the front at full fidelity")
         p.add_argument("--seeds", type=int, default=3, help="seeds per retrained configuration")
         p.add_argument("--resume", action="store_true", help="accepted for clarity: a search always resumes its study")
+        p.add_argument("--heartbeat", type=int, metavar="SECONDS",
+                       help="database storages: seconds between heartbeats of running trials; a trial without one for "
+                       "3 intervals (its worker died) is run again by another worker (default 60; 0: off; journal "
+                       "files have none)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         _add_fidelity_args(p, default="low")
         _add_states_cache_arg(p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +225,9 @@ def write_report(
     ref = ref or reference_point(study)
     front = front_rows(study)
     labels = study_labels(study)
-    paths = {name: out_dir / name for name in ("front.csv", "front.json", "trials.csv", "front.png", "hypervolume.png")}
+    final = {name: out_dir / name for name in ("front.csv", "front.json", "trials.csv", "front.png", "hypervolume.png")}
+    # Written under temporary names, then renamed: workers finishing together each leave whole files.
+    paths = {name: out_dir / f".{os.getpid()}-{name}" for name in final}
 
     _write_csv(paths["front.csv"], [_flat(r, k) for k, r in enumerate(front, start=1)])
     _write_csv(paths["trials.csv"], _all_trial_rows(study))
@@ -239,7 +242,9 @@ def write_report(
     paths["front.json"].write_text(json.dumps(summary, indent=2) + "\n")
     plot_front(study, paths["front.png"], baselines, labels)
     plot_hypervolume(study, paths["hypervolume.png"], ref)
-    return paths
+    for name, path in paths.items():
+        os.replace(path, final[name])
+    return final
 
 
 def _fmt(value: Any, spec: str) -> str:

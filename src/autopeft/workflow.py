@@ -76,6 +76,7 @@ class SearchSettings:
     task_source: dict[str, Any] = field(default_factory=dict)
     ref_point: tuple[float, float] | None = None  # (score, percent); None: the documented default
     baselines: bool = False  # also train the single-module baselines at the search fidelity (marked in plots)
+    heartbeat: int | None = None  # seconds between trial heartbeats (database storages); None: the default, 0: off
     states_cache: str | Path | None = None  # folder for a disk copy of the lower-layer states (frozen.StatesCache)
 
 
@@ -127,7 +128,7 @@ def search(settings: SearchSettings):
     if s.ref_point:  # a user's reference point also steers the acquisition; else the sampler adapts its own
         options["ref_point"] = s.ref_point
     sampler = make_sampler(s.sampler, space, seed=s.search_seed, n_init=s.n_init, percent_fn=spec.percent, **options)
-    study = open_study(s.storage, s.study_name, s.out_dir, metadata, sampler)
+    study = open_study(s.storage, s.study_name, s.out_dir, metadata, sampler, heartbeat=s.heartbeat)
     cache = open_states_cache(s.states_cache)
 
     def evaluate(config: PeftConfig, trial) -> TrialResult:

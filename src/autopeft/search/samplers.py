@@ -52,7 +52,9 @@ Design of the BO samplers (`BayesOptSampler`)
   made, so a pending trial counts even before all its parameters are suggested.
 * No duplicates: configurations of COMPLETE, pending and FAIL trials are removed from the
   candidates (a failed configuration is not retried). Only when the whole space has
-  been tried does a sampler repeat a configuration (with a warning).
+  been tried does a sampler repeat a configuration (with a warning). A FAIL trial that
+  a later trial re-runs (user attr ``rerun_of``: a stale or interrupted trial, queued
+  again) is not a failed configuration and is left out of the history.
 * Acquisition optimisation over the discrete space: a candidate pool made of (a) the
   neighbours of every observed Pareto-optimal configuration (one size index +-1, or one
   or two layer bits flipped; at most ``max_local_candidates``, sub-sampled) and (b)
@@ -131,6 +133,7 @@ SAMPLER_NAMES = ("saasbo", "gp", "random", "nsga2", "motpe")
 NUTS_DEFAULTS = {"warmup_steps": 256, "num_samples": 128, "thinning": 16, "max_tree_depth": 6}
 
 PROPOSAL_ATTR = "autopeft_proposal"
+RERUN_ATTR = "rerun_of"  # user attr of a re-queued trial: the number of the trial it re-runs
 SECONDS_ATTR = "autopeft_proposal_seconds"
 
 _BO_OPTIONS = {
@@ -519,8 +522,10 @@ class ConfigSampler(BaseSampler):
     def _history(self, study: optuna.Study, trial: FrozenTrial) -> _History:
         obs_rows, scores, percents, pending, failed = [], [], [], [], []
         n_started = 0
-        for t in study.get_trials(deepcopy=False):
-            if t.number == trial.number:
+        trials = study.get_trials(deepcopy=False)
+        rerun = {t.user_attrs.get(RERUN_ATTR) for t in trials}
+        for t in trials:
+            if t.number == trial.number or (t.state == TrialState.FAIL and t.number in rerun):
                 continue
             if t.state != TrialState.FAIL:
                 n_started += 1

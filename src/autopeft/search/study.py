@@ -10,21 +10,36 @@ Storage: a SQLite file `<out_dir>/study.db` by default, any SQLAlchemy URL
 
 Several workers may share one study: each trial records its worker (host, pid)
 and each running search registers itself as a study attribute `worker:<host>:<pid>`.
-When a search starts, a RUNNING trial is taken as left over by a killed run
-when its worker is dead (same host: the pid is gone) — or, for a trial killed
-before it recorded a worker, when no other worker is alive. Trials of workers
-on other hosts are left alone.
+The budget counts the trials running in every worker: a worker asks only for what
+is left, and waits while the rest of the budget is running elsewhere. Before each
+round, RUNNING trials of dead workers are failed and their configurations queued
+to run first (user attr `rerun_of` on the new trial):
+
+- same host: the worker's pid is gone (or, for a trial killed before it recorded a
+  worker, no other worker is alive);
+- any host: no heartbeat for HEARTBEAT_GRACE intervals. Database storages record
+  Optuna's heartbeat (`RDBStorage(heartbeat_interval=...)`, every
+  DEFAULT_HEARTBEAT_S by default) and `optuna.storages.fail_stale_trials` finds the
+  stale trials. Optuna 5.0's journal storage has no heartbeat: there, trials of
+  workers on other hosts are left alone.
+
+SQLite storages take the write lock at the start of every transaction, so that
+Optuna's read-then-write updates (popping a queued trial, failing a stale one) are
+atomic between processes.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +51,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.errors import UserError
 from autopeft.search.pareto import hypervolume, pareto_mask
+from autopeft.search.samplers import PROPOSAL_ATTR, RERUN_ATTR
 from autopeft.space import SIZE_KEYS, PeftConfig, SearchSpace
 
 DIRECTIONS = ["maximize", "minimize"]  # values = (score, percent)
@@ -44,6 +60,10 @@ COMPARED_KEYS = ("model", "task", "space", "fidelity", "objectives")
 MAX_CONSECUTIVE_SKIPS = 50  # proposals not evaluated (duplicates, invalid) in a row
 MAX_CONSECUTIVE_FAILURES = 10  # evaluations raising in a row
 RESUME_HINT = "run the same search command again (same --study name and --out dir / storage) to resume"
+DEFAULT_HEARTBEAT_S = 60  # heartbeat interval of database storages unless --heartbeat says otherwise
+HEARTBEAT_GRACE = 3  # a running trial without a heartbeat for this many intervals is stale
+WAIT_POLL_S = 2.0  # how often a worker with nothing left to ask looks at the study again
+OOM_HINT = "try a smaller --batch-size or --max-length"
 
 
 @dataclass
@@ -83,13 +103,26 @@ def _safe_url(url: str) -> str:
         return url
 
 
-def make_storage(storage: str | None, out_dir: Path) -> optuna.storages.BaseStorage:
-    """Open the storage named by `storage` (None: `<out_dir>/study.db`)."""
+def make_storage(storage: str | None, out_dir: Path, heartbeat: int | None = 0) -> optuna.storages.BaseStorage:
+    """Open the storage named by `storage` (None: `<out_dir>/study.db`).
+
+    `heartbeat`: seconds between heartbeats of running trials (database storages; a
+    trial is stale after HEARTBEAT_GRACE intervals without one); 0: none; None:
+    DEFAULT_HEARTBEAT_S for a database, none for a journal file.
+    """
+    if heartbeat is not None and (isinstance(heartbeat, bool) or not isinstance(heartbeat, int) or heartbeat < 0):
+        raise UserError(f"--heartbeat must be a whole number of seconds >= 0 (0: off), got {heartbeat!r}")
     if storage is None:
         storage = f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
     journal = storage[len("journal:"):] if storage.startswith("journal:") else None
     if journal is None and "://" not in storage and storage.endswith((".log", ".journal")):
         journal = storage
+    if journal is not None and heartbeat:
+        raise UserError(
+            f"--heartbeat needs a database storage (sqlite:///..., postgresql://..., mysql://...): Optuna's journal "
+            f"storage {journal} records no heartbeats. Leave --heartbeat out (dead workers on this host are still "
+            "found by their pid) or use a database"
+        )
     try:
         if journal is not None:
             from optuna.storages.journal import JournalFileBackend
@@ -106,12 +139,55 @@ def make_storage(storage: str | None, out_dir: Path) -> optuna.storages.BaseStor
                 "postgresql://..., mysql://...), a journal file (*.log, *.journal or journal:<path>), "
                 "or nothing for <out>/study.db"
             )
-        return optuna.storages.RDBStorage(storage)
+        return _open_rdb(storage, DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - drivers raise many kinds
         shown = journal if journal is not None else _safe_url(storage)
         raise UserError(f"cannot open study storage {shown}: {type(exc).__name__}: {exc}") from None
+
+
+def _open_rdb(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
+    """An RDBStorage, with Optuna's heartbeat when `heartbeat` > 0 (stale trials re-queued)."""
+    sqlite = url.startswith("sqlite")
+    kwargs: dict[str, Any] = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if sqlite else {}
+    if heartbeat:
+        kwargs.update(heartbeat_interval=heartbeat, grace_period=HEARTBEAT_GRACE * heartbeat,
+                      heartbeat_stale_trial_callback=_requeue_heartbeat_stale)
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                rdb = optuna.storages.RDBStorage(url, **kwargs)
+            break
+        except Exception as exc:
+            # Workers started together on a new database race to create its tables; the losers retry.
+            text = f"{exc} {exc.__cause__}"
+            if attempt == 5 or not any(s in text for s in ("already exists", "UNIQUE constraint", "duplicate key")):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    if sqlite:
+        _serialise_sqlite(rdb.engine)
+    return rdb
+
+
+def _serialise_sqlite(engine: Any) -> None:
+    """Make every transaction on `engine` start with BEGIN IMMEDIATE (SQLAlchemy's recipe).
+
+    pysqlite begins a transaction only at the first write, so Optuna's check-then-update
+    (pop a WAITING trial, fail a RUNNING one) could succeed in two processes at once.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the hooks
 
 
 def open_study(
@@ -120,6 +196,7 @@ def open_study(
     out_dir: Path,
     metadata: dict[str, Any],
     sampler: optuna.samplers.BaseSampler | None,
+    heartbeat: int | None = None,
 ) -> optuna.Study:
     """Create the study, or load it when it exists and its metadata match.
 
@@ -127,7 +204,8 @@ def open_study(
     optionally `reference_point` = [score, percent]) is stored as study user
     attributes on creation. On load, a difference in any of COMPARED_KEYS raises
     UserError and nothing is written; other keys (sampler, seed, ...) are updated
-    to describe the current run.
+    to describe the current run; missing ones (a worker that started while another
+    was creating the study) are added. `heartbeat`: see `make_storage`.
     """
     out_dir = Path(out_dir)
     try:
@@ -136,7 +214,7 @@ def open_study(
         raise UserError(f"cannot create output directory {out_dir}: {exc.strerror}; pass a writable --out dir") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise UserError(f"output directory {out_dir} is not writable; pass a writable --out dir")
-    store = make_storage(storage, out_dir)
+    store = make_storage(storage, out_dir, heartbeat)
     new = _jsonable(metadata)
     try:
         store.get_study_id_from_name(study_name)
@@ -145,21 +223,25 @@ def open_study(
         exists = False
 
     if not exists:
-        study = optuna.create_study(storage=store, study_name=study_name, sampler=sampler, directions=DIRECTIONS)
-        for key, value in new.items():
-            study.set_user_attr(key, value)
-        return study
+        try:
+            study = optuna.create_study(storage=store, study_name=study_name, sampler=sampler, directions=DIRECTIONS)
+        except optuna.exceptions.DuplicatedStudyError:
+            pass  # another worker created it just now: load it
+        else:
+            for key, value in new.items():
+                study.set_user_attr(key, value)
+            return study
 
     study = optuna.load_study(study_name=study_name, storage=store, sampler=sampler)
     old = study.user_attrs
-    blank = not study.trials and not any(k in old for k in COMPARED_KEYS)  # created, crashed before attrs
     if [d.name.lower() for d in study.directions] != ["maximize", "minimize"]:
         raise UserError(
             f"study '{study_name}' has directions {[d.name.lower() for d in study.directions]}, not "
             f"{DIRECTIONS}; it was not made by autopeft. Use a new --study name or --out dir"
         )
-    differ = [k for k in COMPARED_KEYS if (k in new or k in old) and old.get(k) != new.get(k)]
-    if differ and not blank:
+    # A key not stored yet is not a difference: its creator is still writing it, or crashed before.
+    differ = [k for k in COMPARED_KEYS if k in old and old[k] != new.get(k)]
+    if differ:
         lines = "; ".join(f"{k}: stored {json.dumps(old.get(k))} vs new {json.dumps(new.get(k))}" for k in differ)
         raise UserError(
             f"study '{study_name}' already exists with a different {', '.join(differ)} ({lines}). "
@@ -279,11 +361,13 @@ def _say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+def _is_evaluated(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE and "duplicate_of" not in trial.user_attrs
+
+
 def _n_done(study: optuna.Study) -> int:
     """COMPLETE trials that were evaluated (duplicates do not count)."""
-    return sum(
-        "duplicate_of" not in t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    )
+    return sum(_is_evaluated(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def _fail(study: optuna.Study, trial: optuna.trial.Trial, reason: str, **attrs: Any) -> FrozenTrial:
@@ -313,12 +397,60 @@ def _other_worker_alive(worker: dict[str, Any] | None) -> bool:
         return False
     me = _me()
     if worker.get("host") != me["host"]:
-        return True  # cannot check another host: assume it is alive
+        return True  # cannot check another host: assume it is alive (the heartbeat decides)
     return worker.get("pid") != me["pid"] and _pid_alive(int(worker.get("pid", -1)))
 
 
-def _recover_stale(study: optuna.Study, done: dict[str, int]) -> None:
-    """Fail RUNNING trials left by a killed run and enqueue their configurations."""
+def _who(worker: dict[str, Any] | None) -> str:
+    return f"worker {worker.get('host')}:{worker.get('pid')}" if worker else "an unknown worker"
+
+
+def _held_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The parameters a trial holds: its own, completed by the sampler's stored proposal (a
+    running trial) or the queued values (a waiting one)."""
+    return {**(trial.system_attrs.get("fixed_params") or {}), **(trial.system_attrs.get(PROPOSAL_ATTR) or {}),
+            **trial.params}
+
+
+def _held_elsewhere(study: optuna.Study, trial: FrozenTrial) -> int | None:
+    """Number of another trial that evaluated, runs or queued `trial`'s configuration."""
+    params = _held_params(trial)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)):
+        if params and t.number != trial.number and _held_params(t) == params:
+            return t.number
+    return None
+
+
+def _requeue(study: optuna.Study, frozen: FrozenTrial) -> bool:
+    """Queue the configuration of a stale, interrupted or given-back trial to run first.
+
+    Not when it has no parameters, or when another trial evaluated, runs or queued it
+    (another worker may have re-queued it). The new trial's user attr RERUN_ATTR names
+    `frozen`, so that samplers do not take it for a failed configuration.
+    """
+    params = _held_params(frozen)
+    if not params or _held_elsewhere(study, frozen) is not None:
+        return False
+    if any(t.user_attrs.get(RERUN_ATTR) == frozen.number for t in study.get_trials(deepcopy=False)):
+        return False
+    study.enqueue_trial(params, user_attrs={RERUN_ATTR: frozen.number})
+    return True
+
+
+def _requeue_heartbeat_stale(study: optuna.Study, frozen: FrozenTrial) -> None:
+    """Optuna's callback for a trial it failed for want of heartbeats (`fail_stale_trials`)."""
+    grace = HEARTBEAT_GRACE * (study._storage.get_heartbeat_interval() or 0)
+    queued = " and queued to run first" if _requeue(study, frozen) else ""
+    _say(f"trial {frozen.number} ({_who(frozen.user_attrs.get('worker'))}) sent no heartbeat for over {grace} s: "
+         f"marked FAIL{queued}")
+
+
+def _recover_stale(study: optuna.Study, quiet: bool = False) -> None:
+    """Fail the RUNNING trials of dead workers and queue their configurations to run first.
+
+    Same host: the pid check (see the module docstring). Any host: Optuna's heartbeat
+    check, whose callback re-queues. `quiet`: do not list the trials left alone.
+    """
     others = any(
         _other_worker_alive(w)
         for k, w in study.user_attrs.items()
@@ -327,23 +459,91 @@ def _recover_stale(study: optuna.Study, done: dict[str, int]) -> None:
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = frozen.user_attrs.get("worker")
         if _other_worker_alive(owner) or (owner is None and others):
-            who = f"worker {owner['host']}:{owner['pid']}" if owner else "another live worker"
-            _say(f"trial {frozen.number} is running in {who}; left alone")
+            if not quiet:
+                _say(f"trial {frozen.number} is running in {_who(owner) if owner else 'another live worker'}; left alone")
             continue
         # No public API sets attrs on an existing trial by number; Trial(study, id) is the handle ask() returns.
-        trial = optuna.trial.Trial(study, frozen._trial_id)
-        _fail(study, trial, "stale: interrupted run")
-        params = dict(frozen.params)
-        key = _config_key(frozen.user_attrs["config"]) if "config" in frozen.user_attrs else None
-        if params and key not in done:
-            study.enqueue_trial(params, user_attrs={"rerun_of": frozen.number})
-        _say(f"trial {frozen.number} was left running by an interrupted run: marked FAIL and queued to run first")
+        try:
+            failed = _fail(study, optuna.trial.Trial(study, frozen._trial_id), "stale: interrupted run")
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another worker failed it first
+        queued = " and queued to run first" if _requeue(study, failed) else ""
+        _say(f"trial {frozen.number} was left running by an interrupted run: marked FAIL{queued}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # no-op without a heartbeat
 
 
 def _register(study: optuna.Study, active: bool) -> None:
     me = _me()
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     study.set_user_attr(f"worker:{me['host']}:{me['pid']}", {**me, "active": active, "updated": now})
+
+
+class _Heartbeat:
+    """Records the heartbeats of this worker's running trials, in one background thread.
+
+    Optuna records heartbeats only inside `Study.optimize`; this search asks and tells,
+    so it calls the storage's own `record_heartbeat` itself: when a trial is asked, then
+    every interval until it is told. A failed write is retried at the next beat.
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
+        self._storage = storage
+        self.interval: int | None = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, trial_id: int) -> None:
+        if not self.interval:
+            return
+        self._beat(trial_id)
+        with self._lock:
+            self._ids.add(trial_id)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="autopeft-heartbeat", daemon=True)
+            self._thread.start()
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self._ids.discard(trial_id)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                ids = list(self._ids)
+            for trial_id in ids:
+                self._beat(trial_id)
+
+    def _beat(self, trial_id: int) -> None:
+        try:
+            self._storage.record_heartbeat(trial_id)
+        except Exception:  # noqa: BLE001 - e.g. a busy database: HEARTBEAT_GRACE intervals leave room to retry
+            pass
+
+
+def _over_budget(study: optuna.Study, number: int, budget: int) -> bool:
+    """Whether trial `number` finds no room: evaluated trials + running or queued ones numbered up to it.
+
+    Every worker orders the trials in flight by number, so concurrent askers agree on
+    which of them fit.
+    """
+    trials = study.get_trials(deepcopy=False)
+    ahead = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number <= number for t in trials)
+    return sum(map(_is_evaluated, trials)) + ahead > budget
+
+
+def _taken_over(study: optuna.Study, trial: optuna.trial.Trial) -> bool:
+    """Whether another worker failed this worker's running trial as stale (late heartbeats)."""
+    frozen = study.get_trials(deepcopy=False)[trial.number]
+    return frozen.state == TrialState.FAIL and "fail_reason" not in frozen.user_attrs
 
 
 def _evaluated_configs(study: optuna.Study, space: SearchSpace) -> dict[str, int]:
@@ -356,10 +556,21 @@ def _evaluated_configs(study: optuna.Study, space: SearchSpace) -> dict[str, int
     return done
 
 
-def _ask(study: optuna.Study, space: SearchSpace) -> tuple[optuna.trial.Trial, PeftConfig, float]:
-    start = time.perf_counter()
-    trial = study.ask()
+def _ask(
+    study: optuna.Study, space: SearchSpace, heart: _Heartbeat, budget: int
+) -> tuple[optuna.trial.Trial, PeftConfig, float] | None:
+    """Ask a trial and its configuration (and proposal seconds); None when the budget has no room."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")  # _Heartbeat records it
+        trial = study.ask()
     trial.set_user_attr("worker", _me())
+    heart.add(trial._trial_id)
+    if _over_budget(study, trial.number, budget):
+        # Another worker asked at the same moment: give this trial back (and what it popped from the queue).
+        _requeue(study, _fail(study, trial, "not run: the rest of the budget went to trials of other workers"))
+        heart.discard(trial._trial_id)
+        return None
+    start = time.perf_counter()
     for name, dist in space.optuna_distributions().items():
         trial.suggest_categorical(name, dist.choices)
     measured = time.perf_counter() - start
@@ -383,13 +594,16 @@ def run_search(
     pending), then evaluates and tells them in order. A proposal equal to an
     evaluated configuration is told with the stored values (`duplicate_of`) and
     not counted; an invalid one is told FAIL without evaluating; an exception in
-    `evaluate` is told FAIL with `fail_reason` and the search goes on.
+    `evaluate` is told FAIL with `fail_reason` (out of memory: "out of memory: ..."
+    and a hint) and the search goes on.
     `on_trial_end(study, frozen_trial)` is called after every tell. `ref` is the
     hypervolume reference point shown in the progress bar (default: the study's).
-    Resuming: completed trials are kept, RUNNING ones (from a killed run) are
-    failed and re-run first. On Ctrl-C the trial being evaluated (and the rest of
-    its batch) is told FAIL ("interrupted") and queued the same way, then the
-    KeyboardInterrupt is re-raised.
+    Other workers: their running trials count against the budget; with nothing
+    left to ask, this one waits for them (their trials may fail or go stale).
+    Resuming: completed trials are kept, RUNNING ones of dead workers are
+    failed and re-run first (checked every round). On Ctrl-C the trial being
+    evaluated (and the rest of its batch) is told FAIL ("interrupted") and queued
+    the same way, then the KeyboardInterrupt is re-raised.
     """
     for name, value in (("budget", budget), ("batch", batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -399,7 +613,7 @@ def run_search(
         _say(f"the search space holds only {size} valid configurations; budget lowered from {budget} to {size}")
         budget = size
 
-    _recover_stale(study, _evaluated_configs(study, space))
+    _recover_stale(study)  # also when the budget is met already
     seed = study.user_attrs.get("seed")
     sampler_name = study.user_attrs.get("sampler")
     ref = ref or reference_point(study)
@@ -409,6 +623,8 @@ def run_search(
     n_done = _n_done(study)
     bar = tqdm(total=budget, initial=min(n_done, budget), disable=not progress, unit="trial", dynamic_ncols=True)
     skips = failures = 0
+    waiting = False
+    heart = _Heartbeat(study._storage)
 
     def finish(frozen: FrozenTrial) -> None:
         if on_trial_end is not None:
@@ -418,8 +634,22 @@ def run_search(
     try:
         while (n_done := _n_done(study)) < budget:  # re-read: other workers may add trials
             bar.update(min(n_done, budget) - bar.n)
+            _recover_stale(study, quiet=True)
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            asked = []
+            for _ in range(min(batch, budget - n_done - running)):
+                if (one := _ask(study, space, heart, budget)) is None:
+                    break
+                asked.append(one)
+            if not asked:
+                if not waiting:
+                    _say(f"{n_done} trials done; the rest of the budget of {budget} is running in other workers: "
+                         "waiting for them (a dead worker's trial is run again here)")
+                waiting = True
+                time.sleep(WAIT_POLL_S)
+                continue
+            waiting = False
             done = _evaluated_configs(study, space)
-            asked = [_ask(study, space) for _ in range(min(batch, budget - n_done))]
             for i, (trial, config, proposal_s) in enumerate(asked):
                 try:
                     trial.set_user_attr("config", config.to_dict())
@@ -436,6 +666,11 @@ def run_search(
                         skips += 1
                     elif not space.contains(config):
                         finish(_fail(study, trial, "invalid configuration proposed: " + _invalid_reason(space, config)))
+                        skips += 1
+                    elif (other := _held_elsewhere(study, study.get_trials(deepcopy=False)[trial.number])) is not None:
+                        # Another worker proposed it at the same moment (each saw the other's proposal
+                        # too late to count it as pending); of two such trials, at least one sees the other.
+                        finish(_fail(study, trial, f"not run: trial {other} has the same configuration"))
                         skips += 1
                     else:
                         skips = 0
@@ -455,11 +690,16 @@ def run_search(
                         finish(frozen)
                 except KeyboardInterrupt:
                     for other, _, _ in asked[i:]:
-                        frozen = study.get_trials(deepcopy=False)[other.number]
-                        if frozen.state == TrialState.RUNNING:
-                            _fail(study, other, "interrupted")
-                            study.enqueue_trial(dict(frozen.params), user_attrs={"rerun_of": other.number})
+                        if study.get_trials(deepcopy=False)[other.number].state == TrialState.RUNNING:
+                            _requeue(study, _fail(study, other, "interrupted"))
                     raise
+                except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                    if not _taken_over(study, trial):
+                        raise
+                    _say(f"trial {trial.number} was failed as stale by another worker (late heartbeats) and queued "
+                         "again; its result here is dropped")
+                finally:
+                    heart.discard(trial._trial_id)
                 if failures >= MAX_CONSECUTIVE_FAILURES:
                     last = study.get_trials(deepcopy=False)[trial.number].user_attrs.get("fail_reason")
                     raise UserError(
@@ -475,6 +715,7 @@ def run_search(
         _say(f"interrupted after {n_done} completed trials; completed trials are kept: {RESUME_HINT}")
         raise
     finally:
+        heart.close()
         bar.close()
         _register(study, active=False)
     return study
@@ -488,6 +729,17 @@ def _invalid_reason(space: SearchSpace, config: PeftConfig) -> str:
     return "unknown"
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure: MemoryError, torch.OutOfMemoryError, or an allocator's RuntimeError."""
+    torch = sys.modules.get("torch")
+    if isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, torch.OutOfMemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        s in text for s in ("can't allocate memory", "DefaultCPUAllocator", "out of memory")
+    )
+
+
 def _evaluate(
     study: optuna.Study,
     trial: optuna.trial.Trial,
@@ -495,15 +747,27 @@ def _evaluate(
     evaluate: Callable[[PeftConfig, optuna.trial.Trial], TrialResult],
 ) -> FrozenTrial:
     """Run `evaluate` and tell the outcome (COMPLETE, or FAIL with a reason)."""
+    oom = False
     try:
         result = evaluate(config, trial)
         score, percent = float(result.score), float(result.percent)
         if not (math.isfinite(score) and math.isfinite(percent)):
             raise ValueError(f"evaluation returned a non-finite objective (score={score}, percent={percent})")
     except Exception as exc:  # noqa: BLE001 - any failure of one trial must not stop the search
-        return _fail(
-            study, trial, f"{type(exc).__name__}: {exc}", fail_traceback=traceback.format_exc()[-4000:]
-        )
+        reason = f"{type(exc).__name__}: {exc}"
+        oom = _out_of_memory(exc)
+        if oom:
+            reason = f"out of memory: {reason} ({OOM_HINT})"
+        failed = (reason, traceback.format_exc()[-4000:])
+    else:
+        failed = None
+    if failed is not None:
+        if oom:  # the exception and its frames are gone now: free what the trial held
+            gc.collect()
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        return _fail(study, trial, failed[0], fail_traceback=failed[1])
     for name, value in (
         ("score", score),
         ("percent", percent),
