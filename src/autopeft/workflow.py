@@ -148,7 +148,7 @@ def search(settings: SearchSettings):
     return study
 
 
-def _open_existing(out_dir: str | Path, storage: str | None, study_name: str):
+def open_existing(out_dir: str | Path, storage: str | None, study_name: str):
     import optuna
 
     from autopeft.search.study import make_storage
@@ -166,7 +166,7 @@ def report(out_dir: str | Path, storage: str | None = None, study_name: str = "a
     from autopeft.report import format_front_table, write_report
     from autopeft.search.study import front_rows
 
-    study = _open_existing(out_dir, storage, study_name)
+    study = open_existing(out_dir, storage, study_name)
     paths = write_report(study, Path(out_dir), baselines=_stored_baselines(out_dir))
     print(format_front_table(front_rows(study)))
     print(f"report: {', '.join(str(p) for p in paths.values())}")
@@ -176,7 +176,7 @@ def report(out_dir: str | Path, storage: str | None = None, study_name: str = "a
 def export(out_dir: str | Path, pick: int, path: str | Path, storage: str | None = None, study_name: str = "autopeft") -> Path:
     from autopeft.report import export_config
 
-    study = _open_existing(out_dir, storage, study_name)
+    study = open_existing(out_dir, storage, study_name)
     written = export_config(study, pick, Path(path))
     print(f"wrote {written}; train it with: autopeft train --config {written} --out DIR")
     return written
@@ -226,7 +226,7 @@ def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: s
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
     out_dir = Path(out_dir)
-    study = _open_existing(out_dir, storage, study_name)
+    study = open_existing(out_dir, storage, study_name)
     meta = study.user_attrs
     task = load_task_source(meta["task_source"])
     fidelity = replace(FIDELITIES["full"], **(fidelity_overrides or {}))
@@ -291,7 +291,7 @@ def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str |
     from autopeft.report import plot_points
     from autopeft.search.study import front_rows
 
-    study = _open_existing(source_dir, storage, study_name)
+    study = open_existing(source_dir, storage, study_name)
     model = model or study.user_attrs["model"]
     if model != study.user_attrs["model"]:
         print(f"note: the front was found with {study.user_attrs['model']}; retraining with {model}")

@@ -1,0 +1,190 @@
+"""Issue-4 sampler replay: every sampler searches the tabulated RTE evaluations.
+
+Each sampler runs through Optuna exactly as in a real search (`make_sampler`, ask ->
+suggest -> tell, the analytic % objective as `percent_fn`), but restricted to the
+tabulated configurations (`make_sampler(..., candidates=...)`: the BO and random
+samplers choose among the unseen rows; NSGA-II/MOTPE proposals are replaced by the
+nearest unseen row, L1 distance in the [0, 1]^d encoding) and told the stored score
+instead of training. One run per (sampler, seed) up to the largest budget; the
+hypervolume at a smaller budget is that of the run's first trials (the samplers are
+sequential, so a shorter run would have made exactly these proposals).
+
+Hypervolume: score (dev accuracy) against % trainable parameters, reference point =
+(majority-class dev accuracy of RTE, the space's largest %): `pareto.hypervolume`
+with `pareto.default_reference_point`, as in a real search report. The table's own
+front gives the largest reachable value.
+
+Usage:
+    python benchmarks/replay.py --table benchmarks/data/rte_minilm_low.csv --seeds 10 --jobs 2
+Results: benchmarks/results/replay/runs.jsonl (one line per run; finished runs are
+skipped on a rerun), summary.json, hypervolume.png, and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "replay"
+#: label -> (sampler name, options): SAAS GP + qLogNEHVI fitted by MAP or by NUTS (256/128/16).
+SAMPLERS = {
+    "saas-map": ("saasbo", {"fit": "map"}),
+    "saas-nuts": ("saasbo", {"fit": "nuts"}),
+    "gp": ("gp", {}),
+    "random": ("random", {}),
+    "nsga2": ("nsga2", {}),
+    "motpe": ("motpe", {}),
+}
+
+
+def _setup(table_path: Path):
+    from autopeft.metrics import majority_baseline
+    from autopeft.search.pareto import default_reference_point, space_max_percent
+    from autopeft.tasks import load_task
+    from autopeft.workflow import describe_model, make_space
+
+    from rte_table import load_table
+
+    rows = load_table(table_path)
+    spec, _ = describe_model("minilm", 2)
+    space = make_space(spec)
+    task = load_task("RTE")
+    majority = majority_baseline(task.spec, task.train.labels, task.dev.labels)["score"]
+    ref = default_reference_point(space_max_percent(space, spec), majority)
+    return rows, spec, space, ref
+
+
+def run_one(table_path: str, label: str, seed: int, budget: int, n_init: int) -> dict:
+    """One replay: the trial-ordered (score, percent) of `budget` proposals."""
+    import torch
+
+    torch.set_num_threads(1)
+    import optuna
+
+    from autopeft.search.samplers import make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows, spec, space, _ = _setup(Path(table_path))
+    by_key = {r["config"].to_json(): r for r in rows}
+    name, options = SAMPLERS[label]
+    sampler = make_sampler(name, space, seed=seed, n_init=n_init, percent_fn=spec.percent,
+                           candidates=[r["config"] for r in rows], **options)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    scores, percents, proposal_s = [], [], []
+    for _ in range(min(budget, len(rows))):
+        trial = study.ask()
+        for pname, dist in space.optuna_distributions().items():
+            trial.suggest_categorical(pname, dist.choices)
+        row = by_key[space.from_params(trial.params).to_json()]
+        proposal_s.append(sampler.last_proposal_seconds)
+        scores.append(row["score"])
+        percents.append(row["percent"])
+        study.tell(trial, [row["score"], row["percent"]])
+    return {"label": label, "seed": seed, "budget": budget, "scores": scores, "percents": percents,
+            "proposal_s": proposal_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", type=Path, default=HERE / "data" / "rte_minilm_low.csv")
+    parser.add_argument("--samplers", default=",".join(SAMPLERS))
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--budgets", default="25,50,100")
+    parser.add_argument("--random-budget", type=int, default=200, help="random search also runs to this budget")
+    parser.add_argument("--init", type=int, default=10, help="initial random trials / NSGA-II population / TPE start-up")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    budgets = [int(b) for b in args.budgets.split(",")]
+    labels = args.samplers.split(",")
+    unknown = set(labels) - set(SAMPLERS)
+    if unknown:
+        parser.error(f"unknown sampler label(s) {sorted(unknown)}; choose from {list(SAMPLERS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs_path = args.out / "runs.jsonl"
+    done = {}
+    if runs_path.exists():
+        for line in runs_path.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["label"], r["seed"], r["budget"])] = r
+    todo = []
+    for label in labels:
+        budget = max(budgets + ([args.random_budget] if label == "random" else []))
+        todo += [(label, seed, budget) for seed in range(args.seeds) if (label, seed, budget) not in done]
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool, runs_path.open("a") as out:
+        futures = [pool.submit(run_one, str(args.table), label, seed, budget, args.init) for label, seed, budget in todo]
+        for fut in futures:
+            r = fut.result()
+            out.write(json.dumps(r) + "\n")
+            out.flush()
+            done[(r["label"], r["seed"], r["budget"])] = r
+            print(f"{r['label']:<11} seed {r['seed']:>2}: {len(r['scores'])} trials "
+                  f"({time.perf_counter() - start:.0f} s so far)", flush=True)
+    summarise(args.table, [r for r in done.values() if r["label"] in labels], budgets, args.random_budget, args.out)
+
+
+def summarise(table_path: Path, runs: list[dict], budgets: list[int], random_budget: int, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from autopeft.search.pareto import hypervolume, hypervolume_history
+
+    rows, _, _, ref = _setup(table_path)
+    best = hypervolume([r["score"] for r in rows], [r["percent"] for r in rows], *ref)
+    labels = list(dict.fromkeys(r["label"] for r in runs))
+    curves = {label: np.array([hypervolume_history(r["scores"], r["percents"], *ref)
+                               for r in runs if r["label"] == label]) for label in labels}
+    summary = {"table": str(table_path), "n_rows": len(rows), "reference_point": ref, "table_hypervolume": best,
+               "samplers": {}}
+    print(f"\ntable: {len(rows)} configurations, hypervolume of the whole table {best:.3f}, reference point "
+          f"(score {ref[0]:.2f}, {ref[1]:.2f}%)\n")
+    shown = budgets + ([random_budget] if random_budget not in budgets else [])
+    print("| sampler | seeds | " + " | ".join(f"HV @ {b}" for b in shown) + " | median proposal s @ 100 |")
+    print("|---|---|" + "---|" * (len(shown) + 1))
+    for label in labels:
+        c = curves[label]
+        entry = {"seeds": len(c)}
+        cells = []
+        for b in shown:
+            if c.shape[1] >= b:
+                mean, std = float(c[:, b - 1].mean()), float(c[:, b - 1].std(ddof=1)) if len(c) > 1 else 0.0
+                entry[str(b)] = {"mean": mean, "std": std}
+                cells.append(f"{mean:.3f} ± {std:.3f}")
+            else:
+                cells.append("–")
+        props = [r["proposal_s"][99] for r in runs if r["label"] == label and len(r["proposal_s"]) >= 100]
+        entry["median_proposal_s_at_100"] = float(np.median(props)) if props else None
+        summary["samplers"][label] = entry
+        prop = f"{np.median(props):.2f}" if props else "–"
+        print(f"| {label} | {len(c)} | " + " | ".join(cells) + f" | {prop} |")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label in labels:
+        c = curves[label]
+        x = np.arange(1, c.shape[1] + 1)
+        mean, std = c.mean(0), c.std(0)
+        ax.plot(x, mean, label=f"{label} ({len(c)} seeds)")
+        ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+    ax.axhline(best, color="k", ls=":", lw=1, label="whole table")
+    ax.set_xlabel("trials")
+    ax.set_ylabel("hypervolume (score × % trainable)")
+    ax.set_title(f"Sampler replay on {len(rows)} tabulated RTE evaluations (mean ± std)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "hypervolume.png", dpi=120)
+    print(f"\nwrote {out / 'summary.json'} and {out / 'hypervolume.png'}")
+
+
+if __name__ == "__main__":
+    main()
