@@ -312,6 +312,27 @@ def test_keyboard_interrupt_marks_fail_and_requeues(tmp_path, capsys):
     assert ev.seen == calls  # the interrupted configuration runs first
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_keyboard_interrupt_during_a_proposal_leaves_no_running_trial(tmp_path, batch):
+    class InterruptedSampler(optuna.samplers.RandomSampler):
+        """Proposes one trial's configuration, then is interrupted inside the next proposal."""
+
+        calls = 0
+
+        def sample_independent(self, *args, **kwargs):
+            InterruptedSampler.calls += 1
+            if InterruptedSampler.calls == len(SPACE.optuna_distributions()) + 2:
+                raise KeyboardInterrupt
+            return super().sample_independent(*args, **kwargs)
+
+    study = open_study(None, "s1", tmp_path, metadata(), InterruptedSampler(seed=0))
+    with pytest.raises(KeyboardInterrupt):
+        run_search(study, SPACE, Evaluator(), budget=3, batch=batch, progress=False)
+    assert n_state(study, TrialState.RUNNING) == 0
+    interrupted = [t for t in study.get_trials() if t.user_attrs.get("fail_reason") == "interrupted"]
+    assert len(interrupted) == batch  # the trial being proposed (and the one asked before it in its round)
+
+
 def test_duplicates_are_not_evaluated(tmp_path):
     study = make(tmp_path)
     ev = Evaluator()

@@ -460,7 +460,8 @@ def _recover_stale(study: optuna.Study, quiet: bool = False) -> None:
         owner = frozen.user_attrs.get("worker")
         if _other_worker_alive(owner) or (owner is None and others):
             if not quiet:
-                _say(f"trial {frozen.number} is running in {_who(owner) if owner else 'another live worker'}; left alone")
+                where = _who(owner) if owner else "another live worker"
+                _say(f"trial {frozen.number} is running in {where}; left alone")
             continue
         # No public API sets attrs on an existing trial by number; Trial(study, id) is the handle ask() returns.
         try:
@@ -529,6 +530,18 @@ class _Heartbeat:
             pass
 
 
+def _frozen(study: optuna.Study, trial: optuna.trial.Trial) -> FrozenTrial:
+    """The stored state of `trial` now."""
+    return study.get_trials(deepcopy=False)[trial.number]
+
+
+def _interrupted(study: optuna.Study, trials: list[optuna.trial.Trial]) -> None:
+    """Fail those of `trials` still running ("interrupted") and queue their configurations to run first."""
+    for trial in trials:
+        if _frozen(study, trial).state == TrialState.RUNNING:
+            _requeue(study, _fail(study, trial, "interrupted"))
+
+
 def _over_budget(study: optuna.Study, number: int, budget: int) -> bool:
     """Whether trial `number` finds no room: evaluated trials + running or queued ones numbered up to it.
 
@@ -563,17 +576,21 @@ def _ask(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")  # _Heartbeat records it
         trial = study.ask()
-    trial.set_user_attr("worker", _me())
-    heart.add(trial._trial_id)
-    if _over_budget(study, trial.number, budget):
-        # Another worker asked at the same moment: give this trial back (and what it popped from the queue).
-        _requeue(study, _fail(study, trial, "not run: the rest of the budget went to trials of other workers"))
-        heart.discard(trial._trial_id)
-        return None
-    start = time.perf_counter()
-    for name, dist in space.optuna_distributions().items():
-        trial.suggest_categorical(name, dist.choices)
-    measured = time.perf_counter() - start
+    try:
+        trial.set_user_attr("worker", _me())
+        heart.add(trial._trial_id)
+        if _over_budget(study, trial.number, budget):
+            # Another worker asked at the same moment: give this trial back (and what it popped from the queue).
+            _requeue(study, _fail(study, trial, "not run: the rest of the budget went to trials of other workers"))
+            heart.discard(trial._trial_id)
+            return None
+        start = time.perf_counter()
+        for name, dist in space.optuna_distributions().items():
+            trial.suggest_categorical(name, dist.choices)
+        measured = time.perf_counter() - start
+    except KeyboardInterrupt:
+        _interrupted(study, [trial])
+        raise
     reported = getattr(study.sampler, "last_proposal_seconds", None)
     return trial, space.from_params(trial.params), float(measured if reported is None else reported)
 
@@ -614,8 +631,7 @@ def run_search(
         budget = size
 
     _recover_stale(study)  # also when the budget is met already
-    seed = study.user_attrs.get("seed")
-    sampler_name = study.user_attrs.get("sampler")
+    attrs = {"seed": study.user_attrs.get("seed"), "sampler": study.user_attrs.get("sampler")}  # stored on each trial
     ref = ref or reference_point(study)
 
     from tqdm import tqdm
@@ -636,75 +652,46 @@ def run_search(
             bar.update(min(n_done, budget) - bar.n)
             _recover_stale(study, quiet=True)
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            asked = []
-            for _ in range(min(batch, budget - n_done - running)):
-                if (one := _ask(study, space, heart, budget)) is None:
-                    break
-                asked.append(one)
-            if not asked:
-                if not waiting:
-                    _say(f"{n_done} trials done; the rest of the budget of {budget} is running in other workers: "
-                         "waiting for them (a dead worker's trial is run again here)")
-                waiting = True
-                time.sleep(WAIT_POLL_S)
-                continue
-            waiting = False
-            done = _evaluated_configs(study, space)
-            for i, (trial, config, proposal_s) in enumerate(asked):
-                try:
-                    trial.set_user_attr("config", config.to_dict())
-                    trial.set_user_attr("proposal_seconds", proposal_s)
-                    trial.set_user_attr("seed", seed)
-                    trial.set_user_attr("sampler", sampler_name)
-                    key = _config_key(config)
-                    if key in done:
-                        first = study.get_trials(deepcopy=False)[done[key]]
-                        trial.set_user_attr("duplicate_of", done[key])
-                        for name in ("score", "percent", "metrics", "trainable_params"):
-                            trial.set_user_attr(name, first.user_attrs.get(name))
-                        finish(study.tell(trial, first.values))
+            asked: list[tuple[optuna.trial.Trial, PeftConfig, float]] = []
+            try:  # a Ctrl-C anywhere in the round fails (and re-queues) the asked trials not yet told
+                for _ in range(min(batch, budget - n_done - running)):
+                    if (one := _ask(study, space, heart, budget)) is None:
+                        break
+                    asked.append(one)
+                if not asked:
+                    if not waiting:
+                        _say(f"{n_done} trials done; the rest of the budget of {budget} is running in other workers: "
+                             "waiting for them (a dead worker's trial is run again here)")
+                    waiting = True
+                    time.sleep(WAIT_POLL_S)
+                    continue
+                waiting = False
+                done = _evaluated_configs(study, space)
+                for trial, config, proposal_s in asked:
+                    try:
+                        outcome = _tell_one(study, space, trial, config, {**attrs, "proposal_seconds": proposal_s},
+                                            done, evaluate, finish)
+                    finally:
+                        heart.discard(trial._trial_id)
+                    if outcome == "skipped":
                         skips += 1
-                    elif not space.contains(config):
-                        finish(_fail(study, trial, "invalid configuration proposed: " + _invalid_reason(space, config)))
-                        skips += 1
-                    elif (other := _held_elsewhere(study, study.get_trials(deepcopy=False)[trial.number])) is not None:
-                        # Another worker proposed it at the same moment (each saw the other's proposal
-                        # too late to count it as pending); of two such trials, at least one sees the other.
-                        finish(_fail(study, trial, f"not run: trial {other} has the same configuration"))
-                        skips += 1
-                    else:
-                        skips = 0
-                        frozen = _evaluate(study, trial, config, evaluate)
-                        if frozen.state == TrialState.COMPLETE:
-                            failures = 0
-                            done[key] = frozen.number
-                            n_done += 1
-                            size_, hv = front_summary(study, ref)
-                            bar.set_postfix_str(
-                                f"front {size_}, HV {hv:.4g}, last {frozen.values[0]:.2f} @ {frozen.values[1]:.3g}%"
-                            )
-                            bar.update(1)
-                        else:
-                            failures += 1
-                            _say(f"trial {frozen.number} failed: {frozen.user_attrs['fail_reason']}")
-                        finish(frozen)
-                except KeyboardInterrupt:
-                    for other, _, _ in asked[i:]:
-                        if study.get_trials(deepcopy=False)[other.number].state == TrialState.RUNNING:
-                            _requeue(study, _fail(study, other, "interrupted"))
-                    raise
-                except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
-                    if not _taken_over(study, trial):
-                        raise
-                    _say(f"trial {trial.number} was failed as stale by another worker (late heartbeats) and queued "
-                         "again; its result here is dropped")
-                finally:
-                    heart.discard(trial._trial_id)
-                if failures >= MAX_CONSECUTIVE_FAILURES:
-                    last = study.get_trials(deepcopy=False)[trial.number].user_attrs.get("fail_reason")
-                    raise UserError(
-                        f"{failures} evaluations in a row failed (last: {last}); fix the cause, then {RESUME_HINT}"
-                    )
+                    elif outcome == "complete":
+                        skips = failures = 0
+                        n_done += 1
+                        values = _frozen(study, trial).values
+                        size_, hv = front_summary(study, ref)
+                        bar.set_postfix_str(f"front {size_}, HV {hv:.4g}, last {values[0]:.2f} @ {values[1]:.3g}%")
+                        bar.update(1)
+                    elif outcome == "failed":
+                        skips, failures = 0, failures + 1
+                    if failures >= MAX_CONSECUTIVE_FAILURES:
+                        last = _frozen(study, trial).user_attrs.get("fail_reason")
+                        raise UserError(
+                            f"{failures} evaluations in a row failed (last: {last}); fix the cause, then {RESUME_HINT}"
+                        )
+            except KeyboardInterrupt:
+                _interrupted(study, [t for t, _, _ in asked])
+                raise
             if skips >= MAX_CONSECUTIVE_SKIPS:
                 _say(
                     f"stopping: the last {skips} proposals were duplicates of evaluated configurations or invalid; "
@@ -719,6 +706,56 @@ def run_search(
         bar.close()
         _register(study, active=False)
     return study
+
+
+def _tell_one(
+    study: optuna.Study,
+    space: SearchSpace,
+    trial: optuna.trial.Trial,
+    config: PeftConfig,
+    attrs: dict[str, Any],
+    done: dict[str, int],
+    evaluate: Callable[[PeftConfig, optuna.trial.Trial], TrialResult],
+    finish: Callable[[FrozenTrial], None],
+) -> str:
+    """Evaluate one asked trial (or skip it) and tell it; `done` gains a completed configuration.
+
+    Returns "complete", "failed", "skipped" (a duplicate of an evaluated configuration,
+    an invalid one, or one another trial holds) or "lost" (another worker failed it as
+    stale meanwhile).
+    """
+    try:
+        for name, value in {"config": config.to_dict(), **attrs}.items():
+            trial.set_user_attr(name, value)
+        key = _config_key(config)
+        if key in done:
+            first = study.get_trials(deepcopy=False)[done[key]]
+            trial.set_user_attr("duplicate_of", done[key])
+            for name in ("score", "percent", "metrics", "trainable_params"):
+                trial.set_user_attr(name, first.user_attrs.get(name))
+            finish(study.tell(trial, first.values))
+            return "skipped"
+        if not space.contains(config):
+            finish(_fail(study, trial, "invalid configuration proposed: " + _invalid_reason(space, config)))
+            return "skipped"
+        if (other := _held_elsewhere(study, _frozen(study, trial))) is not None:
+            # Another worker proposed it at the same moment (each saw the other's proposal too
+            # late to count it as pending); of two such trials, at least one sees the other here.
+            finish(_fail(study, trial, f"not run: trial {other} has the same configuration"))
+            return "skipped"
+        frozen = _evaluate(study, trial, config, evaluate)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+        if not _taken_over(study, trial):
+            raise
+        _say(f"trial {trial.number} was failed as stale by another worker (late heartbeats) and queued again; "
+             "its result here is dropped")
+        return "lost"
+    if frozen.state == TrialState.COMPLETE:
+        done[key] = frozen.number
+    else:
+        _say(f"trial {frozen.number} failed: {frozen.user_attrs['fail_reason']}")
+    finish(frozen)
+    return "complete" if frozen.state == TrialState.COMPLETE else "failed"
 
 
 def _invalid_reason(space: SearchSpace, config: PeftConfig) -> str:
