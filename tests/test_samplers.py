@@ -149,7 +149,7 @@ def test_nuts_saas_proposal_is_valid_and_deterministic():
     """The real fully Bayesian SAAS model (NUTS), with tiny settings for CI."""
     proposals = []
     for _ in range(2):
-        s = make_sampler("saasbo", SMALL, seed=3, n_init=6, percent_fn=SMALL_SPEC.percent,
+        s = make_sampler("saasbo", SMALL, seed=3, n_init=6, percent_fn=SMALL_SPEC.percent, fit="nuts",
                          warmup_steps=32, num_samples=16, thinning=4, **CHEAP)
         study = new_study(s)
         done = run(study, SMALL, SMALL_SPEC, small_score, 6, noise=0.2, seed=1)

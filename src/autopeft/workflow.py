@@ -69,7 +69,7 @@ class SearchSettings:
     space_file: str | None = None
     lora: bool = False
     search_seed: int = 0
-    nuts: str = "256,128,16"
+    nuts: str = "map"
     retrain_top: int = 0
     retrain_seeds: int = 3
     progress: bool = True
