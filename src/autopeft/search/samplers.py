@@ -16,8 +16,9 @@ Samplers
     or fully Bayesian with NUTS (``fit="nuts"``, ``SaasFullyBayesianSingleTaskGP``) as in
     the paper; the acquisition is qLogNEHVI (log noisy expected hypervolume improvement).
     MAP is the default because a NUTS proposal at 100 observations takes about 20 s on
-    2 CPU cores, more than half of a low-fidelity trial, against under 1 s for MAP, and
-    on the tabulated RTE benchmark (BENCHMARKS.md) MAP searched as well as NUTS.
+    2 CPU cores, more than half of a low-fidelity trial, against under 1 s for MAP
+    (BENCHMARKS.md). Whether NUTS searches better was not measured on the tabulated
+    benchmark (too slow for 10 seeds on 2 cores).
 ``"gp"``
     The same with a standard ``SingleTaskGP`` (Matern-5/2 ARD, fitted by marginal
     likelihood).
