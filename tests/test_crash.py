@@ -68,9 +68,10 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(tiny_model_dir, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not _complete_configs_safe(out / "study.db"):
         time.sleep(0.5)
+    assert proc.poll() is None, f"the search ended before it could be interrupted: {proc.communicate()}"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert "resume" in err
     with sqlite3.connect(out / "study.db") as db:
         assert db.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0] == 0
