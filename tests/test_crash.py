@@ -61,7 +61,7 @@ def test_sigkill_at_random_moments_then_resume(tiny_model_dir, tmp_path):
 def test_sigint_stops_cleanly_and_says_how_to_resume(tiny_model_dir, tmp_path):
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "autopeft.cli", "search", "--model", str(tiny_model_dir), "--task", "RTE",
-           "--budget", "50", "--init", "50", "--sampler", "random", "--out", str(out), "--quiet",
+           "--budget", "400", "--init", "400", "--sampler", "random", "--out", str(out), "--quiet",
            "--train-examples", "32", "--dev-examples", "32", "--epochs", "1", "--max-length", "48"]
     proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
