@@ -63,8 +63,11 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(tiny_model_dir, tmp_path):
     cmd = [sys.executable, "-m", "autopeft.cli", "search", "--model", str(tiny_model_dir), "--task", "RTE",
            "--budget", "400", "--init", "400", "--sampler", "random", "--out", str(out), "--quiet",
            "--train-examples", "32", "--dev-examples", "32", "--epochs", "1", "--max-length", "48"]
+    # A shell starts background jobs with SIGINT ignored, and the child would inherit that
+    # (e.g. `bash .ci/run &`); a terminal's Ctrl-C reaches a process with the default action.
     proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not _complete_configs_safe(out / "study.db"):
         time.sleep(0.5)
