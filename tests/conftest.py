@@ -24,6 +24,8 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 REPO = Path(__file__).resolve().parents[1]
 
+SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
+
 # A small space and a ModelSpec for study/report tests that need no model.
 SMALL_SPACE = SearchSpace(n_layers=4, serial_adapter=(0, 8, 16), parallel_adapter=(0, 8), prefix_length=(0, 4))
 SMALL_SPEC = ModelSpec("bert", n_layers=4, hidden_size=32, q_dim=32, kv_dim=32, backbone_params=100_000, head_params=66)
@@ -45,7 +47,7 @@ def study_metadata(**changes) -> dict:
     }
     meta.update(changes)
     return meta
-SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
+
 
 TINY_CONFIGS = {
     "bert": lambda n: BertConfig(

@@ -68,13 +68,15 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(tiny_model_dir, tmp_path):
     proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 120
-    while time.time() < deadline and not _complete_configs_safe(out / "study.db"):
+    start = time.time()
+    while time.time() < start + 120 and not _complete_configs_safe(out / "study.db"):
         time.sleep(0.5)
     assert proc.poll() is None, f"the search ended before it could be interrupted: {proc.communicate()}"
+    waited = time.time() - start
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (f"exit {proc.returncode}, SIGINT sent after {waited:.0f} s, "
+                                    f"{time.time() - start - waited:.0f} s before the exit\n{err}\n{stdout[-2000:]}")
     assert "resume" in err
     with sqlite3.connect(out / "study.db") as db:
         assert db.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0] == 0

@@ -555,7 +555,7 @@ def _over_budget(study: optuna.Study, number: int, budget: int) -> bool:
 
 def _taken_over(study: optuna.Study, trial: optuna.trial.Trial) -> bool:
     """Whether another worker failed this worker's running trial as stale (late heartbeats)."""
-    frozen = study.get_trials(deepcopy=False)[trial.number]
+    frozen = _frozen(study, trial)
     return frozen.state == TrialState.FAIL and "fail_reason" not in frozen.user_attrs
 
 
