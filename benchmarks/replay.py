@@ -37,6 +37,11 @@ RESULTS = HERE / "results" / "replay"
 SAMPLERS = {
     "saas-map": ("saasbo", {"fit": "map"}),
     "saas-nuts": ("saasbo", {"fit": "nuts"}),
+    # variants: the acquisition's % objective on a linear scale and/or the benchmark's reference point
+    "saas-map-lin": ("saasbo", {"fit": "map", "percent_scale": "linear"}),
+    "saas-map-ref": ("saasbo", {"fit": "map", "ref_point": "benchmark"}),
+    "saas-map-lin-ref": ("saasbo", {"fit": "map", "percent_scale": "linear", "ref_point": "benchmark"}),
+    "gp-lin": ("gp", {"percent_scale": "linear"}),
     "gp": ("gp", {}),
     "random": ("random", {}),
     "nsga2": ("nsga2", {}),
@@ -71,9 +76,11 @@ def run_one(table_path: str, label: str, seed: int, budget: int, n_init: int) ->
     from autopeft.search.samplers import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    rows, spec, space, _ = _setup(Path(table_path))
+    rows, spec, space, ref = _setup(Path(table_path))
     by_key = {r["config"].to_json(): r for r in rows}
     name, options = SAMPLERS[label]
+    if options.get("ref_point") == "benchmark":
+        options = {**options, "ref_point": ref}
     sampler = make_sampler(name, space, seed=seed, n_init=n_init, percent_fn=spec.percent,
                            candidates=[r["config"] for r in rows], **options)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)

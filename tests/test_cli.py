@@ -90,6 +90,8 @@ def test_resuming_with_another_task_is_refused_and_changes_nothing(searched, cap
     (["--train-examples", "1.5"], "train_examples"),
     (["--nuts", "12,x"], "--nuts"),
     (["--sampler", "annealing"], "annealing"),
+    (["--percent-scale", "cubic"], "--percent-scale"),
+    (["--sampler", "random", "--percent-scale", "linear"], "--percent-scale applies to the saasbo and gp"),
     (["--ref-point", "50"], "--ref-point"),
     (["--heartbeat", "-1"], "--heartbeat must be a whole number"),
     (["--storage", "journal:/nonexistent/study.log", "--heartbeat", "5"], "journal storage"),  # refused before writing

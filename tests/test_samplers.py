@@ -145,6 +145,19 @@ def test_same_seed_same_proposals(name):
     assert other != runs[0]
 
 
+@pytest.mark.parametrize("scale", ["log", "linear"])
+def test_percent_scale_sets_the_second_objective(scale):
+    s = sampler("saasbo", percent_scale=scale)
+    percents = np.array([0.01, 0.1, 1.0, 10.0])
+    expected = -np.log10(percents) if scale == "log" else -percents
+    np.testing.assert_allclose(s._percent_objective(percents), expected)
+    configs = run(new_study(s), SMALL, SMALL_SPEC, small_score, 7, noise=0.2)
+    assert s.last_proposal["kind"] == "bo" and len(set(configs)) == 7
+    # the reference point is reported in % whatever the scale: the space's largest configuration
+    largest = SMALL_SPEC.percent(PeftConfig(16, 8, 8, 0, (False, True, True, True)))
+    assert s.last_proposal["ref_point"][1] == pytest.approx(largest)
+
+
 def test_nuts_saas_proposal_is_valid_and_deterministic():
     """The real fully Bayesian SAAS model (NUTS), with tiny settings for CI."""
     proposals = []
@@ -167,6 +180,8 @@ def test_errors():
         make_sampler("gp", SMALL, warmup_steps=10)
     with pytest.raises(UserError, match="fit"):
         make_sampler("saasbo", SMALL, fit="laplace")
+    with pytest.raises(UserError, match="percent_scale must be 'log' or 'linear'"):
+        make_sampler("gp", SMALL, percent_scale="sqrt")
     with pytest.raises(UserError, match="nsga2"):
         make_sampler("nsga2", SMALL, not_an_option=1)
     # the reference point is accepted (and ignored) by every sampler, as the driver passes it

@@ -126,7 +126,8 @@ def cmd_search(args: argparse.Namespace) -> None:
         model=args.model, task=_task(args), fidelity=_fidelity(args), out_dir=_writable_dir(args.out),
         budget=args.budget, batch=args.batch, sampler=args.sampler, n_init=args.init, storage=args.storage,
         study_name=args.study, space_file=args.space, lora=args.lora, search_seed=args.search_seed,
-        nuts=args.nuts, retrain_top=args.retrain, retrain_seeds=args.seeds, progress=not args.quiet,
+        nuts=args.nuts, percent_scale=args.percent_scale, retrain_top=args.retrain, retrain_seeds=args.seeds,
+        progress=not args.quiet,
         task_source=_task_source(args), ref_point=_ref_point(args.ref_point), baselines=args.baselines,
         heartbeat=args.heartbeat,
         states_cache=args.states_cache,
@@ -221,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--nuts", default="map",
                        help="how the SAAS GP is fitted: 'map' (default, under 1 s per proposal) or NUTS "
                             "'warmup,samples,thinning' for the fully Bayesian model, e.g. 256,128,16 (~20 s)")
+        p.add_argument("--percent-scale",
+                       help="saasbo/gp: the %% objective the acquisition improves: 'log' (default; spreads the trials "
+                            "over the whole front) or 'linear' (the scale of the reported hypervolume)")
         p.add_argument("--baselines", action="store_true",
                        help="also train SA, PA, PT, LoRA alone and full fine-tuning at the search fidelity; marked in the plot")
         p.add_argument("--retrain", type=int, default=0, help="retrain K configurations spread along the front at full fidelity")

@@ -70,6 +70,7 @@ class SearchSettings:
     lora: bool = False
     search_seed: int = 0
     nuts: str = "map"
+    percent_scale: str | None = None  # saasbo/gp: 'log' (sampler default) or 'linear' % objective of the acquisition
     retrain_top: int = 0
     retrain_seeds: int = 3
     progress: bool = True
@@ -125,6 +126,12 @@ def search(settings: SearchSettings):
         "reference_point": list(ref),
     }
     options = _sampler_options(s.nuts) if s.sampler == "saasbo" else {}
+    if s.percent_scale is not None:
+        if s.sampler not in ("saasbo", "gp"):
+            raise UserError(f"--percent-scale applies to the saasbo and gp samplers, not {s.sampler!r}; drop it")
+        if s.percent_scale not in ("log", "linear"):
+            raise UserError(f"--percent-scale must be 'log' or 'linear', got {s.percent_scale!r}")
+        options["percent_scale"] = s.percent_scale
     if s.ref_point:  # a user's reference point also steers the acquisition; else the sampler adapts its own
         options["ref_point"] = s.ref_point
     sampler = make_sampler(s.sampler, space, seed=s.search_seed, n_init=s.n_init, percent_fn=spec.percent, **options)
