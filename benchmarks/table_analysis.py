@@ -1,0 +1,73 @@
+"""Issue-4 table analysis: what makes the tabulated front, and how much the configuration explains.
+
+Prints, for the tabular benchmark (benchmarks/data/rte_minilm_low.csv):
+- the hypervolume of the whole table and a greedy order of the rows that build it
+  (each row's added hypervolume), and the table's hypervolume without each of the
+  first rows of that order;
+- the hypervolume of every row with a given parallel-adapter size (--subset-pa);
+- how much of the score variance the configuration explains: 10-fold cross-validated
+  R^2 of a random forest and of a ridge regression on the encoded configuration
+  (log2(1 + size) for SA/PA/PT, the 6 layer bits).
+
+Usage: python benchmarks/table_analysis.py [--subset-pa 48,96]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import KFold, cross_val_score
+
+from autopeft.search.pareto import hypervolume
+
+from replay import _setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", type=Path, default=HERE / "data" / "rte_minilm_low.csv")
+    parser.add_argument("--subset-pa", default="48,96", help="parallel-adapter sizes of the subset to evaluate")
+    parser.add_argument("--greedy", type=int, default=4, help="rows of the greedy order to show")
+    args = parser.parse_args()
+    rows, _, _, ref = _setup(args.table)
+    scores = np.array([r["score"] for r in rows])
+    percents = np.array([r["percent"] for r in rows])
+
+    def hv(idx) -> float:
+        idx = list(idx)
+        return hypervolume(scores[idx], percents[idx], *ref) if idx else 0.0
+
+    everything = range(len(rows))
+    print(f"table: {len(rows)} rows, hypervolume {hv(everything):.2f} from reference (score {ref[0]:.2f}, {ref[1]:.2f}%)")
+    chosen: list[int] = []
+    for _ in range(args.greedy):
+        best = max((i for i in everything if i not in chosen), key=lambda i: hv(chosen + [i]))
+        gain = hv(chosen + [best]) - hv(chosen)
+        chosen.append(best)
+        r = rows[best]
+        print(f"  + row {r['trial']:>3} {r['config'].describe():<36} {r['score']:.2f} at {r['percent']:.2f}%: "
+              f"+{gain:.2f} -> {hv(chosen):.2f}; table without it: {hv(i for i in everything if i != best):.2f}")
+    sizes = {int(v) for v in args.subset_pa.split(",")}
+    subset = [i for i, r in enumerate(rows) if r["config"].parallel_adapter in sizes]
+    print(f"rows with PA in {sorted(sizes)}: {len(subset)}, hypervolume {hv(subset):.2f}")
+
+    X = np.array([[np.log2(1 + r["config"].serial_adapter), np.log2(1 + r["config"].parallel_adapter),
+                   np.log2(1 + r["config"].prefix_length), *map(int, r["config"].layers)] for r in rows])
+    folds = KFold(10, shuffle=True, random_state=0)
+    for name, model in (("random forest", RandomForestRegressor(200, min_samples_leaf=10, random_state=0)),
+                        ("ridge", RidgeCV(alphas=np.logspace(-2, 3, 20)))):
+        r2 = cross_val_score(model, X, scores, cv=folds, scoring="r2")
+        print(f"score explained by the configuration, {name}: 10-fold R^2 {r2.mean():.2f} ± {r2.std():.2f}")
+    for size in sorted({r["config"].parallel_adapter for r in rows}):
+        group = scores[[r["config"].parallel_adapter == size for r in rows]]
+        print(f"  PA {size:>3}: {len(group):>2} rows, mean score {group.mean():.2f} (all rows {scores.mean():.2f})")
+
+
+if __name__ == "__main__":
+    main()
