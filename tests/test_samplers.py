@@ -158,9 +158,16 @@ def test_percent_scale_sets_the_second_objective(scale):
     assert s.last_proposal["ref_point"][1] == pytest.approx(largest)
 
 
+def _memory_maps() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
 def test_nuts_saas_proposal_is_valid_and_deterministic():
-    """The real fully Bayesian SAAS model (NUTS), with tiny settings for CI."""
-    proposals = []
+    """The real fully Bayesian SAAS model (NUTS), with tiny settings for CI; a NUTS fit
+    leaves no compiled code behind (without clearing JAX's caches each fit kept ~1000
+    memory maps, and a long search crashed at the kernel's limit)."""
+    proposals, maps = [], []
     for _ in range(2):
         s = make_sampler("saasbo", SMALL, seed=3, n_init=6, percent_fn=SMALL_SPEC.percent, fit="nuts",
                          warmup_steps=32, num_samples=16, thinning=4, **CHEAP)
@@ -170,7 +177,9 @@ def test_nuts_saas_proposal_is_valid_and_deterministic():
         assert s.last_proposal["kind"] == "bo", s.last_proposal
         assert SMALL.contains(config) and config not in done
         proposals.append(config)
+        maps.append(_memory_maps())
     assert proposals[0] == proposals[1]
+    assert maps[1] - maps[0] < 300, maps
 
 
 def test_errors():
