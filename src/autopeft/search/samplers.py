@@ -17,8 +17,8 @@ Samplers
     the paper; the acquisition is qLogNEHVI (log noisy expected hypervolume improvement).
     MAP is the default because a NUTS proposal at 100 observations takes about 20 s on
     2 CPU cores, more than half of a low-fidelity trial, against under 1 s for MAP
-    (BENCHMARKS.md). Whether NUTS searches better was not measured on the tabulated
-    benchmark (too slow for 10 seeds on 2 cores).
+    (BENCHMARKS.md). On the tabulated benchmark NUTS was replayed on 3 seeds only (about
+    10 min per 50-trial run on 2 cores): ahead of MAP on each, not conclusive.
 ``"gp"``
     The same with a standard ``SingleTaskGP`` (Matern-5/2 ARD, fitted by marginal
     likelihood).
