@@ -187,6 +187,9 @@ def summarise(table_path: Path, runs: list[dict], budgets: list[int], random_bud
         ax.plot(x, mean, label=f"{label} ({len(c)} seeds)")
         ax.fill_between(x, mean - std, mean + std, alpha=0.15)
     ax.axhline(best, color="k", ls=":", lw=1, label="whole table")
+    if "random" in curves and curves["random"].shape[1] >= random_budget:
+        goal = curves["random"][:, random_budget - 1].mean()
+        ax.axhline(goal, color="C2", ls="--", lw=1, label=f"random @ {random_budget} (issue 4 goal for SAAS @ 50)")
     ax.set_xlabel("trials")
     ax.set_ylabel("hypervolume (score × % trainable)")
     ax.set_title(f"Sampler replay on {len(rows)} tabulated RTE evaluations (mean ± std)")
