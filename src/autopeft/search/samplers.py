@@ -822,7 +822,7 @@ class BayesOptSampler(ConfigSampler):
                 )
                 # Each NUTS fit JIT-compiles new JAX code (the model closes over the data) and
                 # JAX keeps every executable: about 1000 memory maps and 200 MB per fit, so a
-                # long search hit the kernel's map limit and crashed after ~60 proposals.
+                # 3-seed NUTS replay hit the kernel's map limit and crashed after about 90 fits.
                 jax = sys.modules.get("jax")
                 if jax is not None:
                     jax.clear_caches()

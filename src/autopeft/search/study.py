@@ -669,8 +669,8 @@ def run_search(
                 done = _evaluated_configs(study, space)
                 for trial, config, proposal_s in asked:
                     try:
-                        outcome = _tell_one(study, space, trial, config, {**attrs, "proposal_seconds": proposal_s},
-                                            done, evaluate, finish)
+                        outcome, told = _tell_one(study, space, trial, config,
+                                                  {**attrs, "proposal_seconds": proposal_s}, done, evaluate, finish)
                     finally:
                         heart.discard(trial._trial_id)
                     if outcome == "skipped":
@@ -678,17 +678,16 @@ def run_search(
                     elif outcome == "complete":
                         skips = failures = 0
                         n_done += 1
-                        values = _frozen(study, trial).values
+                        score, percent = told.values
                         size_, hv = front_summary(study, ref)
-                        bar.set_postfix_str(f"front {size_}, HV {hv:.4g}, last {values[0]:.2f} @ {values[1]:.3g}%")
+                        bar.set_postfix_str(f"front {size_}, HV {hv:.4g}, last {score:.2f} @ {percent:.3g}%")
                         bar.update(1)
                     elif outcome == "failed":
                         skips, failures = 0, failures + 1
-                    if failures >= MAX_CONSECUTIVE_FAILURES:
-                        last = _frozen(study, trial).user_attrs.get("fail_reason")
-                        raise UserError(
-                            f"{failures} evaluations in a row failed (last: {last}); fix the cause, then {RESUME_HINT}"
-                        )
+                        if failures >= MAX_CONSECUTIVE_FAILURES:
+                            last = told.user_attrs.get("fail_reason")
+                            raise UserError(f"{failures} evaluations in a row failed (last: {last}); fix the cause, "
+                                            f"then {RESUME_HINT}")
             except KeyboardInterrupt:
                 _interrupted(study, [t for t, _, _ in asked])
                 raise
@@ -717,12 +716,13 @@ def _tell_one(
     done: dict[str, int],
     evaluate: Callable[[PeftConfig, optuna.trial.Trial], TrialResult],
     finish: Callable[[FrozenTrial], None],
-) -> str:
+) -> tuple[str, FrozenTrial | None]:
     """Evaluate one asked trial (or skip it) and tell it; `done` gains a completed configuration.
 
-    Returns "complete", "failed", "skipped" (a duplicate of an evaluated configuration,
-    an invalid one, or one another trial holds) or "lost" (another worker failed it as
-    stale meanwhile).
+    Returns the outcome and, when evaluated, the told trial: ("complete" | "failed",
+    FrozenTrial), or ("skipped", None) for a duplicate of an evaluated configuration, an
+    invalid one, or one another trial holds, or ("lost", None) when another worker
+    failed it as stale meanwhile.
     """
     try:
         for name, value in {"config": config.to_dict(), **attrs}.items():
@@ -734,28 +734,28 @@ def _tell_one(
             for name in ("score", "percent", "metrics", "trainable_params"):
                 trial.set_user_attr(name, first.user_attrs.get(name))
             finish(study.tell(trial, first.values))
-            return "skipped"
+            return "skipped", None
         if not space.contains(config):
             finish(_fail(study, trial, "invalid configuration proposed: " + _invalid_reason(space, config)))
-            return "skipped"
+            return "skipped", None
         if (other := _held_elsewhere(study, _frozen(study, trial))) is not None:
             # Another worker proposed it at the same moment (each saw the other's proposal too
             # late to count it as pending); of two such trials, at least one sees the other here.
             finish(_fail(study, trial, f"not run: trial {other} has the same configuration"))
-            return "skipped"
+            return "skipped", None
         frozen = _evaluate(study, trial, config, evaluate)
     except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
         if not _taken_over(study, trial):
             raise
         _say(f"trial {trial.number} was failed as stale by another worker (late heartbeats) and queued again; "
              "its result here is dropped")
-        return "lost"
+        return "lost", None
     if frozen.state == TrialState.COMPLETE:
         done[key] = frozen.number
     else:
         _say(f"trial {frozen.number} failed: {frozen.user_attrs['fail_reason']}")
     finish(frozen)
-    return "complete" if frozen.state == TrialState.COMPLETE else "failed"
+    return ("complete" if frozen.state == TrialState.COMPLETE else "failed"), frozen
 
 
 def _invalid_reason(space: SearchSpace, config: PeftConfig) -> str:
