@@ -1,4 +1,4 @@
-"""Issue-4 sampler replay: every sampler searches the tabulated RTE evaluations.
+"""Issue-4 sampler replay: every sampler searches a table of real evaluations (RTE, SST-2).
 
 Each sampler runs through Optuna exactly as in a real search (`make_sampler`, ask ->
 suggest -> tell, the analytic % objective as `percent_fn`), but restricted to the
@@ -10,12 +10,14 @@ hypervolume at a smaller budget is that of the run's first trials (the samplers 
 sequential, so a shorter run would have made exactly these proposals).
 
 Hypervolume: score (dev accuracy) against % trainable parameters, reference point =
-(majority-class dev accuracy of RTE, the space's largest %): `pareto.hypervolume`
+(majority-class dev accuracy of the table's task, the space's largest %): `pareto.hypervolume`
 with `pareto.default_reference_point`, as in a real search report. The table's own
 front gives the largest reachable value.
 
 Usage:
     python benchmarks/replay.py --table benchmarks/data/rte_minilm_low.csv --seeds 10 --jobs 2
+    python benchmarks/replay.py --table benchmarks/data/sst2_minilm_low.csv --seeds 10 --jobs 2 \
+        --out benchmarks/results/replay_sst2
 Results: benchmarks/results/replay/runs.jsonl (one line per run; finished runs are
 skipped on a rerun), summary.json, hypervolume.png, and a Markdown table on stdout.
 """
@@ -55,12 +57,12 @@ def _setup(table_path: Path):
     from autopeft.tasks import load_task
     from autopeft.workflow import describe_model, make_space
 
-    from rte_table import load_table
+    from table import load_table, table_task
 
     rows = load_table(table_path)
     spec, _ = describe_model("minilm", 2)
     space = make_space(spec)
-    task = load_task("RTE")
+    task = load_task(table_task(rows))
     majority = majority_baseline(task.spec, task.train.labels, task.dev.labels)["score"]
     ref = default_reference_point(space_max_percent(space, spec), majority)
     return rows, spec, space, ref
@@ -192,7 +194,7 @@ def summarise(table_path: Path, runs: list[dict], budgets: list[int], random_bud
         ax.axhline(goal, color="C2", ls="--", lw=1, label=f"random @ {random_budget} (issue 4 goal for SAAS @ 50)")
     ax.set_xlabel("trials")
     ax.set_ylabel("hypervolume (score × % trainable)")
-    ax.set_title(f"Sampler replay on {len(rows)} tabulated RTE evaluations (mean ± std)")
+    ax.set_title(f"Sampler replay on {len(rows)} tabulated {rows[0]['task']} evaluations (mean ± std)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "hypervolume.png", dpi=120)

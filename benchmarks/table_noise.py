@@ -9,7 +9,8 @@ any sampler's hypervolume on it, is set by seed noise.
 
 Usage:
     python benchmarks/table_noise.py --seeds 1,2 --rows 182 --threads 1
-Results: benchmarks/results/table_noise.json and a Markdown table on stdout.
+Results: benchmarks/results/table_noise.json (table_noise_<table name>.json for another
+table than the RTE one) and a Markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from autopeft.tasks import load_task
 from autopeft.train import fidelity_from, train_and_evaluate
 from autopeft.workflow import describe_model
 
-from rte_table import load_table
+from table import load_table, table_task
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,7 +48,7 @@ def main() -> None:
     front = pareto_mask([r["score"] for r in rows], [r["percent"] for r in rows])
     extra = {int(t) for t in args.rows.split(",") if t}
     chosen = [r for r, on_front in zip(rows, front) if on_front or int(r["trial"]) in extra]
-    task = load_task("RTE")
+    task = load_task(table_task(rows))
     spec, tokenizer = describe_model("minilm", 2)
     low = fidelity_from("low")
     cache = StatesCache()
@@ -66,7 +67,8 @@ def main() -> None:
     new = np.array([np.mean(x["scores"]) for x in results])
     print(f"\nmean over these rows: table {table.mean():.2f}, new seeds {new.mean():.2f} "
           f"(difference {new.mean() - table.mean():+.2f})")
-    out = HERE / "results" / "table_noise.json"
+    default_table = args.table.resolve() == (HERE / "data" / "rte_minilm_low.csv").resolve()
+    out = HERE / "results" / ("table_noise.json" if default_table else f"table_noise_{args.table.stem}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
 

@@ -23,7 +23,7 @@ def replay(monkeypatch):
 
 
 def test_replay_proposes_only_table_rows_and_reports_their_scores(replay, tmp_path):
-    from rte_table import load_table
+    from table import load_table
 
     table = {r["config"].to_json(): r for r in load_table(TABLE)}
     runs = [replay.run_one(str(TABLE), label, seed=0, budget=13, n_init=10) for label in ("random", "saas-map", "nsga2")]
@@ -47,3 +47,14 @@ def test_table_analysis_runs_on_the_table():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "table: 301 rows" in out.stdout and "R^2" in out.stdout
+
+
+def test_table_rows_name_their_task_and_a_mixed_table_is_refused(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from table import load_table, table_task
+
+    rows = load_table(TABLE)
+    assert table_task(rows) == "RTE"
+    rows[0]["task"] = "SST-2"
+    with pytest.raises(ValueError, match="one task"):
+        table_task(rows)

@@ -1,4 +1,4 @@
-"""Issue-4 tabular benchmark: real low-fidelity evaluations of RTE configurations.
+"""Issue-4 tabular benchmark: real low-fidelity evaluations of configurations on one task.
 
 Collect (random configurations of the default MiniLM space, evaluated by `autopeft`
 itself: N worker processes on one SQLite study, one torch thread each):
@@ -8,11 +8,11 @@ itself: N worker processes on one SQLite study, one torch thread each):
 
 Then write the CSV kept in the repository (one row per evaluated configuration):
 
-    python benchmarks/rte_table.py export runs/table benchmarks/data/rte_minilm_low.csv
+    python benchmarks/table.py export runs/table benchmarks/data/rte_minilm_low.csv
 
-Columns: trial, config (JSON of the PeftConfig), describe, score (dev accuracy, %),
+Columns: trial, config (JSON of the PeftConfig), describe, score (dev metric, %),
 percent (% trainable parameters of the backbone), trainable_params, seed (training seed),
-time_s (wall time of the trial), sampler. `load_table` reads it back.
+time_s (wall time of the trial), sampler, task (GLUE task name). `load_table` reads it back.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from autopeft.search.study import completed_trials
 from autopeft.workflow import open_existing
 from autopeft.space import PeftConfig
 
-COLUMNS = ("trial", "config", "describe", "score", "percent", "trainable_params", "seed", "time_s", "sampler")
+COLUMNS = ("trial", "config", "describe", "score", "percent", "trainable_params", "seed", "time_s", "sampler", "task")
 
 
 def export(study_dir: Path, csv_path: Path) -> int:
@@ -42,7 +42,7 @@ def export(study_dir: Path, csv_path: Path) -> int:
                 "trial": r["number"], "config": json.dumps(config.to_dict(), separators=(",", ":")),
                 "describe": config.describe(), "score": f"{r['score']:.4f}", "percent": f"{r['percent']:.6f}",
                 "trainable_params": r["trainable_params"], "seed": r["seed"], "time_s": f"{r['wall_time_s']:.1f}",
-                "sampler": study.user_attrs.get("sampler", "random"),
+                "sampler": study.user_attrs.get("sampler", "random"), "task": study.user_attrs["task"],
             })
     return len(rows)
 
@@ -56,6 +56,14 @@ def load_table(csv_path: Path) -> list[dict]:
         for key in ("score", "percent", "time_s"):
             r[key] = float(r[key])
     return rows
+
+
+def table_task(rows: list[dict]) -> str:
+    """The one GLUE task the table's rows were evaluated on."""
+    tasks = {r["task"] for r in rows}
+    if len(tasks) != 1:
+        raise ValueError(f"a table must hold one task's evaluations, found {sorted(tasks)}")
+    return tasks.pop()
 
 
 def main() -> None:
