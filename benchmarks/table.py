@@ -13,6 +13,16 @@ Then write the CSV kept in the repository (one row per evaluated configuration):
 Columns: trial, config (JSON of the PeftConfig), describe, score (dev metric, %),
 percent (% trainable parameters of the backbone), trainable_params, seed (training seed),
 time_s (wall time of the trial), sampler, task (GLUE task name). `load_table` reads it back.
+
+Seed noise can decide a single evaluation's score at low fidelity. To average it out, train
+every configuration of a table again with other training seeds (the seed also draws the
+training subset) and append those evaluations to the same CSV:
+
+    python benchmarks/table.py reseed benchmarks/data/sst2_minilm_low.csv --seed 1 --out /tmp/seed1.csv
+
+(resumable: rows already in --out are skipped; run one process per seed, then append each
+--out file's rows to the table). A table may thus hold several evaluations of a
+configuration; `load_table` gives one row per configuration with their mean score.
 """
 
 from __future__ import annotations
@@ -20,7 +30,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from autopeft.search.study import completed_trials
 from autopeft.workflow import open_existing
@@ -37,23 +50,90 @@ def export(study_dir: Path, csv_path: Path) -> int:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         for r in rows:
-            config = PeftConfig.from_dict(r["config"])
-            writer.writerow({
-                "trial": r["number"], "config": json.dumps(config.to_dict(), separators=(",", ":")),
-                "describe": config.describe(), "score": f"{r['score']:.4f}", "percent": f"{r['percent']:.6f}",
-                "trainable_params": r["trainable_params"], "seed": r["seed"], "time_s": f"{r['wall_time_s']:.1f}",
-                "sampler": study.user_attrs.get("sampler", "random"), "task": study.user_attrs["task"],
-            })
+            writer.writerow(_format_row(r["number"], PeftConfig.from_dict(r["config"]), r["score"], r["percent"],
+                                        r["trainable_params"], r["seed"], r["wall_time_s"],
+                                        study.user_attrs.get("sampler", "random"), study.user_attrs["task"]))
     return len(rows)
 
 
-def load_table(csv_path: Path) -> list[dict]:
-    """Rows of the CSV with `config` as a PeftConfig and numbers as floats."""
+def reseed(table_path: Path, seed: int, out_path: Path, threads: int | None = None) -> int:
+    """Train every configuration of the table with training seed `seed`; append rows to out_path.
+
+    Same low fidelity and code path as a search trial (`train_and_evaluate`), lower-layer
+    states shared across configurations. Configurations already in out_path are skipped.
+    Returns the number of new rows.
+    """
+    import torch
+
+    from autopeft.frozen import StatesCache
+    from autopeft.tasks import load_task
+    from autopeft.train import fidelity_from, train_and_evaluate
+    from autopeft.workflow import describe_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    rows = load_table(table_path)
+    if any(seed in r["seed_scores"] for r in rows):
+        raise SystemExit(f"{table_path} already holds evaluations with seed {seed}; choose another seed")
+    done = {r["config"] for r in _read(out_path)} if out_path.is_file() else set()
+    task_name = table_task(rows)
+    task = load_task(task_name)
+    _, tokenizer = describe_model("minilm", task.spec.num_labels)
+    fidelity = replace(fidelity_from("low"), seed=seed)
+    cache = StatesCache()
+    new = 0
+    with out_path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        if not done:
+            writer.writeheader()
+        for r in rows:
+            if _config_key(r["config"]) in done:
+                continue
+            result = train_and_evaluate("minilm", task, r["config"], fidelity, progress=False, tokenizer=tokenizer,
+                                        cache=cache)
+            writer.writerow(_format_row(r["trial"], r["config"], result.score, result.percent,
+                                        result.trainable_params, seed, result.wall_time_s, r["sampler"], task_name))
+            f.flush()
+            new += 1
+            print(f"{r['trial']:>4} {r['config'].describe():<44} seed {seed}: {result.score:.2f} "
+                  f"(seed(s) {sorted(r['seed_scores'])}: {r['score']:.2f}) {result.wall_time_s:.1f}s", flush=True)
+    return new
+
+
+def _read(csv_path: Path) -> list[dict]:
     with csv_path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+        return list(csv.DictReader(f))
+
+
+def _config_key(config: PeftConfig) -> str:
+    """The config column: compact JSON of the configuration."""
+    return json.dumps(config.to_dict(), separators=(",", ":"))
+
+
+def _format_row(trial: int | str, config: PeftConfig, score: float, percent: float, trainable_params: int,
+                seed: int, time_s: float, sampler: str, task: str) -> dict:
+    return {"trial": trial, "config": _config_key(config),
+            "describe": config.describe(), "score": f"{score:.4f}", "percent": f"{percent:.6f}",
+            "trainable_params": trainable_params, "seed": seed, "time_s": f"{time_s:.1f}", "sampler": sampler,
+            "task": task}
+
+
+def load_table(csv_path: Path) -> list[dict]:
+    """One row per configuration, in order of first appearance, `config` as a PeftConfig.
+
+    `score` is the mean over the configuration's evaluations with distinct seeds (one
+    evaluation: its score); `seed_scores` maps each seed to its score; `time_s` is the
+    first evaluation's. Numbers are floats.
+    """
+    by_config: dict[str, dict] = {}
+    for r in _read(csv_path):
+        row = by_config.setdefault(r["config"], {**r, "seed_scores": {}})
+        row["seed_scores"].setdefault(int(r["seed"]), float(r["score"]))
+    rows = list(by_config.values())
     for r in rows:
         r["config"] = PeftConfig.from_dict(json.loads(r["config"]))
-        for key in ("score", "percent", "time_s"):
+        r["score"] = float(np.mean(list(r["seed_scores"].values())))
+        for key in ("percent", "time_s"):
             r[key] = float(r[key])
     return rows
 
@@ -72,9 +152,18 @@ def main() -> None:
     p = sub.add_parser("export", help="write the CSV of a collected study folder")
     p.add_argument("study_dir", type=Path)
     p.add_argument("csv", type=Path)
+    p = sub.add_parser("reseed", help="train every configuration of a table again with another training seed")
+    p.add_argument("table", type=Path)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True, help="CSV the new evaluations are appended to")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
-    n = export(args.study_dir, args.csv)
-    print(f"wrote {n} rows to {args.csv}")
+    if args.command == "export":
+        n = export(args.study_dir, args.csv)
+        print(f"wrote {n} rows to {args.csv}")
+    else:
+        n = reseed(args.table, args.seed, args.out, args.threads)
+        print(f"appended {n} rows to {args.out}")
 
 
 if __name__ == "__main__":

@@ -58,3 +58,28 @@ def test_table_rows_name_their_task_and_a_mixed_table_is_refused(monkeypatch):
     rows[0]["task"] = "SST-2"
     with pytest.raises(ValueError, match="one task"):
         table_task(rows)
+
+
+def test_reseed_appends_one_evaluation_per_configuration_and_load_table_averages_seeds(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from table import COLUMNS, load_table, reseed
+
+    # the table's smallest configuration, so that the real training stays short
+    smallest = min(load_table(TABLE), key=lambda r: r["percent"])
+    table = tmp_path / "table.csv"
+    with TABLE.open() as src:
+        header, *lines = src.read().splitlines()
+    table.write_text("\n".join([header, *[ln for ln in lines if ln.startswith(f"{smallest['trial']},")]]) + "\n")
+    out = tmp_path / "seed1.csv"
+    assert reseed(table, 1, out, threads=1) == 1
+    assert reseed(table, 1, out, threads=1) == 0  # resumable: nothing left to train
+    new_lines = out.read_text().splitlines()
+    assert new_lines[0] == ",".join(COLUMNS) and len(new_lines) == 2
+    with pytest.raises(SystemExit, match="seed 0"):
+        reseed(table, 0, tmp_path / "seed0.csv")
+
+    table.write_text(table.read_text() + new_lines[1] + "\n")
+    (row,) = load_table(table)
+    assert set(row["seed_scores"]) == {0, 1}
+    assert row["seed_scores"][0] == smallest["score"]
+    assert row["score"] == pytest.approx((row["seed_scores"][0] + row["seed_scores"][1]) / 2)
