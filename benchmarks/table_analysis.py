@@ -7,7 +7,10 @@ Prints, for the tabular benchmark (benchmarks/data/rte_minilm_low.csv):
 - the hypervolume of every row with a given parallel-adapter size (--subset-pa);
 - how much of the score variance the configuration explains: 10-fold cross-validated
   R^2 of a random forest and of a ridge regression on the encoded configuration
-  (log2(1 + size) for SA/PA/PT, the 6 layer bits).
+  (log2(1 + size) for SA/PA/PT, the 6 layer bits);
+- for a table with several training seeds per configuration: the seed noise (the
+  standard deviation of one configuration's scores across seeds) and the share of the
+  single-evaluation score variance that lies between configurations.
 
 Usage: python benchmarks/table_analysis.py [--subset-pa 48,96]
 """
@@ -64,6 +67,14 @@ def main() -> None:
                         ("ridge", RidgeCV(alphas=np.logspace(-2, 3, 20)))):
         r2 = cross_val_score(model, X, scores, cv=folds, scoring="r2")
         print(f"score explained by the configuration, {name}: 10-fold R^2 {r2.mean():.2f} ± {r2.std():.2f}")
+    seeded = [r for r in rows if len(r["seed_scores"]) > 1]
+    if seeded:
+        per_seed = [np.array(list(r["seed_scores"].values())) for r in seeded]
+        within = np.mean([v.var(ddof=1) for v in per_seed])
+        total = np.concatenate(per_seed).var(ddof=1)
+        print(f"{len(seeded)} configurations with {min(map(len, per_seed))}-{max(map(len, per_seed))} seeds: seed noise "
+              f"(std of one configuration's scores) {np.sqrt(within):.2f}; single-evaluation score std "
+              f"{np.sqrt(total):.2f}; share of its variance between configurations {1 - within / total:.2f}")
     for size in sorted({r["config"].parallel_adapter for r in rows}):
         group = scores[[r["config"].parallel_adapter == size for r in rows]]
         print(f"  PA {size:>3}: {len(group):>2} rows, mean score {group.mean():.2f} (all rows {scores.mean():.2f})")
