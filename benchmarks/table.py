@@ -56,19 +56,33 @@ def export(study_dir: Path, csv_path: Path) -> int:
     return len(rows)
 
 
+def seed_trainer(task_name: str):
+    """A function train(config, seed) -> TrainResult: one evaluation at the tables' fidelity.
+
+    The `low` preset with training seed `seed`, through the `train_and_evaluate` a search
+    trial calls. The task, the tokenizer and a lower-layer states cache are loaded once and
+    shared across calls.
+    """
+    from autopeft.frozen import StatesCache
+    from autopeft.models import load_tokenizer
+    from autopeft.tasks import load_task
+    from autopeft.train import fidelity_from, train_and_evaluate
+
+    task, tokenizer, cache, low = load_task(task_name), load_tokenizer("minilm"), StatesCache(), fidelity_from("low")
+
+    def train(config: PeftConfig, seed: int):
+        return train_and_evaluate("minilm", task, config, replace(low, seed=seed), progress=False,
+                                  tokenizer=tokenizer, cache=cache)
+
+    return train
+
+
 def reseed(table_path: Path, seed: int, out_path: Path, threads: int | None = None) -> int:
     """Train every configuration of the table with training seed `seed`; append rows to out_path.
 
-    Same low fidelity and code path as a search trial (`train_and_evaluate`), lower-layer
-    states shared across configurations. Configurations already in out_path are skipped.
-    Returns the number of new rows.
+    Configurations already in out_path are skipped. Returns the number of new rows.
     """
     import torch
-
-    from autopeft.frozen import StatesCache
-    from autopeft.tasks import load_task
-    from autopeft.train import fidelity_from, train_and_evaluate
-    from autopeft.workflow import describe_model
 
     if threads:
         torch.set_num_threads(threads)
@@ -77,10 +91,7 @@ def reseed(table_path: Path, seed: int, out_path: Path, threads: int | None = No
         raise SystemExit(f"{table_path} already holds evaluations with seed {seed}; choose another seed")
     done = {r["config"] for r in _read(out_path)} if out_path.is_file() else set()
     task_name = table_task(rows)
-    task = load_task(task_name)
-    _, tokenizer = describe_model("minilm", task.spec.num_labels)
-    fidelity = replace(fidelity_from("low"), seed=seed)
-    cache = StatesCache()
+    train = seed_trainer(task_name)
     new = 0
     with out_path.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -89,8 +100,7 @@ def reseed(table_path: Path, seed: int, out_path: Path, threads: int | None = No
         for r in rows:
             if _config_key(r["config"]) in done:
                 continue
-            result = train_and_evaluate("minilm", task, r["config"], fidelity, progress=False, tokenizer=tokenizer,
-                                        cache=cache)
+            result = train(r["config"], seed)
             writer.writerow(_format_row(r["trial"], r["config"], result.score, result.percent,
                                         result.trainable_params, seed, result.wall_time_s, r["sampler"], task_name))
             f.flush()

@@ -9,27 +9,21 @@ any sampler's hypervolume on it, is set by seed noise.
 
 Usage:
     python benchmarks/table_noise.py --seeds 1,2 --rows 182 --threads 1
-Results: benchmarks/results/table_noise.json (table_noise_<table name>.json for another
-table than the RTE one) and a Markdown table on stdout.
+Results: benchmarks/results/table_noise_<table file name>.json and a Markdown table on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from autopeft.frozen import StatesCache
 from autopeft.search.pareto import pareto_mask
-from autopeft.tasks import load_task
-from autopeft.train import fidelity_from, train_and_evaluate
-from autopeft.workflow import describe_model
 
-from table import load_table, table_task
+from table import load_table, seed_trainer, table_task
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,17 +42,13 @@ def main() -> None:
     front = pareto_mask([r["score"] for r in rows], [r["percent"] for r in rows])
     extra = {int(t) for t in args.rows.split(",") if t}
     chosen = [r for r, on_front in zip(rows, front) if on_front or int(r["trial"]) in extra]
-    task = load_task(table_task(rows))
-    spec, tokenizer = describe_model("minilm", 2)
-    low = fidelity_from("low")
-    cache = StatesCache()
+    train = seed_trainer(table_task(rows))
     results = []
     print("| table row | configuration | % | table score (seed 0) | " + " | ".join(f"seed {s}" for s in seeds)
           + " | mean of new seeds |")
     print("|---|---|---|---|" + "---|" * (len(seeds) + 1))
     for r in sorted(chosen, key=lambda r: r["percent"]):
-        scores = [train_and_evaluate("minilm", task, r["config"], replace(low, seed=s), progress=False,
-                                     tokenizer=tokenizer, cache=cache).score for s in seeds]
+        scores = [train(r["config"], s).score for s in seeds]
         results.append({"trial": r["trial"], "config": r["config"].to_dict(), "percent": r["percent"],
                         "table_score": r["score"], "seeds": seeds, "scores": scores})
         print(f"| {r['trial']} | {r['config'].describe()} | {r['percent']:.2f} | {r['score']:.2f} | "
@@ -67,8 +57,7 @@ def main() -> None:
     new = np.array([np.mean(x["scores"]) for x in results])
     print(f"\nmean over these rows: table {table.mean():.2f}, new seeds {new.mean():.2f} "
           f"(difference {new.mean() - table.mean():+.2f})")
-    default_table = args.table.resolve() == (HERE / "data" / "rte_minilm_low.csv").resolve()
-    out = HERE / "results" / ("table_noise.json" if default_table else f"table_noise_{args.table.stem}.json")
+    out = HERE / "results" / f"table_noise_{args.table.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
 
