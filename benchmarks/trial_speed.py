@@ -1,10 +1,11 @@
 """Issue-4 trial speed: the plain per-trial loop against autopeft's trial, side by side.
 
 plain  = full forward every step, every batch padded to 128 tokens, no length grouping, fp32,
-         the model's dropout on (a standard fine-tuning loop);
+         the model's dropout on, torch's SDPA attention with its math kernel (a standard
+         fine-tuning loop; SDPA's default CPU kernel would be slower still, see train.py);
 fast   = the default low-fidelity trial: padding to the longest in the batch, length grouping,
          lower-layer states computed once and reused (cache shared across trials), bf16 autocast,
-         no backbone dropout, math attention kernel (see train.py).
+         no backbone dropout, autopeft's matmul attention (see modules/inject.py).
 Both train the same random configurations of the default space on the same RTE subset
 (the 'low' preset: 640 examples, 2 epochs). For each configuration the two runs follow each
 other, so they see the same machine load. Prints per-config times, the ratio plain/fast
@@ -52,7 +53,7 @@ def main() -> None:
     for _ in range(args.configs):
         config = space.sample(rng)
         plain = train_and_evaluate(args.model, task, config, plain_fidelity, progress=False, tokenizer=tokenizer,
-                                   reuse_lower_layers=False, pad_to_max_length=True)
+                                   reuse_lower_layers=False, pad_to_max_length=True, attention="sdpa")
         fast = train_and_evaluate(args.model, task, config, fast_fidelity, progress=False, tokenizer=tokenizer, cache=cache)
         # The same fast path in fp32: isolates the effect of bf16 on the score.
         fast32 = (train_and_evaluate(args.model, task, config, replace(fast_fidelity, precision="fp32"), progress=False,

@@ -8,7 +8,7 @@ import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from autopeft import PeftConfig, SearchSpace, UserError
-from autopeft.modules import fold, inject, load_peft, model_spec, save_peft, trainable_params
+from autopeft.modules import ATTENTIONS, fold, inject, load_peft, model_spec, save_peft, trainable_params
 from conftest import make_tiny, tiny_batch
 
 N_LAYERS = 3
@@ -28,6 +28,13 @@ EVERY_MODULE = [
 ]
 
 
+def _base_model(family):
+    """The tiny base model with the attention `inject` sets (matmul, compared with SDPA below)."""
+    model = make_tiny(family)
+    model.set_attn_implementation(ATTENTIONS["matmul"])
+    return model
+
+
 def _outputs(model, batch):
     with torch.no_grad():
         return model(**batch, output_hidden_states=True)
@@ -36,11 +43,38 @@ def _outputs(model, batch):
 @pytest.mark.parametrize("config", NO_PREFIX_CONFIGS, ids=PeftConfig.describe)
 def test_untrained_configuration_is_exactly_the_base_model(family, config):
     batch = tiny_batch()
-    base = _outputs(make_tiny(family), batch)
+    base = _outputs(_base_model(family), batch)
     peft = _outputs(inject(make_tiny(family), config), batch)
     assert torch.equal(peft.logits, base.logits)
     for a, b in zip(peft.hidden_states, base.hidden_states):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("config", [PeftConfig(serial_adapter=4, layers=ALL), PeftConfig(prefix_length=3, lora_rank=2, layers=(1, 0, 1))],
+                         ids=PeftConfig.describe)
+@pytest.mark.parametrize("padded", [True, False])
+def test_matmul_attention_matches_sdpa(family, config, padded):
+    """autopeft's matmul attention computes what torch's SDPA does: logits and gradients
+    (padded batch, prefix keys, Llama's grouped KV heads, and without padding, where no mask
+    is built and Llama's causal mask is the attention's own)."""
+    batch = tiny_batch()
+    if not padded:
+        batch["attention_mask"] = torch.ones_like(batch["attention_mask"])
+    results = []
+    for attention in ("matmul", "sdpa"):
+        model = inject(make_tiny(family), config, seed=0)
+        with torch.no_grad():
+            for p in model.autopeft.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.3)
+        model.set_attn_implementation(ATTENTIONS[attention])
+        logits = model(**batch).logits
+        logits.square().sum().backward()
+        grads = [p.grad for p in model.autopeft.parameters()]
+        results.append((logits.detach(), grads))
+    (logits_a, grads_a), (logits_b, grads_b) = results
+    torch.testing.assert_close(logits_a, logits_b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_untrained_prefix_changes_the_output(family):
@@ -59,7 +93,7 @@ def test_hidden_states_below_lowest_selected_layer_are_identical(family, config)
     with torch.no_grad():  # make every module do something
         for p in model.autopeft.parameters():
             p.add_(torch.randn_like(p) * 0.5)
-    base, peft = _outputs(make_tiny(family), batch), _outputs(model, batch)
+    base, peft = _outputs(_base_model(family), batch), _outputs(model, batch)
     # hidden_states[0] is the embedding output, hidden_states[i + 1] the output of layer i.
     for i in range(lowest + 1):
         assert torch.equal(peft.hidden_states[i], base.hidden_states[i]), f"hidden state {i} differs"

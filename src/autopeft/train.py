@@ -24,7 +24,7 @@ from autopeft.errors import UserError
 from autopeft.frozen import SHARED_CACHE, StatesCache, lower_states, set_lower_layers_eval, skip_lower_layers
 from autopeft.metrics import compute_metrics
 from autopeft.models import load_model, load_tokenizer
-from autopeft.modules import fold, full_finetune, inject, model_spec, save_peft, trainable_params
+from autopeft.modules import ATTENTIONS, fold, full_finetune, inject, model_spec, save_peft, trainable_params
 from autopeft.space import ModelSpec, PeftConfig
 from autopeft.tasks import Split, TaskData
 
@@ -179,7 +179,8 @@ def _autocast(fidelity_precision: str):
 
 
 def _training_attention():
-    """The attention kernel for training steps.
+    """The SDPA kernel for training steps (used with attention="sdpa"; the default matmul
+    attention does not call SDPA).
 
     On CPU, PyTorch's fused flash-attention backward was measured at ~85 ms per call on
     (32, 12, 128, 128) bf16 inputs, ~60% of a whole trial; the math path (bmm + softmax,
@@ -235,14 +236,21 @@ def _states(model: nn.Module, k: int, data: Encoded, pad_id: int, model_name: st
     return states
 
 
-def build_model(model_name: str, task: TaskData, config: PeftConfig | str, seed: int) -> tuple[nn.Module, ModelSpec]:
-    """A fresh base model with `config` injected (or made fully trainable for 'full')."""
+def build_model(model_name: str, task: TaskData, config: PeftConfig | str, seed: int,
+                attention: str = "matmul") -> tuple[nn.Module, ModelSpec]:
+    """A fresh base model with `config` injected (or made fully trainable for 'full').
+
+    `attention`: "matmul" or "sdpa", one of autopeft's attention implementations (ATTENTIONS).
+    """
+    if attention not in ATTENTIONS:
+        raise UserError(f"unknown attention {attention!r}; choose one of {sorted(ATTENTIONS)}")
     model = load_model(model_name, task.spec.num_labels, seed=seed)
     spec = model_spec(model)
     if config == FULL_FINETUNE:
         full_finetune(model)
     else:
         inject(model, config, seed=seed)
+    model.set_attn_implementation(ATTENTIONS[attention])
     return model, spec
 
 
@@ -257,6 +265,7 @@ def train_and_evaluate(
     cache: StatesCache | None = SHARED_CACHE,
     reuse_lower_layers: bool = True,
     pad_to_max_length: bool = False,
+    attention: str = "matmul",
 ) -> TrainResult:
     """Train `config` (a PeftConfig, or 'full') on task.train at `fidelity`; score on task.dev.
 
@@ -264,7 +273,9 @@ def train_and_evaluate(
     `reuse_lower_layers`) computed once per example and reused across epochs, and across
     calls through `cache`. The prefix is folded before evaluation, so the dev score is that
     of what is kept. When `out_dir` is given, the trained modules and head are saved there.
-    `pad_to_max_length` pads every training batch to max_length (the plain baseline).
+    `pad_to_max_length` pads every training batch to max_length and `attention="sdpa"` uses
+    torch's SDPA (math kernel) instead of autopeft's matmul attention (both for the plain
+    baseline of benchmarks/trial_speed.py).
     """
     start = time.perf_counter()
     torch.manual_seed(fidelity.seed)
@@ -273,7 +284,7 @@ def train_and_evaluate(
     dev_split = task.dev if fidelity.dev_examples is None else task.dev.subset(fidelity.dev_examples, fidelity.seed)
     train_data = encode(train_split, tokenizer, fidelity.max_length)
     dev_data = encode(dev_split, tokenizer, fidelity.max_length)
-    model, spec = build_model(model_name, task, config, fidelity.seed)
+    model, spec = build_model(model_name, task, config, fidelity.seed, attention)
     if not fidelity.dropout:
         disable_dropout(model)
     is_full = config == FULL_FINETUNE

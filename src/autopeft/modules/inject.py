@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from autopeft.errors import UserError
@@ -30,25 +30,59 @@ from autopeft.modules.layers import BottleneckAdapter, LoRA, PrefixEncoder
 from autopeft.space import ModelSpec, PeftConfig
 
 PARALLEL_SCALE = 4.0  # the reference implementation's parallel-adapter scaling
-ATTENTION_NAME = "autopeft_sdpa"
+#: The attention implementations autopeft registers with transformers (both prefix-aware):
+#: "matmul" (the default, fastest for training on CPU) and "sdpa" (torch's fused kernels).
+ATTENTIONS = {"matmul": "autopeft_matmul", "sdpa": "autopeft_sdpa"}
 WEIGHTS_FILE = "peft_weights.safetensors"
 CONFIG_FILE = "peft_config.json"
 
 
-def _prefix_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
-    """SDPA attention that first prepends the module's prefix keys/values, if it has any.
+def _matmul_attention(module: nn.Module, query, key, value, attention_mask, dropout: float = 0.0,
+                      scaling: float | None = None, is_causal: bool | None = None, **_kwargs):
+    """Attention as two matmuls and a softmax; shapes and arguments as `sdpa_attention_forward`.
+
+    Why not SDPA: on CPU its math kernel (the one usable for training, see train.py) adds a
+    "safe softmax" (isneginf, all, where over every (batch, heads, q, kv) score tensor) and a
+    bool -> float mask conversion per layer; this plain version made a whole low-fidelity
+    trial about 25% faster (BENCHMARKS.md, trial speed). Returns ((batch, q_len, heads,
+    head_dim), None).
+    """
+    groups = getattr(module, "num_key_value_groups", 1)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    q_len, kv_len = query.shape[2], key.shape[2]
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (batch, heads, q_len, kv_len)
+    causal = getattr(module, "is_causal", False) if is_causal is None else is_causal
+    if attention_mask is None and causal and q_len > 1:
+        attention_mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    probs = nn.functional.dropout(probs, p=dropout, training=dropout > 0)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+
+
+def _with_prefix(attend):
+    """An attention function that first prepends the module's prefix keys/values, if any.
 
     query: (batch, heads, q_len, head_dim); key/value: (batch, kv_heads, kv_len, head_dim);
     attention_mask: None, or (batch, 1, q_len, kv_len) bool (True = attend) or additive float.
     """
-    prefix_fn = getattr(module, "_autopeft_prefix", None)
-    if prefix_fn is not None:
-        prefix_k, prefix_v = prefix_fn()  # (kv_heads, P, head_dim) each
-        batch, n_prefix = key.shape[0], prefix_k.shape[1]
-        key = torch.cat([prefix_k.to(key.dtype).expand(batch, -1, -1, -1), key], dim=2)
-        value = torch.cat([prefix_v.to(value.dtype).expand(batch, -1, -1, -1), value], dim=2)
-        attention_mask = _mask_with_prefix(attention_mask, query, key.shape[2] - n_prefix, n_prefix, module)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    def attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
+        prefix_fn = getattr(module, "_autopeft_prefix", None)
+        if prefix_fn is not None:
+            prefix_k, prefix_v = prefix_fn()  # (kv_heads, P, head_dim) each
+            batch, n_prefix = key.shape[0], prefix_k.shape[1]
+            key = torch.cat([prefix_k.to(key.dtype).expand(batch, -1, -1, -1), key], dim=2)
+            value = torch.cat([prefix_v.to(value.dtype).expand(batch, -1, -1, -1), value], dim=2)
+            attention_mask = _mask_with_prefix(attention_mask, query, key.shape[2] - n_prefix, n_prefix, module)
+        return attend(module, query, key, value, attention_mask, **kwargs)
+
+    return attention
 
 
 def _mask_with_prefix(mask, query: torch.Tensor, kv_len: int, n_prefix: int, module: nn.Module) -> torch.Tensor:
@@ -64,8 +98,9 @@ def _mask_with_prefix(mask, query: torch.Tensor, kv_len: int, n_prefix: int, mod
     return torch.cat([pad, mask], dim=-1)
 
 
-AttentionInterface.register(ATTENTION_NAME, _prefix_attention)
-AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+for _name, _attend in ((ATTENTIONS["matmul"], _matmul_attention), (ATTENTIONS["sdpa"], sdpa_attention_forward)):
+    AttentionInterface.register(_name, _with_prefix(_attend))
+    AttentionMaskInterface.register(_name, sdpa_mask)  # bool masks, or None when nothing is masked
 
 
 def _head_prefixes(model: nn.Module, arch: ArchMap) -> tuple[str, ...]:
@@ -146,7 +181,7 @@ def inject(model: nn.Module, config: PeftConfig, folded_prefix: bool = False, se
             # A plain function attribute, not a submodule: the encoder is stored once, under autopeft.
             object.__setattr__(get_submodule(layer, arch.attention), "_autopeft_prefix", lambda s=slot, p=prefix: p.layer_prefix(s))
     model.autopeft = modules
-    model.set_attn_implementation(ATTENTION_NAME)
+    model.set_attn_implementation(ATTENTIONS["matmul"])
     for name, param in model.named_parameters():
         param.requires_grad = name.startswith("autopeft.") or _is_head_param(model, arch, name)
     return model
