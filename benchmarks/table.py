@@ -61,7 +61,9 @@ def seed_trainer(task_name: str):
 
     The `low` preset with training seed `seed`, through the `train_and_evaluate` a search
     trial calls. The task, the tokenizer and a lower-layer states cache are loaded once and
-    shared across calls.
+    shared across calls. The stored tables were trained with SDPA attention (before
+    autopeft's matmul attention, which differs in rounding), so new seeds use it too and
+    retraining a stored row reproduces its score.
     """
     from autopeft.frozen import StatesCache
     from autopeft.models import load_tokenizer
@@ -72,7 +74,7 @@ def seed_trainer(task_name: str):
 
     def train(config: PeftConfig, seed: int):
         return train_and_evaluate("minilm", task, config, replace(low, seed=seed), progress=False,
-                                  tokenizer=tokenizer, cache=cache)
+                                  tokenizer=tokenizer, cache=cache, attention="sdpa")
 
     return train
 
