@@ -1,6 +1,6 @@
 """Issue-2 table: full fine-tuning and single/combined PEFT modules on a GLUE task.
 
-Usage: python benchmarks/peft_table.py --task RTE [--epochs 3] [--precision bf16] [--threads 1]
+Usage: python benchmarks/peft_table.py --task RTE [--epochs 3] [--precision bf16] [--threads 1] [--attention sdpa]
 
 Each run's result is written to benchmarks/results/peft_table/<task>/<method>.json as it
 finishes, and a finished run is not repeated, so the script can be stopped and resumed.
@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 lets two tasks run side by side)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attention", default="matmul", choices=["matmul", "sdpa"],
+                        help="training attention (the stored results were trained with sdpa)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,7 +67,8 @@ def main() -> None:
             rows.append(json.loads(path.read_text()))
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {task.spec.name}: {name} ...", flush=True)
-        result = train_and_evaluate(args.model, task, config, fidelity, progress=False, tokenizer=tokenizer)
+        result = train_and_evaluate(args.model, task, config, fidelity, progress=False, tokenizer=tokenizer,
+                                    attention=args.attention)
         row = {"method": name, "task": task.spec.name, **result.to_dict(), "fidelity": fidelity.to_dict(),
                "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
         path.write_text(json.dumps(row, indent=2))
