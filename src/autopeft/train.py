@@ -77,7 +77,7 @@ class Fidelity:
 FIDELITIES: dict[str, Fidelity] = {
     # 640 examples x 2 epochs = 40 steps: a trial takes well under a minute on 2 cores.
     # No dropout: on CPU, drawing dropout masks (bernoulli_) took ~30% of a trial's time
-    # and attention dropout forces the slower attention path; 40 steps do not overfit.
+    # (and, with SDPA attention, forced its slower path); 40 steps do not overfit.
     "low": Fidelity(train_examples=640, epochs=2, max_length=128, precision="bf16", dropout=False),
     # The whole train split. 3 epochs is what a 2-core CPU affords (a PEFT run on RTE takes
     # minutes); raise --epochs on a GPU.
