@@ -145,3 +145,10 @@ def test_low_fidelity_switches_dropout_off(tiny_model_dir, rte):
     without = train_and_evaluate(str(tiny_model_dir), rte, config, Fidelity(**{**fid.to_dict(), "dropout": False}),
                                  progress=False, cache=None)
     assert with_dropout.loss_curve != without.loss_curve
+
+
+def test_unknown_attention_is_refused_with_the_choices(tiny_model_dir, rte):
+    from autopeft.train import build_model
+
+    with pytest.raises(UserError, match=r"unknown attention 'flash'.*\['matmul', 'sdpa'\]"):
+        build_model(str(tiny_model_dir), rte, PeftConfig(serial_adapter=8, layers=(1, 1)), seed=0, attention="flash")
