@@ -20,6 +20,7 @@ import torch
 
 from autopeft import PeftConfig
 from autopeft.metrics import majority_baseline
+from autopeft.modules import ATTENTIONS
 from autopeft.tasks import load_task
 from autopeft.train import fidelity_from, train_and_evaluate
 from autopeft.workflow import baseline_configs, describe_model
@@ -50,7 +51,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 lets two tasks run side by side)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--attention", default="matmul", choices=["matmul", "sdpa"],
+    parser.add_argument("--attention", default="matmul", choices=sorted(ATTENTIONS),
                         help="training attention (the stored results were trained with sdpa)")
     args = parser.parse_args()
     if args.threads:

@@ -54,7 +54,7 @@ def _matmul_attention(module: nn.Module, query, key, value, attention_mask, drop
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (batch, heads, q_len, kv_len)
     causal = getattr(module, "is_causal", False) if is_causal is None else is_causal
     if attention_mask is None and causal and q_len > 1:
-        attention_mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
+        attention_mask = _unpadded_mask(q_len, kv_len, causal, query.device)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
@@ -85,13 +85,18 @@ def _with_prefix(attend):
     return attention
 
 
+def _unpadded_mask(q_len: int, kv_len: int, causal: bool, device: torch.device) -> torch.Tensor:
+    """The (q_len, kv_len) bool mask of a batch without padding, the one SDPA leaves implicit:
+    all True, or lower-triangular (the last query sees every key) when causal and q_len > 1."""
+    mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=device)
+    return mask.tril(diagonal=kv_len - q_len) if causal and q_len > 1 else mask
+
+
 def _mask_with_prefix(mask, query: torch.Tensor, kv_len: int, n_prefix: int, module: nn.Module) -> torch.Tensor:
     """Extend an attention mask by `n_prefix` always-visible key positions on the left."""
     batch, q_len = query.shape[0], query.shape[2]
     if mask is None:  # SDPA skipped the mask: no padding; causal only if the module is
-        mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device)
-        if getattr(module, "is_causal", False) and q_len > 1:
-            mask = mask.tril(diagonal=kv_len - q_len)
+        mask = _unpadded_mask(q_len, kv_len, getattr(module, "is_causal", False), query.device)
         mask = mask.expand(batch, 1, q_len, kv_len)
     visible = torch.ones if mask.dtype == torch.bool else torch.zeros
     pad = visible(mask.shape[0], mask.shape[1], mask.shape[2], n_prefix, dtype=mask.dtype, device=mask.device)
