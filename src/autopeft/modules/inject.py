@@ -51,16 +51,20 @@ def _matmul_attention(module: nn.Module, query, key, value, attention_mask, drop
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     q_len, kv_len = query.shape[2], key.shape[2]
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (batch, heads, q_len, kv_len)
+    # Every pass over the (batch, heads, q_len, kv_len) scores costs as much as a matmul on CPU, so:
+    # the query is scaled (not the scores), the mask is filled in place, and the softmax runs in
+    # the scores' dtype (its kernels accumulate bf16/fp16 in fp32; an fp32 softmax and a cast back
+    # would add two casts of the scores forward and two backward).
+    scores = torch.matmul(query * scaling, key.transpose(2, 3))  # (batch, heads, q_len, kv_len)
     causal = getattr(module, "is_causal", False) if is_causal is None else is_causal
     if attention_mask is None and causal and q_len > 1:
         attention_mask = _unpadded_mask(q_len, kv_len, causal, query.device)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+            scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    probs = torch.softmax(scores, dim=-1).to(value.dtype)
     probs = nn.functional.dropout(probs, p=dropout, training=dropout > 0)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
