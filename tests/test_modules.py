@@ -9,6 +9,7 @@ from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from autopeft import PeftConfig, SearchSpace, UserError
 from autopeft.modules import ATTENTIONS, fold, inject, load_peft, model_spec, save_peft, trainable_params
+from autopeft.modules.inject import _matmul_attention
 from conftest import make_tiny, tiny_batch
 
 N_LAYERS = 3
@@ -83,6 +84,17 @@ def test_matmul_attention_matches_sdpa(family, config, padded, precision):
         # and >= 0.12 on the gradients of the prefix configuration with the scale off by 10% or the mask ignored.
         assert _relative_error(logits_a, logits_b) <= 0.03
         assert max(_relative_error(a, b) for a, b in zip(grads_a, grads_b)) <= 0.06
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_matmul_attention_keeps_a_fully_masked_query_row_finite(dtype):
+    """A query that may attend to no key gets finite output (as with SDPA), not NaN."""
+    g = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(2, 4, 5, 8, generator=g).mul(30).to(dtype) for _ in range(3))
+    mask = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    mask[0, :, 2] = False  # query 2 of the first example sees nothing
+    out, _ = _matmul_attention(torch.nn.Module(), query, key, value, mask)
+    assert out.shape == (2, 5, 4, 8) and torch.isfinite(out).all()
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

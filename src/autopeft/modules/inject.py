@@ -51,17 +51,20 @@ def _matmul_attention(module: nn.Module, query, key, value, attention_mask, drop
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     q_len, kv_len = query.shape[2], key.shape[2]
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    # Every pass over the (batch, heads, q_len, kv_len) scores costs as much as a matmul on CPU, so:
-    # the query is scaled (not the scores), the mask is filled in place, and the softmax runs in
-    # the scores' dtype (its kernels accumulate bf16/fp16 in fp32; an fp32 softmax and a cast back
-    # would add two casts of the scores forward and two backward).
+    # Every pass over the (batch, heads, q_len, kv_len) scores costs about as much as a matmul on
+    # CPU, so: the query is scaled (not the scores); a bool mask is added in place as a bias of
+    # 0 / finfo.min (masked_fill would need a masked copy of the gradient; finfo.min, not -inf,
+    # keeps a fully masked row finite, as SDPA does); the softmax runs in the scores'
+    # dtype (its kernels accumulate bf16/fp16 in fp32; an fp32 softmax and a cast back would add two
+    # casts of the scores forward and two backward).
     scores = torch.matmul(query * scaling, key.transpose(2, 3))  # (batch, heads, q_len, kv_len)
     causal = getattr(module, "is_causal", False) if is_causal is None else is_causal
     if attention_mask is None and causal and q_len > 1:
         attention_mask = _unpadded_mask(q_len, kv_len, causal, query.device)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
-            scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
+            bias = torch.zeros(attention_mask.shape, dtype=scores.dtype, device=scores.device)
+            scores.add_(bias.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min))
         else:
             scores = scores + attention_mask
     probs = torch.softmax(scores, dim=-1).to(value.dtype)
