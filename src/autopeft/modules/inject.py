@@ -44,7 +44,7 @@ def _matmul_attention(module: nn.Module, query, key, value, attention_mask, drop
     Why not SDPA: on CPU its math kernel (the one usable for training, see train.py) adds a
     "safe softmax" (isneginf, all, where over every (batch, heads, q, kv) score tensor) and a
     bool -> float mask conversion per layer; this plain version made training steps a median
-    1.19x faster over 5 configurations (benchmarks/attention_speed.py, BENCHMARKS.md).
+    1.33x faster over 5 configurations (benchmarks/attention_speed.py, BENCHMARKS.md).
     Returns ((batch, q_len, heads, head_dim), None).
     """
     groups = getattr(module, "num_key_value_groups", 1)
