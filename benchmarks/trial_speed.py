@@ -8,10 +8,12 @@ fast   = the default low-fidelity trial: padding to the longest in the batch, le
          no backbone dropout, autopeft's matmul attention (see modules/inject.py).
 Both train the same random configurations of the default space on the same RTE subset
 (the 'low' preset: 640 examples, 2 epochs). For each configuration the two runs follow each
-other, so they see the same machine load. Prints per-config times, the ratio plain/fast
-(min / median over configurations) and both dev scores.
+other, so they see the same machine load; with --repeats N the pair runs N times, alternately,
+and each path's time is its minimum over the repeats (the load of a shared machine only ever
+adds time). Prints per-config times, the ratio plain/fast (min / median over configurations)
+and both dev scores (the same in every repeat: training is seeded).
 
-Usage: python benchmarks/trial_speed.py [--configs 10] [--seed 0] [--threads N] [--fp32-check]
+Usage: python benchmarks/trial_speed.py [--configs 10] [--seed 0] [--threads N] [--repeats 1] [--fp32-check]
 (--fp32-check also trains each configuration on the fast path in fp32, to compare scores.)
 """
 
@@ -37,6 +39,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int, default=1, help="plain/fast pairs per configuration (min time kept)")
     parser.add_argument("--fp32-check", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -52,15 +55,21 @@ def main() -> None:
     print(f"{'configuration':<44} {'plain s':>8} {'fast s':>8} {'ratio':>6} {'plain acc':>9} {'fast acc':>9} {'fp32-fast acc':>13}")
     for _ in range(args.configs):
         config = space.sample(rng)
-        plain = train_and_evaluate(args.model, task, config, plain_fidelity, progress=False, tokenizer=tokenizer,
-                                   reuse_lower_layers=False, pad_to_max_length=True, attention="sdpa")
-        fast = train_and_evaluate(args.model, task, config, fast_fidelity, progress=False, tokenizer=tokenizer, cache=cache)
+        plains, fasts = [], []
+        for _ in range(args.repeats):
+            plains.append(train_and_evaluate(args.model, task, config, plain_fidelity, progress=False, tokenizer=tokenizer,
+                                             reuse_lower_layers=False, pad_to_max_length=True, attention="sdpa"))
+            fasts.append(train_and_evaluate(args.model, task, config, fast_fidelity, progress=False, tokenizer=tokenizer,
+                                            cache=cache))
+        plain, fast = (min(runs, key=lambda r: r.wall_time_s) for runs in (plains, fasts))
         # The same fast path in fp32: isolates the effect of bf16 on the score.
         fast32 = (train_and_evaluate(args.model, task, config, replace(fast_fidelity, precision="fp32"), progress=False,
                                      tokenizer=tokenizer, cache=cache) if args.fp32_check else None)
         row = {"config": config.to_dict(), "describe": config.describe(), "plain_s": plain.wall_time_s,
                "fast_s": fast.wall_time_s, "fast_fp32_s": fast32 and fast32.wall_time_s, "plain_score": plain.score,
-               "fast_score": fast.score, "fast_fp32_score": fast32 and fast32.score}
+               "fast_score": fast.score, "fast_fp32_score": fast32 and fast32.score,
+               "plain_all_s": [r.wall_time_s for r in plains], "fast_all_s": [r.wall_time_s for r in fasts],
+               "same_scores_in_repeats": all(r.score == runs[0].score for runs in (plains, fasts) for r in runs)}
         rows.append(row)
         print(f"{config.describe()[:44]:<44} {plain.wall_time_s:>8.1f} {fast.wall_time_s:>8.1f} "
               f"{plain.wall_time_s / fast.wall_time_s:>6.2f} {plain.score:>9.2f} {fast.score:>9.2f} {fast32.score if fast32 else float('nan'):>13.2f}",
