@@ -13,7 +13,7 @@ from autopeft.cli import main
 from autopeft.models import load_model, load_tokenizer
 from autopeft.modules import load_peft
 from autopeft.tasks import load_task
-from autopeft.train import Fidelity, batches, encode, fidelity_from, predict, train_and_evaluate
+from autopeft.train import Fidelity, batches, build_model, encode, fidelity_from, predict, train_and_evaluate
 
 TINY_FIDELITY = Fidelity(train_examples=48, dev_examples=40, epochs=1, max_length=64, batch_size=16)
 
@@ -148,7 +148,5 @@ def test_low_fidelity_switches_dropout_off(tiny_model_dir, rte):
 
 
 def test_unknown_attention_is_refused_with_the_choices(tiny_model_dir, rte):
-    from autopeft.train import build_model
-
     with pytest.raises(UserError, match=r"unknown attention 'flash'.*\['matmul', 'sdpa'\]"):
         build_model(str(tiny_model_dir), rte, PeftConfig(serial_adapter=8, layers=(1, 1)), seed=0, attention="flash")

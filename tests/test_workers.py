@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -51,8 +52,12 @@ def check_shared_study(study: optuna.Study, budget: int, n_workers: int) -> None
     assert len(registered) == n_workers and not any(w["active"] for w in registered)
 
 
-def run_together(cmds: list[list[str]], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+def run_together(cmds: list[list[str]], timeout: float = 300,
+                 while_running: Callable[[list[subprocess.Popen]], None] | None = None) -> list[subprocess.CompletedProcess]:
+    """Start every command at once, call `while_running(processes)` (if given), collect them all."""
     procs = [subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
+    if while_running is not None:
+        while_running(procs)
     done = []
     for proc, cmd in zip(procs, cmds):
         out, err = proc.communicate(timeout=timeout)
@@ -72,42 +77,40 @@ def _completed_by_other(study: optuna.Study, pid: int) -> bool:
     return any(t.user_attrs.get("worker", {}).get("pid") != pid for t in evaluated(study))
 
 
-def run_sharing(cmds: list[list[str]], storage: str | None, out: Path, timeout: float = 300,
-                max_pause: float = 120) -> list[subprocess.CompletedProcess]:
-    """Run the workers together; the first one seen evaluating a trial is paused (SIGSTOP) until
+def share_the_work(storage: str | None, out: Path, timeout: float = 300,
+                   max_pause: float = 120) -> Callable[[list[subprocess.Popen]], None]:
+    """For `run_together`: the first worker seen evaluating a trial is paused (SIGSTOP) until
     another worker has completed a trial, so that the work is shared however fast that first
     worker is (otherwise it can finish the budget while the others still import torch)."""
-    procs = [subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
-    by_pid = {p.pid: p for p in procs}
-    deadline = time.time() + timeout
-    study, paused = None, None
-    try:
-        while paused is None and time.time() < deadline and any(p.poll() is None for p in procs):
-            try:
-                study = study or load(storage, out)  # KeyError until a worker has created the study
-                paused = by_pid.get(_evaluating_pid(study))
-            except Exception:  # noqa: BLE001 - the storage may still be being created
-                pass
-            time.sleep(0.02)
-        if paused is not None:
-            paused.send_signal(signal.SIGSTOP)
-            until = min(deadline, time.time() + max_pause)
-            others = [p for p in procs if p is not paused]
-            while time.time() < until and any(p.poll() is None for p in others):
+
+    def supervise(procs: list[subprocess.Popen]) -> None:
+        by_pid = {p.pid: p for p in procs}
+        deadline = time.time() + timeout
+        study, paused = None, None
+        try:
+            while paused is None and time.time() < deadline and any(p.poll() is None for p in procs):
                 try:
-                    if _completed_by_other(study, paused.pid):
-                        break
-                except Exception:  # noqa: BLE001 - e.g. SQLite busy while a worker writes
+                    study = study or load(storage, out)  # KeyError until a worker has created the study
+                    paused = by_pid.get(_evaluating_pid(study))
+                except Exception:  # noqa: BLE001 - the storage may still be being created
                     pass
-                time.sleep(0.1)
-    finally:
-        if paused is not None:
-            paused.send_signal(signal.SIGCONT)
-    done = []
-    for proc, cmd in zip(procs, cmds):
-        out_text, err = proc.communicate(timeout=max(deadline - time.time(), 1))
-        done.append(subprocess.CompletedProcess(cmd, proc.returncode, out_text, err))
-    return done
+                time.sleep(0.02)
+            if paused is not None:
+                paused.send_signal(signal.SIGSTOP)
+                until = min(deadline, time.time() + max_pause)
+                others = [p for p in procs if p is not paused]
+                while time.time() < until and any(p.poll() is None for p in others):
+                    try:
+                        if _completed_by_other(study, paused.pid):
+                            break
+                    except Exception:  # noqa: BLE001 - e.g. SQLite busy while a worker writes
+                        pass
+                    time.sleep(0.1)
+        finally:
+            if paused is not None:
+                paused.send_signal(signal.SIGCONT)
+
+    return supervise
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "journal", "postgresql"])
@@ -119,11 +122,11 @@ def test_workers_share_one_study(tiny_model_dir, tmp_path, request, backend):
     # SQLite: the default sampler (MAP-SAAS after 3 random), which treats the others' running trials as
     # pending; the others: the random sampler, which also never proposes a pending configuration.
     sampler = ["--init", "3", "--nuts", "map"] if backend == "sqlite" else ["--sampler", "random"]
-    # Trials of about a second; `run_sharing` makes sure that more than one worker evaluates.
+    # Trials of about a second; `share_the_work` makes sure that more than one worker evaluates.
     extra = [*sampler, "--train-examples", "64", "--epochs", "2", *(["--storage", storage] if storage else [])]
     n_workers = 2 if backend == "postgresql" else 3  # PostgreSQL: machines sharing a server, 2 suffice
     cmds = [worker(tiny_model_dir, out, budget, *extra, "--search-seed", str(i)) for i in range(n_workers)]
-    for r in run_sharing(cmds, storage, out):
+    for r in run_together(cmds, while_running=share_the_work(storage, out)):
         assert r.returncode == 0, r.stderr[-3000:]
     check_shared_study(load(storage, out), budget, n_workers)
     if backend == "sqlite":
