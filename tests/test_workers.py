@@ -11,7 +11,8 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -77,6 +78,43 @@ def _completed_by_other(study: optuna.Study, pid: int) -> bool:
     return any(t.user_attrs.get("worker", {}).get("pid") != pid for t in evaluated(study))
 
 
+@contextmanager
+def _storage_write_lock(storage: str | None, out: Path) -> Iterator[None]:
+    """Hold the storage's write lock: no worker is inside a storage write (or, for SQLite and
+    PostgreSQL, any transaction) while this runs, so a worker stopped here holds no lock."""
+    if storage is None:  # SQLite: every autopeft transaction begins with BEGIN IMMEDIATE
+        con = sqlite3.connect(out / "study.db", timeout=60, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            con.execute("ROLLBACK")
+            con.close()
+    elif storage.endswith(".log"):  # journal file: the lock Optuna's JournalFileBackend takes to append
+        from optuna.storages.journal import JournalFileSymlinkLock
+
+        lock = JournalFileSymlinkLock(storage)
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+    else:  # PostgreSQL: ACCESS EXCLUSIVE on Optuna's tables is granted only when no transaction uses them
+        import psycopg
+
+        with psycopg.connect(storage) as conn:
+            tables = ", ".join(r[0] for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"))
+            while True:  # NOWAIT and retry: waiting while holding some of the locks could deadlock a worker
+                try:
+                    conn.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE NOWAIT")
+                    break
+                except psycopg.errors.LockNotAvailable:
+                    conn.rollback()
+                    time.sleep(0.01)
+            yield  # the lock ends with the transaction, when the connection's block exits
+
+
 def share_the_work(storage: str | None, out: Path, timeout: float = 300,
                    max_pause: float = 120) -> Callable[[list[subprocess.Popen]], None]:
     """For `run_together`: the first worker seen evaluating a trial is paused (SIGSTOP) until
@@ -96,7 +134,8 @@ def share_the_work(storage: str | None, out: Path, timeout: float = 300,
                     pass
                 time.sleep(0.02)
             if paused is not None:
-                paused.send_signal(signal.SIGSTOP)
+                with _storage_write_lock(storage, out):  # so that the paused worker holds no storage lock
+                    paused.send_signal(signal.SIGSTOP)
                 until = min(deadline, time.time() + max_pause)
                 others = [p for p in procs if p is not paused]
                 while time.time() < until and any(p.poll() is None for p in others):
