@@ -13,7 +13,8 @@ from autopeft.cli import main
 from autopeft.models import load_model, load_tokenizer
 from autopeft.modules import load_peft
 from autopeft.tasks import load_task
-from autopeft.train import Fidelity, batches, build_model, encode, fidelity_from, predict, train_and_evaluate
+from autopeft.train import (Fidelity, batches, build_model, default_attention, encode, fidelity_from, predict,
+                            resolve_device, train_and_evaluate)
 
 TINY_FIDELITY = Fidelity(train_examples=48, dev_examples=40, epochs=1, max_length=64, batch_size=16)
 
@@ -150,3 +151,47 @@ def test_low_fidelity_switches_dropout_off(tiny_model_dir, rte):
 def test_unknown_attention_is_refused_with_the_choices(tiny_model_dir, rte):
     with pytest.raises(UserError, match=r"unknown attention 'flash'.*\['matmul', 'sdpa'\]"):
         build_model(str(tiny_model_dir), rte, PeftConfig(serial_adapter=8, layers=(1, 1)), seed=0, attention="flash")
+
+
+def test_device_is_the_gpu_when_torch_sees_one_and_a_missing_gpu_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == resolve_device(None) == torch.device("cpu")
+    with pytest.raises(UserError, match=r"device 'cuda' was asked for but PyTorch sees no CUDA GPU.*--device cpu"):
+        resolve_device("cuda")
+    with pytest.raises(UserError, match=r"unknown device 'tpu'; choose auto, cpu or cuda"):
+        resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda:1")
+    assert default_attention(torch.device("cuda")) == "sdpa" and default_attention(torch.device("cpu")) == "matmul"
+
+
+def test_train_command_on_a_missing_gpu_fails_clearly_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(PeftConfig(serial_adapter=8, layers=(1, 1)).to_dict()))
+    code = main(["train", "--config", str(config), "--out", str(tmp_path / "out"), "--device", "cuda"])
+    assert code == 2
+    assert "PyTorch sees no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_on_the_gpu_matches_the_cpu_and_saves_cpu_weights(tiny_model_dir, rte, tmp_path, precision):
+    from dataclasses import replace
+
+    from autopeft.frozen import StatesCache
+
+    model_dir, fidelity = str(tiny_model_dir), replace(TINY_FIDELITY, precision=precision)
+    config = PeftConfig(serial_adapter=8, prefix_length=3, layers=(0, 1))  # layer 0 frozen: its states are cached
+    cpu = train_and_evaluate(model_dir, rte, config, fidelity, progress=False, cache=None, device="cpu", attention="sdpa")
+    cache = StatesCache()
+    gpu = [train_and_evaluate(model_dir, rte, config, fidelity, progress=False, cache=cache, device="cuda",
+                              out_dir=tmp_path / f"run{i}") for i in range(2)]
+    assert cache.misses == 2 and cache.hits == 2
+    assert all(s.device.type == "cuda" for states, _ in cache._entries.values() for s in states)
+    assert gpu[0].loss_curve == gpu[1].loss_curve  # the cached states reproduce the run
+    np.testing.assert_allclose(gpu[0].loss_curve, cpu.loss_curve, rtol=1e-3 if precision == "fp32" else 0.05)
+    assert gpu[0].percent == cpu.percent
+    reloaded = load_peft(load_model(model_dir, 2, seed=0), tmp_path / "run0")  # on the CPU
+    assert all(p.device.type == "cpu" for p in reloaded.parameters())

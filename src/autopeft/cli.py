@@ -42,6 +42,11 @@ def _add_fidelity_args(p: argparse.ArgumentParser, default: str) -> None:
                    help="the backbone's dropout during training (preset: off for low, on for full)")
 
 
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="where trials train: auto (default: the GPU when PyTorch sees one, else the CPU), cpu, cuda, cuda:N")
+
+
 def _add_states_cache_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--states-cache", metavar="DIR",
                    help="also keep the frozen lower layers' outputs in DIR, shared by workers and later runs "
@@ -202,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for result.json, loss.png and the trained weights")
     _add_fidelity_args(p, default="full")
     _add_states_cache_arg(p)
+    _add_device_arg(p)
     p.set_defaults(func=cmd_train)
 
     for name, helptext in (("search", "multi-objective search for the Pareto front"),
@@ -237,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         _add_fidelity_args(p, default="low")
         _add_states_cache_arg(p)
+        _add_device_arg(p)
         p.set_defaults(func=cmd_worker if name == "worker" else cmd_search)
 
     p = sub.add_parser("retrain", help="retrain configurations of a study's front at full fidelity over several seeds")
@@ -248,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, type=kind)
     p.add_argument("--precision", choices=["fp32", "bf16"])
     p.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=None)
+    _add_device_arg(p)
     p.set_defaults(func=cmd_retrain, seed=None)
 
     p = sub.add_parser("transfer", help="retrain a study's front on another task, beside single-module baselines")
@@ -260,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_task_args(p)
     _add_fidelity_args(p, default="full")
+    _add_device_arg(p)
     p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("report", help="regenerate the tables and plots of a study")
@@ -278,6 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        if getattr(args, "device", None):
+            from autopeft.train import use_device
+
+            device = use_device(args.device)
+            if device.type == "cuda":
+                import torch
+
+                print(f"autopeft: training on {device} ({torch.cuda.get_device_name(device)})", file=sys.stderr)
         args.func(args)
     except UserError as exc:
         print(f"autopeft: error: {exc}", file=sys.stderr)

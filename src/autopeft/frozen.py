@@ -117,7 +117,7 @@ def skip_lower_layers(model: nn.Module, k: int, states: list[torch.Tensor]):
         current["h"] = padded
 
     def swap_input(_m: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        return (current["h"].to(args[0].dtype), *args[1:]), kwargs
+        return (current["h"].to(device=args[0].device, dtype=args[0].dtype), *args[1:]), kwargs
 
     for i in range(k):
         layers[i] = _Passthrough()
@@ -289,7 +289,7 @@ def _checksum(*tensors: torch.Tensor) -> str:
 
 def _encode(states: list[torch.Tensor], key: tuple) -> bytes:
     # numpy, not torch.cat: on busy cores torch's threaded copy was measured 50x slower here.
-    flat = torch.from_numpy(np.concatenate([s.contiguous().view(torch.uint8).numpy() for s in states]))
+    flat = torch.from_numpy(np.concatenate([s.cpu().contiguous().view(torch.uint8).numpy() for s in states]))
     flat = flat.view(states[0].dtype)
     lengths = torch.tensor([s.shape[0] for s in states], dtype=torch.int64)
     meta = {"format": _FORMAT, "key": json.dumps(list(key)), "crc32": _checksum(flat, lengths)}

@@ -29,6 +29,16 @@ from autopeft.space import ModelSpec, PeftConfig
 from autopeft.tasks import Split, TaskData
 
 FULL_FINETUNE = "full"  # the configuration name of the full fine-tuning baseline
+_DEFAULT_DEVICE = "auto"  # train_and_evaluate's device when none is passed; set by use_device
+
+
+def use_device(name: str) -> torch.device:
+    """Make `name` (see `resolve_device`) the device of every later `train_and_evaluate` in
+    this process that is not given one (the CLI's --device); returns it, checked."""
+    global _DEFAULT_DEVICE
+    device = resolve_device(name)
+    _DEFAULT_DEVICE = name
+    return device
 
 
 @dataclass(frozen=True)
@@ -174,19 +184,54 @@ def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k not in ("labels", "index")}
 
 
-def _autocast(fidelity_precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=fidelity_precision == "bf16")
+DEVICES = ("auto", "cpu", "cuda")
 
 
-def _training_attention():
-    """The SDPA kernel for training steps (used with attention="sdpa"; the default matmul
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """'auto' (or None): the first CUDA GPU when there is one, else the CPU; 'cpu'; 'cuda[:N]'."""
+    if isinstance(name, torch.device):
+        return name
+    name = name or "auto"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.split(":")[0] not in DEVICES:
+        raise UserError(f"unknown device {name!r}; choose auto, cpu or cuda (cuda:N for the N-th GPU)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} was asked for but PyTorch sees no CUDA GPU (torch {torch.__version__}); "
+                        "use --device cpu, or install a CUDA build of torch on a machine with a GPU")
+    return torch.device(name)
+
+
+def default_attention(device: torch.device) -> str:
+    """autopeft's matmul attention on CPU (faster there, see modules.inject); SDPA's fused kernels on GPU."""
+    return "sdpa" if device.type == "cuda" else "matmul"
+
+
+def _autocast(fidelity_precision: str, device: torch.device = torch.device("cpu")):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=fidelity_precision == "bf16")
+
+
+def _sdpa_kernels(device: torch.device, training: bool):
+    """The SDPA kernels allowed (used with attention="sdpa"; the CPU's default matmul
     attention does not call SDPA).
 
-    On CPU, PyTorch's fused flash-attention backward was measured at ~85 ms per call on
-    (32, 12, 128, 128) bf16 inputs, ~60% of a whole trial; the math path (bmm + softmax,
-    whose backward is two more bmm) did the same step several times faster.
+    CPU training: the math kernel. PyTorch's fused flash-attention backward was measured at
+    ~85 ms per call on (32, 12, 128, 128) bf16 inputs, ~60% of a whole trial; the math path
+    (bmm + softmax, whose backward is two more bmm) did the same step several times faster.
+    GPU: flash, memory-efficient or math, not cuDNN's. On an H200 with torch 2.11, cuDNN
+    attention builds a plan for every new (query, key) length pair, and length-grouped
+    batches and prefixes of different lengths make many: a trial's first run took up to 19 s
+    against 1-2 s once the plans existed (benchmarks/results/gpu/).
     """
-    return sdpa_kernel(SDPBackend.MATH)
+    if device.type == "cuda":
+        return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+    return sdpa_kernel(SDPBackend.MATH) if training else nullcontext()
+
+
+def _on(device: torch.device, batches: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
+    """`batches` with every tensor but `index` (kept on the CPU for indexing) moved to `device`."""
+    for batch in batches:
+        yield {k: v if k == "index" else v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -203,16 +248,21 @@ def _logits(model: nn.Module, batch: dict[str, torch.Tensor], feed=None) -> torc
     return model(**_model_inputs(batch)).logits
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def predict(model: nn.Module, data: Encoded, pad_id: int, batch_size: int = 64, feed=None, precision: str = "fp32") -> np.ndarray:
-    """Predictions in the split's order: class ids (n,) or regression values (n,)."""
+    """Predictions in the split's order: class ids (n,) or regression values (n,), on the model's device."""
     model.eval()
+    device = _device_of(model)
     preds = np.zeros(len(data), dtype=np.float64)
-    for batch in batches(data, batch_size, pad_id, shuffle=False):
-        with _autocast(precision):
+    for batch in _on(device, batches(data, batch_size, pad_id, shuffle=False)):
+        with _autocast(precision, device), _sdpa_kernels(device, training=False):
             logits = _logits(model, batch, feed)
         values = logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1)
-        preds[batch["index"].numpy()] = values.float().numpy()
+        preds[batch["index"].numpy()] = values.float().cpu().numpy()
     return preds
 
 
@@ -225,12 +275,18 @@ def evaluate(model: nn.Module, task: TaskData, data: Encoded, pad_id: int, feed=
 
 def _states(model: nn.Module, k: int, data: Encoded, pad_id: int, model_name: str, cache: StatesCache | None,
             precision: str) -> list[torch.Tensor]:
-    """Hidden states entering layer k for every example of `data`, from `cache` when there."""
-    key = StatesCache.key(f"{model_name}|{precision}", k, data.input_ids)
+    """Hidden states entering layer k for every example of `data`, from `cache` when there.
+
+    The key holds the device type when it is not the CPU (kernels differ slightly), so CPU
+    keys are the same as before GPUs were supported.
+    """
+    device = _device_of(model)
+    where = "" if device.type == "cpu" else f"|{device.type}"
+    key = StatesCache.key(f"{model_name}|{precision}{where}", k, data.input_ids)
     states = cache.get(key) if cache is not None else None
     if states is None:
-        with _autocast(precision):
-            states = lower_states(model, k, batches(data, 64, pad_id, shuffle=False), len(data))
+        with _autocast(precision, device), _sdpa_kernels(device, training=False):
+            states = lower_states(model, k, _on(device, batches(data, 64, pad_id, shuffle=False)), len(data))
         if cache is not None:
             cache.put(key, states)
     return states
@@ -265,7 +321,8 @@ def train_and_evaluate(
     cache: StatesCache | None = SHARED_CACHE,
     reuse_lower_layers: bool = True,
     pad_to_max_length: bool = False,
-    attention: str = "matmul",
+    attention: str | None = None,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train `config` (a PeftConfig, or 'full') on task.train at `fidelity`; score on task.dev.
 
@@ -275,8 +332,11 @@ def train_and_evaluate(
     of what is kept. When `out_dir` is given, the trained modules and head are saved there.
     `pad_to_max_length` pads every training batch to max_length and `attention="sdpa"` uses
     torch's SDPA (math kernel) instead of autopeft's matmul attention (both for the plain
-    baseline of benchmarks/trial_speed.py).
+    baseline of benchmarks/trial_speed.py). `device`: see `resolve_device` (default: the
+    process default, `use_device`); `attention` None: `default_attention(device)`.
     """
+    device = resolve_device(device or _DEFAULT_DEVICE)
+    attention = attention or default_attention(device)
     start = time.perf_counter()
     torch.manual_seed(fidelity.seed)
     tokenizer = tokenizer or load_tokenizer(model_name)
@@ -285,6 +345,7 @@ def train_and_evaluate(
     train_data = encode(train_split, tokenizer, fidelity.max_length)
     dev_data = encode(dev_split, tokenizer, fidelity.max_length)
     model, spec = build_model(model_name, task, config, fidelity.seed, attention)
+    model.to(device)
     if not fidelity.dropout:
         disable_dropout(model)
     is_full = config == FULL_FINETUNE
@@ -307,11 +368,11 @@ def train_and_evaluate(
     step, epoch = 0, 0
     model.train()
     set_lower_layers_eval(model, lowest)
-    with skip_lower_layers(model, lowest, train_states) if reuse else nullcontext() as feed, _training_attention():
+    with skip_lower_layers(model, lowest, train_states) if reuse else nullcontext() as feed, _sdpa_kernels(device, training=True):
         while step < total_steps:
-            for batch in batches(train_data, fidelity.batch_size, pad_id, shuffle=True, seed=fidelity.seed + epoch,
-                                 pad_to=fidelity.max_length if pad_to_max_length else None):
-                with _autocast(fidelity.precision):
+            for batch in _on(device, batches(train_data, fidelity.batch_size, pad_id, shuffle=True, seed=fidelity.seed + epoch,
+                                             pad_to=fidelity.max_length if pad_to_max_length else None)):
+                with _autocast(fidelity.precision, device):
                     loss = _loss(_logits(model, batch, feed), batch["labels"])
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training loss became {loss.item()} at step {step}; try a smaller --lr")

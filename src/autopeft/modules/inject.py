@@ -243,7 +243,7 @@ def save_peft(model: nn.Module, config: PeftConfig, out_dir: str | Path, info: d
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fold(model)
-    state = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
     save_file(state, str(out_dir / WEIGHTS_FILE))
     (out_dir / CONFIG_FILE).write_text(json.dumps({"config": config.to_dict(), **(info or {})}, indent=2))
     return out_dir
