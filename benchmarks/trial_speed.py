@@ -13,7 +13,10 @@ and each path's time is its minimum over the repeats (the load of a shared machi
 adds time). Prints per-config times, the ratio plain/fast (min / median over configurations)
 and both dev scores (the same in every repeat: training is seeded).
 
+On a GPU (--device cuda) both paths use SDPA's fused kernels (autopeft's default there).
+
 Usage: python benchmarks/trial_speed.py [--configs 10] [--seed 0] [--threads N] [--repeats 1] [--fp32-check]
+       [--device auto|cpu|cuda] [--out results/trial_speed.json]
 (--fp32-check also trains each configuration on the fast path in fp32, to compare scores.)
 """
 
@@ -29,7 +32,7 @@ import torch
 
 from autopeft.frozen import StatesCache
 from autopeft.tasks import load_task
-from autopeft.train import fidelity_from, train_and_evaluate
+from autopeft.train import fidelity_from, train_and_evaluate, use_device
 from autopeft.workflow import describe_model, make_space
 
 
@@ -41,9 +44,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=1, help="plain/fast pairs per configuration (min time kept)")
     parser.add_argument("--fp32-check", action="store_true")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (see autopeft.train.resolve_device)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "trial_speed.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = use_device(args.device)
+    print(f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     task = load_task("RTE")
     spec, tokenizer = describe_model(args.model, 2)
     space = make_space(spec)
@@ -78,9 +85,8 @@ def main() -> None:
     print(f"\nspeed-up plain/fast over {len(rows)} configurations: min {ratios.min():.2f}x, median {np.median(ratios):.2f}x")
     for key in ("plain_score", "fast_score", *(["fast_fp32_score"] if args.fp32_check else [])):
         print(f"mean dev accuracy {key}: {np.mean([r[key] for r in rows]):.2f}")
-    out = Path(__file__).resolve().parent / "results" / "trial_speed.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
