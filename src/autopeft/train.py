@@ -29,16 +29,6 @@ from autopeft.space import ModelSpec, PeftConfig
 from autopeft.tasks import Split, TaskData
 
 FULL_FINETUNE = "full"  # the configuration name of the full fine-tuning baseline
-_DEFAULT_DEVICE = "auto"  # train_and_evaluate's device when none is passed; set by use_device
-
-
-def use_device(name: str) -> torch.device:
-    """Make `name` (see `resolve_device`) the device of every later `train_and_evaluate` in
-    this process that is not given one (the CLI's --device); returns it, checked."""
-    global _DEFAULT_DEVICE
-    device = resolve_device(name)
-    _DEFAULT_DEVICE = name
-    return device
 
 
 @dataclass(frozen=True)
@@ -185,6 +175,7 @@ def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+_DEFAULT_DEVICE = "auto"  # train_and_evaluate's device when none is passed; set by use_device
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -200,6 +191,15 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
         raise UserError(f"device {name!r} was asked for but PyTorch sees no CUDA GPU (torch {torch.__version__}); "
                         "use --device cpu, or install a CUDA build of torch on a machine with a GPU")
     return torch.device(name)
+
+
+def use_device(name: str) -> torch.device:
+    """Make `name` (see `resolve_device`) the device of every later `train_and_evaluate` in
+    this process that is not given one (the CLI's --device); returns it, checked."""
+    global _DEFAULT_DEVICE
+    device = resolve_device(name)
+    _DEFAULT_DEVICE = name
+    return device
 
 
 def default_attention(device: torch.device) -> str:
@@ -331,8 +331,8 @@ def train_and_evaluate(
     calls through `cache`. The prefix is folded before evaluation, so the dev score is that
     of what is kept. When `out_dir` is given, the trained modules and head are saved there.
     `pad_to_max_length` pads every training batch to max_length and `attention="sdpa"` uses
-    torch's SDPA (math kernel) instead of autopeft's matmul attention (both for the plain
-    baseline of benchmarks/trial_speed.py). `device`: see `resolve_device` (default: the
+    torch's SDPA (math kernel on CPU) instead of autopeft's matmul attention (both for the
+    plain baseline of benchmarks/trial_speed.py). `device`: see `resolve_device` (default: the
     process default, `use_device`); `attention` None: `default_attention(device)`.
     """
     device = resolve_device(device or _DEFAULT_DEVICE)
