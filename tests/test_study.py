@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from autopeft.errors import UserError
+from autopeft.errors import UserError, check_interrupt, interrupts_recorded
 from autopeft.search.pareto import (
     default_reference_point,
     hypervolume,
@@ -310,6 +312,43 @@ def test_keyboard_interrupt_marks_fail_and_requeues(tmp_path, capsys):
     ev = Evaluator()
     run_search(make(tmp_path), SPACE, ev, budget=1, progress=False)
     assert ev.seen == calls  # the interrupted configuration runs first
+
+
+def test_a_ctrl_c_python_swallows_still_stops_the_search(tmp_path, capsys, monkeypatch):
+    """A KeyboardInterrupt raised in a __del__ or weakref callback is only printed ("Exception
+    ignored in ..."); the recorded Ctrl-C must still stop the search after that trial."""
+
+    class SigintOnDelete:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # the handler raises here, and Python drops it
+
+    ev = Evaluator()
+
+    def evaluate(config, trial):
+        if len(ev.seen) == 1:
+            SigintOnDelete()  # deleted at once: the Ctrl-C lands inside __del__
+        return ev(config, trial)
+
+    swallowed = []  # what Python would print as "Exception ignored in ..."
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_type))
+    study = make(tmp_path)
+    with interrupts_recorded(), pytest.raises(KeyboardInterrupt):
+        run_search(study, SPACE, evaluate, budget=5, progress=False)
+    assert swallowed == [KeyboardInterrupt]
+    assert "resume" in capsys.readouterr().err
+    assert len(ev.seen) == 2 and len(completed_trials(study)) == 2
+    assert n_state(study, TrialState.RUNNING) == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_an_ignored_sigint_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts_recorded():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            check_interrupt()  # nothing recorded: no KeyboardInterrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("batch", [1, 2])

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from autopeft.errors import UserError
+from autopeft.errors import UserError, interrupts_recorded
 
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
@@ -286,22 +286,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        if getattr(args, "device", None):
-            from autopeft.train import use_device
+    with interrupts_recorded():  # a Ctrl-C Python swallows still stops at the next check_interrupt
+        try:
+            if getattr(args, "device", None):
+                from autopeft.train import use_device
 
-            device = use_device(args.device)
-            if device.type == "cuda":
-                import torch
+                device = use_device(args.device)
+                if device.type == "cuda":
+                    import torch
 
-                print(f"autopeft: training on {device} ({torch.cuda.get_device_name(device)})", file=sys.stderr)
-        args.func(args)
-    except UserError as exc:
-        print(f"autopeft: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("autopeft: interrupted", file=sys.stderr)
-        return 130
+                    print(f"autopeft: training on {device} ({torch.cuda.get_device_name(device)})", file=sys.stderr)
+            args.func(args)
+        except UserError as exc:
+            print(f"autopeft: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("autopeft: interrupted", file=sys.stderr)
+            return 130
     return 0
 
 

@@ -20,7 +20,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
-from autopeft.errors import UserError
+from autopeft.errors import UserError, check_interrupt
 from autopeft.frozen import SHARED_CACHE, StatesCache, lower_states, set_lower_layers_eval, skip_lower_layers
 from autopeft.metrics import compute_metrics
 from autopeft.models import load_model, load_tokenizer
@@ -372,6 +372,7 @@ def train_and_evaluate(
         while step < total_steps:
             for batch in _on(device, batches(train_data, fidelity.batch_size, pad_id, shuffle=True, seed=fidelity.seed + epoch,
                                              pad_to=fidelity.max_length if pad_to_max_length else None)):
+                check_interrupt()
                 with _autocast(fidelity.precision, device):
                     loss = _loss(_logits(model, batch, feed), batch["labels"])
                 if not torch.isfinite(loss):

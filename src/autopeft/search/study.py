@@ -49,7 +49,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autopeft.errors import UserError
+from autopeft.errors import UserError, check_interrupt
 from autopeft.search.pareto import hypervolume, pareto_mask
 from autopeft.search.samplers import PROPOSAL_ATTR, RERUN_ATTR
 from autopeft.space import SIZE_KEYS, PeftConfig, SearchSpace
@@ -620,7 +620,8 @@ def run_search(
     Resuming: completed trials are kept, RUNNING ones of dead workers are
     failed and re-run first (checked every round). On Ctrl-C the trial being
     evaluated (and the rest of its batch) is told FAIL ("interrupted") and queued
-    the same way, then the KeyboardInterrupt is re-raised.
+    the same way, then the KeyboardInterrupt is re-raised; a Ctrl-C recorded by
+    `errors.interrupts_recorded` but swallowed by Python stops it before the next trial.
     """
     for name, value in (("budget", budget), ("batch", batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -654,6 +655,7 @@ def run_search(
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             asked: list[tuple[optuna.trial.Trial, PeftConfig, float]] = []
             try:  # a Ctrl-C anywhere in the round fails (and re-queues) the asked trials not yet told
+                check_interrupt()
                 for _ in range(min(batch, budget - n_done - running)):
                     if (one := _ask(study, space, heart, budget)) is None:
                         break
@@ -669,6 +671,7 @@ def run_search(
                 done = _evaluated_configs(study, space)
                 for trial, config, proposal_s in asked:
                     try:
+                        check_interrupt()
                         outcome, told = _tell_one(study, space, trial, config,
                                                   {**attrs, "proposal_seconds": proposal_s}, done, evaluate, finish)
                     finally:
