@@ -44,6 +44,8 @@ SAMPLERS = {
     "saas-map-ref": ("saasbo", {"fit": "map", "ref_point": "benchmark"}),
     "saas-map-lin-ref": ("saasbo", {"fit": "map", "percent_scale": "linear", "ref_point": "benchmark"}),
     "gp-lin": ("gp", {"percent_scale": "linear"}),
+    # the scores below their 20 % quantile raised to it before the GP fit (option score_floor_quantile)
+    "saas-map-floor": ("saasbo", {"fit": "map", "score_floor_quantile": 0.2}),
     "gp": ("gp", {}),
     "random": ("random", {}),
     "nsga2": ("nsga2", {}),

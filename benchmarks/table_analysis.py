@@ -10,14 +10,18 @@ Prints, for the tabular benchmark (benchmarks/data/rte_minilm_low.csv):
   (log2(1 + size) for SA/PA/PT, the 6 layer bits);
 - for a table with several training seeds per configuration: the seed noise (the
   standard deviation of one configuration's scores across seeds) and the share of the
-  single-evaluation score variance that lies between configurations.
+  single-evaluation score variance that lies between configurations;
+- with --runs (a replay's runs.jsonl): for each sampler, the hypervolume of every seed's
+  first --budget trials, and whether they include the table's best-scoring row.
 
 Usage: python benchmarks/table_analysis.py [--subset-pa 48,96]
+       [--runs results/replay_sst2/runs.jsonl --labels saas-map,random --budgets 50,200]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +41,9 @@ def main() -> None:
     parser.add_argument("--table", type=Path, default=HERE / "data" / "rte_minilm_low.csv")
     parser.add_argument("--subset-pa", default="48,96", help="parallel-adapter sizes of the subset to evaluate")
     parser.add_argument("--greedy", type=int, default=4, help="rows of the greedy order to show")
+    parser.add_argument("--runs", type=Path, help="a replay's runs.jsonl: per-seed hypervolume and the best row")
+    parser.add_argument("--labels", default="saas-map,random", help="samplers of --runs to show")
+    parser.add_argument("--budgets", default="50,200", help="budgets of --runs to show (one per label, or one for all)")
     args = parser.parse_args()
     rows, _, _, ref = _setup(args.table)
     scores = np.array([r["score"] for r in rows])
@@ -75,9 +82,36 @@ def main() -> None:
         print(f"{len(seeded)} configurations with {min(map(len, per_seed))}-{max(map(len, per_seed))} seeds: seed noise "
               f"(std of one configuration's scores) {np.sqrt(within):.2f}; single-evaluation score std "
               f"{np.sqrt(total):.2f}; share of its variance between configurations {1 - within / total:.2f}")
+        best = int(np.argmax(scores))
+        for seed in sorted(rows[best]["seed_scores"]):
+            one = np.array([r["seed_scores"].get(seed, np.nan) for r in rows])
+            print(f"  training seed {seed}: best row {rows[int(np.nanargmax(one))]['trial']}; the mean's best row "
+                  f"{rows[best]['trial']} scores {one[best]:.2f}, rank {int(np.sum(one > one[best])) + 1}")
     for size in sorted({r["config"].parallel_adapter for r in rows}):
         group = scores[[r["config"].parallel_adapter == size for r in rows]]
         print(f"  PA {size:>3}: {len(group):>2} rows, mean score {group.mean():.2f} (all rows {scores.mean():.2f})")
+    if args.runs:
+        best = int(np.argmax(scores))
+        print(f"best-scoring row: {rows[best]['trial']} {rows[best]['config'].describe()} "
+              f"{scores[best]:.2f} at {percents[best]:.2f}%")
+        runs = [json.loads(line) for line in args.runs.read_text().splitlines()]
+        labels, budgets = args.labels.split(","), [int(b) for b in args.budgets.split(",")]
+        for label, budget in zip(labels, budgets * len(labels) if len(budgets) == 1 else budgets):
+            own = sorted((r for r in runs if r["label"] == label and len(r["scores"]) >= budget), key=lambda r: r["seed"])
+            hvs = [hypervolume(np.array(r["scores"][:budget]), np.array(r["percents"][:budget]), *ref) for r in own]
+            def evaluated(i: int) -> list[bool]:
+                return [any(abs(s - scores[i]) < 1e-9 and abs(p - percents[i]) < 1e-9
+                            for s, p in zip(r["scores"][:budget], r["percents"][:budget])) for r in own]
+
+            found = evaluated(best)
+            with_best = [h for h, f in zip(hvs, found) if f]
+            without = [h for h, f in zip(hvs, found) if not f]
+            print(f"  {label} @ {budget}: hypervolume per seed {' '.join(f'{h:.1f}' for h in hvs)}; "
+                  f"best row evaluated in {len(with_best)} of {len(own)} seeds "
+                  f"(mean {np.mean(with_best) if with_best else float('nan'):.1f} with it, "
+                  f"{np.mean(without) if without else float('nan'):.1f} without)")
+            print(f"    rows of the greedy order, seeds that evaluated them: "
+                  + ", ".join(f"row {rows[i]['trial']} {sum(evaluated(i))}" for i in chosen))
 
 
 if __name__ == "__main__":

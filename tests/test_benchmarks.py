@@ -42,11 +42,35 @@ def test_replay_proposes_only_table_rows_and_reports_their_scores(replay, tmp_pa
     assert (tmp_path / "hypervolume.png").stat().st_size > 0
 
 
-def test_table_analysis_runs_on_the_table():
-    out = subprocess.run([sys.executable, "table_analysis.py", "--greedy", "1"], cwd=BENCHMARKS, capture_output=True,
-                         text=True, timeout=300)
+def test_table_analysis_tells_which_replays_evaluated_the_best_row(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from table import load_table
+
+    sst2 = BENCHMARKS / "data" / "sst2_minilm_low.csv"
+    rows = sorted(load_table(sst2), key=lambda r: -r["score"])  # 3-seed means
+    runs = [{"label": "x", "seed": seed, "scores": [r["score"] for r in picked], "percents": [r["percent"] for r in picked]}
+            for seed, picked in enumerate((rows[:3], rows[1:4]))]  # only seed 0 evaluates the best row
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    out = subprocess.run([sys.executable, "table_analysis.py", "--table", str(sst2), "--greedy", "1", "--runs",
+                          str(tmp_path / "runs.jsonl"), "--labels", "x", "--budgets", "3"],
+                         cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "table: 301 rows" in out.stdout and "R^2" in out.stdout
+    assert "table: 300 rows" in out.stdout and "R^2" in out.stdout
+    assert f"best-scoring row: {rows[0]['trial']} " in out.stdout
+    assert "best row evaluated in 1 of 2 seeds" in out.stdout
+    assert out.stdout.count("training seed") == 3
+
+
+def test_surrogate_quality_reports_every_model():
+    out = subprocess.run([sys.executable, "surrogate_quality.py", "--table", str(TABLE), "--n", "20", "--splits", "1"],
+                         cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("| ") and "/" in line and "model" not in line]
+    assert [line.split(" | ")[0] for line in lines] == ["| SAAS-MAP", "| SAAS-MAP, floor 0.2", "| GP", "| GP, floor 0.2",
+                                                         "| random forest"]
+    for line in lines:
+        rho, recall = (float(v) for v in line.split(" | ")[1].strip(" |").split(" / "))
+        assert -1 <= rho <= 1 and 0 <= recall <= 1
 
 
 def test_table_rows_name_their_task_and_a_mixed_table_is_refused(monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 
 from autopeft.errors import UserError
 from autopeft.search.pareto import hypervolume
-from autopeft.search.samplers import PROPOSAL_ATTR, SAMPLER_NAMES, SECONDS_ATTR, make_sampler
+from autopeft.search.samplers import PROPOSAL_ATTR, SAMPLER_NAMES, SECONDS_ATTR, floor_low_scores, make_sampler
 from autopeft.space import ModelSpec, PeftConfig, SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -158,6 +158,20 @@ def test_percent_scale_sets_the_second_objective(scale):
     assert s.last_proposal["ref_point"][1] == pytest.approx(largest)
 
 
+def test_score_floor_raises_only_the_low_scores_before_the_fit():
+    scores = np.array([50.0, 70.0, 71.0, 72.0, 73.0])
+    np.testing.assert_allclose(floor_low_scores(scores, 0.2), [66.0, 70.0, 71.0, 72.0, 73.0])  # 20 % quantile: 66
+    np.testing.assert_array_equal(floor_low_scores(scores, 0.0), scores)
+    s = sampler("saasbo", score_floor_quantile=0.2)
+    study = new_study(s)
+    configs = run(study, SMALL, SMALL_SPEC, small_score, 7, noise=0.2)
+    assert s.last_proposal["kind"] == "bo" and len(set(configs)) == 7
+    floored = floor_low_scores(np.array([t.values[0] for t in study.trials[:6]]), 0.2)  # seen by the 7th proposal
+    assert floored.min() > min(t.values[0] for t in study.trials[:6])
+    # the default reference point is computed from the floored scores
+    assert s.last_proposal["ref_point"][0] == pytest.approx(floored.min() - 0.1 * (floored.max() - floored.min()))
+
+
 def _memory_maps() -> int:
     with open("/proc/self/maps") as f:
         return sum(1 for _ in f)
@@ -191,6 +205,9 @@ def test_errors():
         make_sampler("saasbo", SMALL, fit="laplace")
     with pytest.raises(UserError, match="percent_scale must be 'log' or 'linear'"):
         make_sampler("gp", SMALL, percent_scale="sqrt")
+    for bad in (1.0, -0.1, "0.2", True):
+        with pytest.raises(UserError, match="score_floor_quantile must be a number in"):
+            make_sampler("saasbo", SMALL, score_floor_quantile=bad)
     with pytest.raises(UserError, match="nsga2"):
         make_sampler("nsga2", SMALL, not_an_option=1)
     # the reference point is accepted (and ignored) by every sampler, as the driver passes it
