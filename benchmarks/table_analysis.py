@@ -110,7 +110,7 @@ def main() -> None:
                   f"best row evaluated in {len(with_best)} of {len(own)} seeds "
                   f"(mean {np.mean(with_best) if with_best else float('nan'):.1f} with it, "
                   f"{np.mean(without) if without else float('nan'):.1f} without)")
-            print(f"    rows of the greedy order, seeds that evaluated them: "
+            print("    rows of the greedy order, seeds that evaluated them: "
                   + ", ".join(f"row {rows[i]['trial']} {sum(evaluated(i))}" for i in chosen))
 
 
