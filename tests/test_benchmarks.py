@@ -71,6 +71,8 @@ def test_surrogate_quality_reports_every_model():
     for line in lines:
         rho, recall = (float(v) for v in line.split(" | ")[1].strip(" |").split(" / "))
         assert -1 <= rho <= 1 and 0 <= recall <= 1
+    ranks = [int(line.split(", rank ")[1].split(" of ")[0]) for line in out.stdout.splitlines() if ", rank " in line]
+    assert len(ranks) == 5 and all(1 <= r <= 301 for r in ranks)  # the best row, ranked by models fitted without it
 
 
 def test_table_rows_name_their_task_and_a_mixed_table_is_refused(monkeypatch):
