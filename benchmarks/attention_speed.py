@@ -21,7 +21,8 @@ import torch
 
 from autopeft.modules import ATTENTIONS
 from autopeft.tasks import load_task
-from autopeft.train import _autocast, _logits, _loss, _training_attention, batches, build_model, disable_dropout, encode, fidelity_from
+from autopeft.train import (_autocast, _logits, _loss, _sdpa_kernels, batches, build_model, disable_dropout, encode,
+                            fidelity_from)
 from autopeft.workflow import describe_model, make_space
 
 
@@ -41,6 +42,7 @@ def main() -> None:
     steps = list(batches(data, fidelity.batch_size, tokenizer.pad_token_id, shuffle=True, seed=fidelity.seed))[: args.batches]
     print(f"{len(steps)} batches of widths {[b['input_ids'].shape[1] for b in steps]}; one torch thread")
     rng = np.random.default_rng(args.seed)
+    cpu = torch.device("cpu")
     ratios = []
     for _ in range(args.configs):
         config = space.sample(rng)
@@ -48,13 +50,13 @@ def main() -> None:
         disable_dropout(model)
         model.train()
         times: dict[str, list[float]] = {name: [] for name in ATTENTIONS}
-        with _training_attention():
+        with _sdpa_kernels(cpu, training=True):
             for _ in range(args.repeats):
                 for name, implementation in ATTENTIONS.items():
                     model.set_attn_implementation(implementation)
                     start = time.perf_counter()
                     for batch in steps:
-                        with _autocast("bf16"):
+                        with _autocast("bf16", cpu):
                             loss = _loss(_logits(model, batch), batch["labels"])
                         loss.backward()
                         model.zero_grad(set_to_none=True)

@@ -61,6 +61,13 @@ def test_table_analysis_tells_which_replays_evaluated_the_best_row(monkeypatch, 
     assert out.stdout.count("training seed") == 3
 
 
+def test_attention_speed_times_both_attentions():
+    out = subprocess.run([sys.executable, "attention_speed.py", "--configs", "1", "--batches", "1", "--repeats", "1"],
+                         cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "matmul min" in out.stdout and "sdpa min" in out.stdout and "over 1 configurations" in out.stdout
+
+
 def test_surrogate_quality_reports_every_model():
     out = subprocess.run([sys.executable, "surrogate_quality.py", "--table", str(TABLE), "--n", "20", "--splits", "1"],
                          cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)

@@ -207,7 +207,7 @@ def default_attention(device: torch.device) -> str:
     return "sdpa" if device.type == "cuda" else "matmul"
 
 
-def _autocast(fidelity_precision: str, device: torch.device = torch.device("cpu")):
+def _autocast(fidelity_precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=fidelity_precision == "bf16")
 
 
