@@ -74,6 +74,7 @@ def main() -> None:
                         ("ridge", RidgeCV(alphas=np.logspace(-2, 3, 20)))):
         r2 = cross_val_score(model, X, scores, cv=folds, scoring="r2")
         print(f"score explained by the configuration, {name}: 10-fold R^2 {r2.mean():.2f} ± {r2.std():.2f}")
+    best = int(np.argmax(scores))
     seeded = [r for r in rows if len(r["seed_scores"]) > 1]
     if seeded:
         per_seed = [np.array(list(r["seed_scores"].values())) for r in seeded]
@@ -82,7 +83,6 @@ def main() -> None:
         print(f"{len(seeded)} configurations with {min(map(len, per_seed))}-{max(map(len, per_seed))} seeds: seed noise "
               f"(std of one configuration's scores) {np.sqrt(within):.2f}; single-evaluation score std "
               f"{np.sqrt(total):.2f}; share of its variance between configurations {1 - within / total:.2f}")
-        best = int(np.argmax(scores))
         for seed in sorted(rows[best]["seed_scores"]):
             one = np.array([r["seed_scores"].get(seed, np.nan) for r in rows])
             print(f"  training seed {seed}: best row {rows[int(np.nanargmax(one))]['trial']}; the mean's best row "
@@ -91,7 +91,6 @@ def main() -> None:
         group = scores[[r["config"].parallel_adapter == size for r in rows]]
         print(f"  PA {size:>3}: {len(group):>2} rows, mean score {group.mean():.2f} (all rows {scores.mean():.2f})")
     if args.runs:
-        best = int(np.argmax(scores))
         print(f"best-scoring row: {rows[best]['trial']} {rows[best]['config'].describe()} "
               f"{scores[best]:.2f} at {percents[best]:.2f}%")
         runs = [json.loads(line) for line in args.runs.read_text().splitlines()]
@@ -99,20 +98,17 @@ def main() -> None:
         for label, budget in zip(labels, budgets * len(labels) if len(budgets) == 1 else budgets):
             own = sorted((r for r in runs if r["label"] == label and len(r["scores"]) >= budget), key=lambda r: r["seed"])
             hvs = [hypervolume(np.array(r["scores"][:budget]), np.array(r["percents"][:budget]), *ref) for r in own]
-            def evaluated(i: int) -> list[bool]:
-                return [any(abs(s - scores[i]) < 1e-9 and abs(p - percents[i]) < 1e-9
-                            for s, p in zip(r["scores"][:budget], r["percents"][:budget])) for r in own]
-
-            found = evaluated(best)
-            with_best = [h for h, f in zip(hvs, found) if f]
-            without = [h for h, f in zip(hvs, found) if not f]
+            # a replay is told the stored (score, %) of each row it proposes, so rows are found by exact value
+            told = [set(zip(r["scores"][:budget], r["percents"][:budget])) for r in own]
+            n_evaluated = {i: sum((scores[i], percents[i]) in t for t in told) for i in [best, *chosen]}
+            with_best = [h for h, t in zip(hvs, told) if (scores[best], percents[best]) in t]
+            without = [h for h, t in zip(hvs, told) if (scores[best], percents[best]) not in t]
             print(f"  {label} @ {budget}: hypervolume per seed {' '.join(f'{h:.1f}' for h in hvs)}; "
-                  f"best row evaluated in {len(with_best)} of {len(own)} seeds "
+                  f"best row evaluated in {n_evaluated[best]} of {len(own)} seeds "
                   f"(mean {np.mean(with_best) if with_best else float('nan'):.1f} with it, "
                   f"{np.mean(without) if without else float('nan'):.1f} without)")
             print("    rows of the greedy order, seeds that evaluated them: "
-                  + ", ".join(f"row {rows[i]['trial']} {sum(evaluated(i))}" for i in chosen))
-
+                  + ", ".join(f"row {rows[i]['trial']} {n_evaluated[i]}" for i in chosen))
 
 if __name__ == "__main__":
     main()
