@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--n", default="25,50,100", help="observations the models are fitted on")
     parser.add_argument("--splits", type=int, default=10)
     args = parser.parse_args()
+    sizes = [int(n) for n in args.n.split(",")]
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     rows, _, space, _ = _setup(args.table)
@@ -47,7 +48,7 @@ def main() -> None:
     X = grid.to_x(np.stack([grid.index(r["config"]) for r in rows]))  # rows x d, the samplers' encoding
     y = np.array([r["score"] for r in rows])
 
-    def saas(name: str, quantile: float):
+    def gaussian_process(name: str, quantile: float):
         def predict(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
             target = torch.as_tensor(floor_low_scores(y[train], quantile)).unsqueeze(-1)
             model = samplers[name]._fit_one(torch.as_tensor(X[train]), target, seed)
@@ -58,22 +59,22 @@ def main() -> None:
     def forest(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
         return RandomForestRegressor(200, min_samples_leaf=3, random_state=seed).fit(X[train], y[train]).predict(X[test])
 
-    models = {"SAAS-MAP": saas("SAAS-MAP", 0.0), "SAAS-MAP, floor 0.2": saas("SAAS-MAP", 0.2),
-              "GP": saas("GP", 0.0), "GP, floor 0.2": saas("GP", 0.2), "random forest": forest}
+    models = {"SAAS-MAP": gaussian_process("SAAS-MAP", 0.0), "SAAS-MAP, floor 0.2": gaussian_process("SAAS-MAP", 0.2),
+              "GP": gaussian_process("GP", 0.0), "GP, floor 0.2": gaussian_process("GP", 0.2), "random forest": forest}
     print(f"{args.table.name}: {len(rows)} rows; mean over {args.splits} random splits")
-    print("| model | " + " | ".join(f"n={n}: Spearman / top-{TOP} recall" for n in args.n.split(",")) + " |")
-    print("|---|" + "---:|" * len(args.n.split(",")))
+    print("| model | " + " | ".join(f"n={n}: Spearman / top-{TOP} recall" for n in sizes) + " |")
+    print("|---|" + "---:|" * len(sizes))
     for name, predict in models.items():
         cells = []
-        for n in map(int, args.n.split(",")):
+        for n in sizes:
             rho, recall = [], []
             for split in range(args.splits):
                 order = np.random.default_rng(split).permutation(len(rows))
                 train, test = order[:n], order[n:]
                 pred = predict(train, test, split)
                 rho.append(spearmanr(pred, y[test])[0])
-                best = set(test[np.argsort(-y[test])[:TOP]])
-                recall.append(len(best & set(test[np.argsort(-pred)[:TOP]])) / TOP)
+                truly_top = set(test[np.argsort(-y[test])[:TOP]])
+                recall.append(len(truly_top & set(test[np.argsort(-pred)[:TOP]])) / TOP)
             cells.append(f"{np.mean(rho):.2f} / {np.mean(recall):.2f}")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
     best = int(np.argmax(y))
