@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -46,19 +47,29 @@ def test_table_analysis_tells_which_replays_evaluated_the_best_row(monkeypatch, 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     from table import load_table
 
-    sst2 = BENCHMARKS / "data" / "sst2_minilm_low.csv"
-    rows = sorted(load_table(sst2), key=lambda r: -r["score"])  # 3-seed means
+    # The RTE table (its GLUE files ship with autopeft) with a second training seed, so that the
+    # analysis of seed noise runs too: seed 1 scores = seed 0 scores shifted by -2..+2 points.
+    with TABLE.open(newline="") as f:
+        stored = list(csv.DictReader(f))
+    table = tmp_path / "rte_two_seeds.csv"
+    with table.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(stored[0]))
+        writer.writeheader()
+        writer.writerows(stored)
+        writer.writerows({**r, "seed": "1", "score": str(float(r["score"]) + int(r["trial"]) % 5 - 2)} for r in stored)
+    rows = sorted(load_table(table), key=lambda r: -r["score"])  # 2-seed means
     runs = [{"label": "x", "seed": seed, "scores": [r["score"] for r in picked], "percents": [r["percent"] for r in picked]}
             for seed, picked in enumerate((rows[:3], rows[1:4]))]  # only seed 0 evaluates the best row
     (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
-    out = subprocess.run([sys.executable, "table_analysis.py", "--table", str(sst2), "--greedy", "1", "--runs",
+    out = subprocess.run([sys.executable, "table_analysis.py", "--table", str(table), "--greedy", "1", "--runs",
                           str(tmp_path / "runs.jsonl"), "--labels", "x", "--budgets", "3"],
                          cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "table: 300 rows" in out.stdout and "R^2" in out.stdout
+    assert "table: 301 rows" in out.stdout and "R^2" in out.stdout
+    assert "301 configurations with 2-2 seeds" in out.stdout
     assert f"best-scoring row: {rows[0]['trial']} " in out.stdout
     assert "best row evaluated in 1 of 2 seeds" in out.stdout
-    assert out.stdout.count("training seed") == 3
+    assert out.stdout.count("training seed") == 2
 
 
 def test_attention_speed_times_both_attentions():
