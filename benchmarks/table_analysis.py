@@ -11,10 +11,14 @@ Prints, for the tabular benchmark (benchmarks/data/rte_minilm_low.csv):
 - for a table with several training seeds per configuration: the seed noise (the
   standard deviation of one configuration's scores across seeds) and the share of the
   single-evaluation score variance that lies between configurations;
+- with --holdout-seeds: whether the table's order holds up under new seeds, i.e. the Spearman
+  correlation of the mean over the other seeds with the mean over these, and where the other
+  seeds' best rows rank under these;
 - with --runs (a replay's runs.jsonl): for each sampler, the hypervolume of every seed's
   first --budget trials, and whether they include the table's best-scoring row.
 
 Usage: python benchmarks/table_analysis.py [--subset-pa 48,96]
+       [--holdout-seeds 3,4]
        [--runs results/replay_sst2/runs.jsonl --labels saas-map,random --budgets 50,200]
 """
 
@@ -25,6 +29,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold, cross_val_score
@@ -41,6 +46,7 @@ def main() -> None:
     parser.add_argument("--table", type=Path, default=HERE / "data" / "rte_minilm_low.csv")
     parser.add_argument("--subset-pa", default="48,96", help="parallel-adapter sizes of the subset to evaluate")
     parser.add_argument("--greedy", type=int, default=4, help="rows of the greedy order to show")
+    parser.add_argument("--holdout-seeds", help="training seeds to hold out: does the other seeds' order hold up?")
     parser.add_argument("--runs", type=Path, help="a replay's runs.jsonl: per-seed hypervolume and the best row")
     parser.add_argument("--labels", default="saas-map,random", help="samplers of --runs to show")
     parser.add_argument("--budgets", default="50,200", help="budgets of --runs to show (one per label, or one for all)")
@@ -87,6 +93,8 @@ def main() -> None:
             one = np.array([r["seed_scores"].get(seed, np.nan) for r in rows])
             print(f"  training seed {seed}: best row {rows[int(np.nanargmax(one))]['trial']}; the mean's best row "
                   f"{rows[best]['trial']} scores {one[best]:.2f}, rank {int(np.sum(one > one[best])) + 1}")
+    if args.holdout_seeds:
+        print_holdout(rows, {int(s) for s in args.holdout_seeds.split(",")})
     for size in sorted({r["config"].parallel_adapter for r in rows}):
         group = scores[[r["config"].parallel_adapter == size for r in rows]]
         print(f"  PA {size:>3}: {len(group):>2} rows, mean score {group.mean():.2f} (all rows {scores.mean():.2f})")
@@ -109,6 +117,22 @@ def main() -> None:
                   f"{np.mean(without) if without else float('nan'):.1f} without)")
             print("    rows of the greedy order, seeds that evaluated them: "
                   + ", ".join(f"row {rows[i]['trial']} {n_evaluated[i]}" for i in chosen))
+
+
+def print_holdout(rows: list[dict], held_out: set[int]) -> None:
+    """How well the mean over the other training seeds predicts the mean over `held_out`."""
+    missing = [r["trial"] for r in rows if not held_out <= set(r["seed_scores"]) or not set(r["seed_scores"]) - held_out]
+    if missing:
+        raise SystemExit(f"rows {missing[:5]}... lack seeds {sorted(held_out)} or any other seed; "
+                         f"give --holdout-seeds that every row has, leaving at least one other")
+    kept = np.array([np.mean([v for s, v in r["seed_scores"].items() if s not in held_out]) for r in rows])
+    new = np.array([np.mean([r["seed_scores"][s] for s in held_out]) for r in rows])
+    print(f"seeds {sorted(held_out)} held out: Spearman of the other seeds' mean with theirs "
+          f"{spearmanr(kept, new).statistic:.2f}; the other seeds' best rows, ranked under the held-out seeds:")
+    for i in np.argsort(-kept)[:5]:
+        print(f"  row {rows[i]['trial']:>3} {rows[i]['config'].describe():<36} {kept[i]:.2f} -> {new[i]:.2f}, "
+              f"rank {int(np.sum(new > new[i])) + 1} of {len(rows)}")
+
 
 if __name__ == "__main__":
     main()

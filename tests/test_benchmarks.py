@@ -62,7 +62,7 @@ def test_table_analysis_tells_which_replays_evaluated_the_best_row(monkeypatch, 
             for seed, picked in enumerate((rows[:3], rows[1:4]))]  # only seed 0 evaluates the best row
     (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
     out = subprocess.run([sys.executable, "table_analysis.py", "--table", str(table), "--greedy", "1", "--runs",
-                          str(tmp_path / "runs.jsonl"), "--labels", "x", "--budgets", "3"],
+                          str(tmp_path / "runs.jsonl"), "--labels", "x", "--budgets", "3", "--holdout-seeds", "1"],
                          cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "table: 301 rows" in out.stdout and "R^2" in out.stdout
@@ -70,6 +70,13 @@ def test_table_analysis_tells_which_replays_evaluated_the_best_row(monkeypatch, 
     assert f"best-scoring row: {rows[0]['trial']} " in out.stdout
     assert "best row evaluated in 1 of 2 seeds" in out.stdout
     assert out.stdout.count("training seed") == 2
+    # seed 1 held out: the seed-0 best row, ranked by seed-1 scores
+    seed0 = {r["trial"]: float(r["score"]) for r in stored}
+    top = max(stored, key=lambda r: float(r["score"]))
+    seed1 = {t: v + int(t) % 5 - 2 for t, v in seed0.items()}
+    rank = sum(v > seed1[top["trial"]] for v in seed1.values()) + 1
+    assert "seeds [1] held out: Spearman" in out.stdout
+    assert f"row {top['trial']:>3} {top['describe']:<36} {seed0[top['trial']]:.2f} -> {seed1[top['trial']]:.2f}, rank {rank} of 301" in out.stdout
 
 
 def test_attention_speed_times_both_attentions():
