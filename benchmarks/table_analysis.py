@@ -11,9 +11,10 @@ Prints, for the tabular benchmark (benchmarks/data/rte_minilm_low.csv):
 - for a table with several training seeds per configuration: the seed noise (the
   standard deviation of one configuration's scores across seeds) and the share of the
   single-evaluation score variance that lies between configurations;
-- with --holdout-seeds: whether the table's order holds up under new seeds, i.e. the Spearman
-  correlation of the mean over the other seeds with the mean over these, and where the other
-  seeds' best rows rank under these;
+- with --holdout-seeds: everything above on the table without these training seeds, and
+  whether its order holds up under them: the Spearman correlation of the two means, where
+  the table's best rows rank under the held-out seeds and, with --runs, each replay's front
+  re-scored with the held-out seeds (as a user retraining the front would see it);
 - with --runs (a replay's runs.jsonl): for each sampler, the hypervolume of every seed's
   first --budget trials, and whether they include the table's best-scoring row.
 
@@ -34,7 +35,7 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold, cross_val_score
 
-from autopeft.search.pareto import hypervolume
+from autopeft.search.pareto import hypervolume, pareto_mask
 
 from replay import _setup
 
@@ -46,18 +47,23 @@ def main() -> None:
     parser.add_argument("--table", type=Path, default=HERE / "data" / "rte_minilm_low.csv")
     parser.add_argument("--subset-pa", default="48,96", help="parallel-adapter sizes of the subset to evaluate")
     parser.add_argument("--greedy", type=int, default=4, help="rows of the greedy order to show")
-    parser.add_argument("--holdout-seeds", help="training seeds to hold out: does the other seeds' order hold up?")
+    parser.add_argument("--holdout-seeds", help="training seeds left out of the analysis, to check its order against")
     parser.add_argument("--runs", type=Path, help="a replay's runs.jsonl: per-seed hypervolume and the best row")
     parser.add_argument("--labels", default="saas-map,random", help="samplers of --runs to show")
     parser.add_argument("--budgets", default="50,200", help="budgets of --runs to show (one per label, or one for all)")
     args = parser.parse_args()
     rows, _, _, ref = _setup(args.table)
+    held = split_holdout(rows, {int(s) for s in args.holdout_seeds.split(",")}) if args.holdout_seeds else None
     scores = np.array([r["score"] for r in rows])
     percents = np.array([r["percent"] for r in rows])
 
     def hv(idx) -> float:
         idx = list(idx)
         return hypervolume(scores[idx], percents[idx], *ref) if idx else 0.0
+
+    def front(idx) -> np.ndarray:
+        idx = np.asarray(list(idx))
+        return idx[pareto_mask(scores[idx], percents[idx])]
 
     everything = range(len(rows))
     print(f"table: {len(rows)} rows, hypervolume {hv(everything):.2f} from reference (score {ref[0]:.2f}, {ref[1]:.2f}%)")
@@ -93,8 +99,11 @@ def main() -> None:
             one = np.array([r["seed_scores"].get(seed, np.nan) for r in rows])
             print(f"  training seed {seed}: best row {rows[int(np.nanargmax(one))]['trial']}; the mean's best row "
                   f"{rows[best]['trial']} scores {one[best]:.2f}, rank {int(np.sum(one > one[best])) + 1}")
-    if args.holdout_seeds:
-        print_holdout(rows, {int(s) for s in args.holdout_seeds.split(",")})
+    if held is not None:
+        print_holdout(rows, scores, held, args.holdout_seeds)
+        print(f"  the table's front re-scored with them: hypervolume "
+              f"{hypervolume(held[front(everything)], percents[front(everything)], *ref):.2f} "
+              f"(all rows under them: {hypervolume(held, percents, *ref):.2f})")
     for size in sorted({r["config"].parallel_adapter for r in rows}):
         group = scores[[r["config"].parallel_adapter == size for r in rows]]
         print(f"  PA {size:>3}: {len(group):>2} rows, mean score {group.mean():.2f} (all rows {scores.mean():.2f})")
@@ -102,12 +111,16 @@ def main() -> None:
         print(f"best-scoring row: {rows[best]['trial']} {rows[best]['config'].describe()} "
               f"{scores[best]:.2f} at {percents[best]:.2f}%")
         runs = [json.loads(line) for line in args.runs.read_text().splitlines()]
+        row_of = {(scores[i], percents[i]): i for i in everything}
         labels, budgets = args.labels.split(","), [int(b) for b in args.budgets.split(",")]
         for label, budget in zip(labels, budgets * len(labels) if len(budgets) == 1 else budgets):
             own = sorted((r for r in runs if r["label"] == label and len(r["scores"]) >= budget), key=lambda r: r["seed"])
             hvs = [hypervolume(np.array(r["scores"][:budget]), np.array(r["percents"][:budget]), *ref) for r in own]
             # a replay is told the stored (score, %) of each row it proposes, so rows are found by exact value
             told = [set(zip(r["scores"][:budget], r["percents"][:budget])) for r in own]
+            if any(key not in row_of for t in told for key in t):
+                raise SystemExit(f"{args.runs} holds rows this table lacks: give --runs replays of this table"
+                                 + (f" without the held-out seeds {args.holdout_seeds}" if held is not None else ""))
             n_evaluated = {i: sum((scores[i], percents[i]) in t for t in told) for i in [best, *chosen]}
             with_best = [h for h, t in zip(hvs, told) if (scores[best], percents[best]) in t]
             without = [h for h, t in zip(hvs, told) if (scores[best], percents[best]) not in t]
@@ -117,22 +130,35 @@ def main() -> None:
                   f"{np.mean(without) if without else float('nan'):.1f} without)")
             print("    rows of the greedy order, seeds that evaluated them: "
                   + ", ".join(f"row {rows[i]['trial']} {n_evaluated[i]}" for i in chosen))
+            if held is not None:
+                rescored = [hypervolume(held[f], percents[f], *ref)
+                            for f in (front(row_of[key] for key in zip(r["scores"][:budget], r["percents"][:budget]))
+                                      for r in own)]
+                print(f"    its front re-scored with the held-out seeds: {np.mean(rescored):.1f} ± "
+                      f"{np.std(rescored, ddof=1) if len(rescored) > 1 else 0.0:.1f}")
 
 
-def print_holdout(rows: list[dict], held_out: set[int]) -> None:
-    """How well the mean over the other training seeds predicts the mean over `held_out`."""
-    missing = [r["trial"] for r in rows if not held_out <= set(r["seed_scores"]) or not set(r["seed_scores"]) - held_out]
-    if missing:
-        raise SystemExit(f"rows {missing[:5]}... lack seeds {sorted(held_out)} or any other seed; "
+def split_holdout(rows: list[dict], held_out: set[int]) -> np.ndarray:
+    """Leave the training seeds `held_out` out of `rows` (each `score` becomes the mean of the
+    other seeds, as in a table without them); return the held-out seeds' mean score per row."""
+    lacking = [r["trial"] for r in rows if not held_out <= set(r["seed_scores"]) or not set(r["seed_scores"]) - held_out]
+    if lacking:
+        raise SystemExit(f"rows {lacking[:5]} lack seeds {sorted(held_out)} or any other seed; "
                          f"give --holdout-seeds that every row has, leaving at least one other")
-    kept = np.array([np.mean([v for s, v in r["seed_scores"].items() if s not in held_out]) for r in rows])
-    new = np.array([np.mean([r["seed_scores"][s] for s in held_out]) for r in rows])
-    print(f"seeds {sorted(held_out)} held out: Spearman of the other seeds' mean with theirs "
-          f"{spearmanr(kept, new).statistic:.2f}; the other seeds' best rows, ranked under the held-out seeds:")
-    for i in np.argsort(-kept)[:5]:
-        print(f"  row {rows[i]['trial']:>3} {rows[i]['config'].describe():<36} {kept[i]:.2f} -> {new[i]:.2f}, "
-              f"rank {int(np.sum(new > new[i])) + 1} of {len(rows)}")
+    held = np.array([np.mean([r["seed_scores"][s] for s in sorted(held_out)]) for r in rows])
+    for r in rows:
+        r["seed_scores"] = {s: v for s, v in r["seed_scores"].items() if s not in held_out}
+        r["score"] = float(np.mean(list(r["seed_scores"].values())))
+    return held
 
+
+def print_holdout(rows: list[dict], scores: np.ndarray, held: np.ndarray, held_out: str) -> None:
+    """How well the table's scores predict the held-out seeds' mean `held` (both shape (n_rows,))."""
+    print(f"seeds {held_out} held out: Spearman of the table's scores with theirs {spearmanr(scores, held).statistic:.2f}; "
+          f"the table's best rows, ranked under the held-out seeds:")
+    for i in np.argsort(-scores)[:5]:
+        print(f"  row {rows[i]['trial']:>3} {rows[i]['config'].describe():<36} {scores[i]:.2f} -> {held[i]:.2f}, "
+              f"rank {int(np.sum(held > held[i])) + 1} of {len(rows)}")
 
 if __name__ == "__main__":
     main()
