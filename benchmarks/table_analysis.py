@@ -131,9 +131,10 @@ def main() -> None:
             print("    rows of the greedy order, seeds that evaluated them: "
                   + ", ".join(f"row {rows[i]['trial']} {n_evaluated[i]}" for i in chosen))
             if held is not None:
-                rescored = [hypervolume(held[f], percents[f], *ref)
-                            for f in (front(row_of[key] for key in zip(r["scores"][:budget], r["percents"][:budget]))
-                                      for r in own)]
+                rescored = []
+                for r in own:
+                    run_front = front(row_of[key] for key in zip(r["scores"][:budget], r["percents"][:budget]))
+                    rescored.append(hypervolume(held[run_front], percents[run_front], *ref))
                 print(f"    its front re-scored with the held-out seeds: {np.mean(rescored):.1f} ± "
                       f"{np.std(rescored, ddof=1) if len(rescored) > 1 else 0.0:.1f}")
 
