@@ -101,8 +101,9 @@ def main() -> None:
                   f"{rows[best]['trial']} scores {one[best]:.2f}, rank {int(np.sum(one > one[best])) + 1}")
     if held is not None:
         print_holdout(rows, scores, held, args.holdout_seeds)
+        table_front = front(everything)
         print(f"  the table's front re-scored with them: hypervolume "
-              f"{hypervolume(held[front(everything)], percents[front(everything)], *ref):.2f} "
+              f"{hypervolume(held[table_front], percents[table_front], *ref):.2f} "
               f"(all rows under them: {hypervolume(held, percents, *ref):.2f})")
     for size in sorted({r["config"].parallel_adapter for r in rows}):
         group = scores[[r["config"].parallel_adapter == size for r in rows]]
@@ -132,8 +133,8 @@ def main() -> None:
                   + ", ".join(f"row {rows[i]['trial']} {n_evaluated[i]}" for i in chosen))
             if held is not None:
                 rescored = []
-                for r in own:
-                    run_front = front(row_of[key] for key in zip(r["scores"][:budget], r["percents"][:budget]))
+                for evaluated in told:
+                    run_front = front(row_of[key] for key in evaluated)
                     rescored.append(hypervolume(held[run_front], percents[run_front], *ref))
                 print(f"    its front re-scored with the held-out seeds: {np.mean(rescored):.1f} ± "
                       f"{np.std(rescored, ddof=1) if len(rescored) > 1 else 0.0:.1f}")
