@@ -23,6 +23,12 @@ training subset) and append those evaluations to the same CSV:
 (resumable: rows already in --out are skipped; run one process per seed, then append each
 --out file's rows to the table). A table may thus hold several evaluations of a
 configuration; `load_table` gives one row per configuration with their mean score.
+
+To grow a table with new uniformly random configurations (not yet in it), train them with
+each training seed the table holds, one process per seed, the same draw seed in each:
+
+    python benchmarks/table.py extend benchmarks/data/sst2_minilm_low.csv --new 200 --draw-seed 1 \
+        --seed 0 --out /tmp/new_seed0.csv
 """
 
 from __future__ import annotations
@@ -84,15 +90,50 @@ def reseed(table_path: Path, seed: int, out_path: Path, threads: int | None = No
 
     Configurations already in out_path are skipped. Returns the number of new rows.
     """
+    rows = load_table(table_path)
+    if any(seed in r["seed_scores"] for r in rows):
+        raise SystemExit(f"{table_path} already holds evaluations with seed {seed}; choose another seed")
+    return _train_rows(rows, table_task(rows), seed, out_path, threads)
+
+
+def new_configurations(table_path: Path, n: int, draw_seed: int) -> list[dict]:
+    """`n` uniformly random valid configurations of the default MiniLM space not yet in the table.
+
+    Deterministic in `draw_seed`, so one process per training seed trains the same
+    configurations. Rows as `load_table` gives them (no scores), trials numbered on
+    from the table's last.
+    """
+    from autopeft.workflow import describe_model, make_space
+
+    rows = load_table(table_path)
+    space = make_space(describe_model("minilm", 2)[0])
+    seen = {_config_key(r["config"]) for r in rows}
+    rng, drawn = np.random.default_rng(draw_seed), []
+    next_trial = max(int(r["trial"]) for r in rows) + 1
+    while len(drawn) < n:
+        config = space.sample(rng)
+        if _config_key(config) not in seen:
+            seen.add(_config_key(config))
+            drawn.append({"trial": next_trial + len(drawn), "config": config, "seed_scores": {}, "sampler": "random"})
+    return drawn
+
+
+def extend(table_path: Path, n: int, draw_seed: int, seed: int, out_path: Path, threads: int | None = None) -> int:
+    """Train `n` new random configurations (`new_configurations`) with training seed `seed`.
+
+    Appends to out_path, resumable like `reseed`. Returns the number of new rows.
+    """
+    return _train_rows(new_configurations(table_path, n, draw_seed), table_task(load_table(table_path)),
+                       seed, out_path, threads)
+
+
+def _train_rows(rows: list[dict], task_name: str, seed: int, out_path: Path, threads: int | None) -> int:
+    """Train each row's configuration with training seed `seed`, appending to out_path (skipping rows in it)."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    rows = load_table(table_path)
-    if any(seed in r["seed_scores"] for r in rows):
-        raise SystemExit(f"{table_path} already holds evaluations with seed {seed}; choose another seed")
     done = {r["config"] for r in _read(out_path)} if out_path.is_file() else set()
-    task_name = table_task(rows)
     train = seed_trainer(task_name)
     new = 0
     with out_path.open("a", newline="") as f:
@@ -107,8 +148,9 @@ def reseed(table_path: Path, seed: int, out_path: Path, threads: int | None = No
                                         result.trainable_params, seed, result.wall_time_s, r["sampler"], task_name))
             f.flush()
             new += 1
+            before = f"(seed(s) {sorted(r['seed_scores'])}: {r['score']:.2f}) " if r["seed_scores"] else ""
             print(f"{r['trial']:>4} {r['config'].describe():<44} seed {seed}: {result.score:.2f} "
-                  f"(seed(s) {sorted(r['seed_scores'])}: {r['score']:.2f}) {result.wall_time_s:.1f}s", flush=True)
+                  f"{before}{result.wall_time_s:.1f}s", flush=True)
     return new
 
 
@@ -169,12 +211,22 @@ def main() -> None:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out", type=Path, required=True, help="CSV the new evaluations are appended to")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p = sub.add_parser("extend", help="train new random configurations, not yet in the table, with one seed")
+    p.add_argument("table", type=Path)
+    p.add_argument("--new", type=int, required=True, help="how many new configurations")
+    p.add_argument("--draw-seed", type=int, required=True, help="seed of the draw (the same in every process)")
+    p.add_argument("--seed", type=int, required=True, help="training seed")
+    p.add_argument("--out", type=Path, required=True, help="CSV the new evaluations are appended to")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.command == "export":
         n = export(args.study_dir, args.csv)
         print(f"wrote {n} rows to {args.csv}")
-    else:
+    elif args.command == "reseed":
         n = reseed(args.table, args.seed, args.out, args.threads)
+        print(f"appended {n} rows to {args.out}")
+    else:
+        n = extend(args.table, args.new, args.draw_seed, args.seed, args.out, args.threads)
         print(f"appended {n} rows to {args.out}")
 
 

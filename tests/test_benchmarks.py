@@ -127,6 +127,53 @@ def test_table_rows_name_their_task_and_a_mixed_table_is_refused(monkeypatch):
         table_task(rows)
 
 
+def test_extend_trains_the_same_new_configurations_in_every_process(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import table as table_module
+    from autopeft.space import SearchSpace
+    from autopeft.train import TrainResult
+
+    rows = table_module.load_table(TABLE)
+    drawn = table_module.new_configurations(TABLE, 12, draw_seed=3)
+    assert [r["config"] for r in drawn] == [r["config"] for r in table_module.new_configurations(TABLE, 12, 3)]
+    assert [r["config"] for r in drawn] != [r["config"] for r in table_module.new_configurations(TABLE, 12, 4)]
+    keys = {table_module._config_key(r["config"]) for r in drawn}
+    assert len(keys) == 12 and not keys & {table_module._config_key(r["config"]) for r in rows}
+    space = SearchSpace.default(384, 6)
+    assert all(space.contains(r["config"]) for r in drawn)
+    last = max(int(r["trial"]) for r in rows)
+    assert [r["trial"] for r in drawn] == list(range(last + 1, last + 13))
+    # configurations already in the table are skipped: with the first five drawn ones in it,
+    # the same draw gives the other seven
+    grown = tmp_path / "grown.csv"
+    grown.write_text(TABLE.read_text())
+    with grown.open("a", newline="") as f:
+        csv.DictWriter(f, fieldnames=table_module.COLUMNS).writerows(
+            table_module._format_row(r["trial"], r["config"], 55.0, 1.0, 10, 0, 1.0, "random", "RTE") for r in drawn[:5])
+    assert [r["config"] for r in table_module.new_configurations(grown, 7, 3)] == [r["config"] for r in drawn[5:]]
+
+    # the training itself is reseed's (tested above with a real one); here a stand-in scores
+    # each configuration by its trial index, so that rows can be matched to configurations
+    trained = []
+
+    def fake_trainer(task_name):
+        assert task_name == "RTE"
+
+        def train(config, seed):
+            trained.append((config, seed))
+            return TrainResult({}, 50.0 + len(trained), 10, 0.5, 1.0)
+        return train
+
+    monkeypatch.setattr(table_module, "seed_trainer", fake_trainer)
+    out = tmp_path / "new_seed7.csv"
+    assert table_module.extend(TABLE, 3, 3, 7, out) == 3
+    assert table_module.extend(TABLE, 3, 3, 7, out) == 0  # resumable
+    assert [c for c, _ in trained] == [r["config"] for r in drawn[:3]] and {s for _, s in trained} == {7}
+    new_rows = table_module.load_table(out)
+    assert [r["seed_scores"] for r in new_rows] == [{7: 51.0}, {7: 52.0}, {7: 53.0}]
+    assert [int(r["trial"]) for r in new_rows] == [last + 1, last + 2, last + 3]
+
+
 def test_reseed_appends_one_evaluation_per_configuration_and_load_table_averages_seeds(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     from table import COLUMNS, load_table, reseed
