@@ -42,6 +42,15 @@ def test_replay_proposes_only_table_rows_and_reports_their_scores(replay, tmp_pa
         entry = summary["samplers"][label]
         assert 0 <= entry["5"]["mean"] <= entry["13"]["mean"] <= summary["table_hypervolume"]
     assert (tmp_path / "hypervolume.png").stat().st_size > 0
+    # the first trial at which each sampler's hypervolume (one seed here) reaches random's at 13
+    from autopeft.search.pareto import hypervolume_history
+
+    ref = summary["reference_point"]
+    goal = hypervolume_history(runs[0]["scores"], runs[0]["percents"], *ref)[-1]
+    for run in runs:
+        curve = hypervolume_history(run["scores"], run["percents"], *ref)
+        first = next((n for n, hv in enumerate(curve, 1) if hv >= goal - 1e-9), None)
+        assert summary["samplers"][run["label"]]["trials_to_reach_random_goal"] == first, run["label"]
 
 
 def test_table_analysis_tells_which_replays_evaluated_the_best_row(monkeypatch, tmp_path):
