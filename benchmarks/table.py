@@ -105,6 +105,8 @@ def new_configurations(table_path: Path, n: int, draw_seed: int) -> list[dict]:
     """
     from autopeft.workflow import describe_model, make_space
 
+    if n < 1:
+        raise SystemExit(f"--new must be at least 1, got {n}")
     rows = load_table(table_path)
     space = make_space(describe_model("minilm", 2)[0])
     seen = {_config_key(r["config"]) for r in rows}
@@ -206,18 +208,17 @@ def main() -> None:
     p = sub.add_parser("export", help="write the CSV of a collected study folder")
     p.add_argument("study_dir", type=Path)
     p.add_argument("csv", type=Path)
-    p = sub.add_parser("reseed", help="train every configuration of a table again with another training seed")
-    p.add_argument("table", type=Path)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--out", type=Path, required=True, help="CSV the new evaluations are appended to")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p = sub.add_parser("extend", help="train new random configurations, not yet in the table, with one seed")
-    p.add_argument("table", type=Path)
+    training = argparse.ArgumentParser(add_help=False)  # what reseed and extend share
+    training.add_argument("table", type=Path)
+    training.add_argument("--seed", type=int, required=True, help="training seed")
+    training.add_argument("--out", type=Path, required=True, help="CSV the new evaluations are appended to")
+    training.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    sub.add_parser("reseed", parents=[training],
+                   help="train every configuration of a table again with another training seed")
+    p = sub.add_parser("extend", parents=[training],
+                       help="train new random configurations, not yet in the table, with one seed")
     p.add_argument("--new", type=int, required=True, help="how many new configurations")
     p.add_argument("--draw-seed", type=int, required=True, help="seed of the draw (the same in every process)")
-    p.add_argument("--seed", type=int, required=True, help="training seed")
-    p.add_argument("--out", type=Path, required=True, help="CSV the new evaluations are appended to")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.command == "export":
         n = export(args.study_dir, args.csv)
