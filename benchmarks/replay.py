@@ -149,6 +149,15 @@ def main() -> None:
     summarise(args.table, runs, budgets, args.random_budget, args.out)
 
 
+def first_reaching(curve: np.ndarray, target: float) -> int | None:
+    """The first trial (1-based) at which `curve` (shape: trials) reaches `target`; None if never.
+
+    A small tolerance absorbs float differences between sums of the same terms.
+    """
+    reached = np.flatnonzero(curve >= target - 1e-9)
+    return int(reached[0]) + 1 if reached.size else None
+
+
 def summarise(table_path: Path, runs: list[dict], budgets: list[int], random_budget: int, out: Path) -> None:
     import matplotlib
 
@@ -190,17 +199,15 @@ def summarise(table_path: Path, runs: list[dict], budgets: list[int], random_bud
                 cells.append("–")
         matched, p_value = "–", "–"
         if random is not None and c.shape[1] >= 50:
-            reached = np.flatnonzero(random.mean(0) >= c[:, 49].mean() - 1e-9)  # tolerance: float sums
-            entry["random_trials_to_match_at_50"] = int(reached[0]) + 1 if reached.size else None
-            matched = str(reached[0] + 1) if reached.size else f"> {random.shape[1]}"
+            entry["random_trials_to_match_at_50"] = first_reaching(random.mean(0), c[:, 49].mean())
+            matched = str(entry["random_trials_to_match_at_50"] or f"> {random.shape[1]}")
             if goal is not None and len(c) > 1:
                 entry["welch_p_at_50_vs_random_goal"] = float(stats.ttest_ind(c[:, 49], goal, equal_var=False).pvalue)
                 p_value = f"{entry['welch_p_at_50_vs_random_goal']:.3f}"
         to_goal = "–"
-        if goal is not None:  # the first trial at which the sampler's mean reaches random's at random_budget
-            reached = np.flatnonzero(c.mean(0) >= goal.mean() - 1e-9)
-            entry["trials_to_reach_random_goal"] = int(reached[0]) + 1 if reached.size else None
-            to_goal = str(reached[0] + 1) if reached.size else f"> {c.shape[1]}"
+        if goal is not None:
+            entry["trials_to_reach_random_goal"] = first_reaching(c.mean(0), goal.mean())
+            to_goal = str(entry["trials_to_reach_random_goal"] or f"> {c.shape[1]}")
         props = []
         for n in (50, 100):  # the proposal made with n - 1 observations
             times = [r["proposal_s"][n - 1] for r in runs if r["label"] == label and len(r["proposal_s"]) >= n]
