@@ -96,26 +96,26 @@ def reseed(table_path: Path, seed: int, out_path: Path, threads: int | None = No
     return _train_rows(rows, table_task(rows), seed, out_path, threads)
 
 
-def new_configurations(table_path: Path, n: int, draw_seed: int) -> list[dict]:
-    """`n` uniformly random valid configurations of the default MiniLM space not yet in the table.
+def new_configurations(rows: list[dict], n: int, draw_seed: int) -> list[dict]:
+    """`n` uniformly random valid configurations of the default MiniLM space not yet in `rows`.
 
     Deterministic in `draw_seed`, so one process per training seed trains the same
-    configurations. Rows as `load_table` gives them (no scores), trials numbered on
-    from the table's last.
+    configurations. `rows` and the result as `load_table` gives them (the result without
+    scores), trials numbered on from the table's last.
     """
     from autopeft.workflow import describe_model, make_space
 
     if n < 1:
         raise SystemExit(f"--new must be at least 1, got {n}")
-    rows = load_table(table_path)
     space = make_space(describe_model("minilm", 2)[0])
     seen = {_config_key(r["config"]) for r in rows}
     rng, drawn = np.random.default_rng(draw_seed), []
     next_trial = max(int(r["trial"]) for r in rows) + 1
     while len(drawn) < n:
         config = space.sample(rng)
-        if _config_key(config) not in seen:
-            seen.add(_config_key(config))
+        key = _config_key(config)
+        if key not in seen:
+            seen.add(key)
             drawn.append({"trial": next_trial + len(drawn), "config": config, "seed_scores": {}, "sampler": "random"})
     return drawn
 
@@ -125,8 +125,8 @@ def extend(table_path: Path, n: int, draw_seed: int, seed: int, out_path: Path, 
 
     Appends to out_path, resumable like `reseed`. Returns the number of new rows.
     """
-    return _train_rows(new_configurations(table_path, n, draw_seed), table_task(load_table(table_path)),
-                       seed, out_path, threads)
+    rows = load_table(table_path)
+    return _train_rows(new_configurations(rows, n, draw_seed), table_task(rows), seed, out_path, threads)
 
 
 def _train_rows(rows: list[dict], task_name: str, seed: int, out_path: Path, threads: int | None) -> int:

@@ -143,9 +143,9 @@ def test_extend_trains_the_same_new_configurations_in_every_process(monkeypatch,
     from autopeft.train import TrainResult
 
     rows = table_module.load_table(TABLE)
-    drawn = table_module.new_configurations(TABLE, 12, draw_seed=3)
-    assert [r["config"] for r in drawn] == [r["config"] for r in table_module.new_configurations(TABLE, 12, 3)]
-    assert [r["config"] for r in drawn] != [r["config"] for r in table_module.new_configurations(TABLE, 12, 4)]
+    drawn = table_module.new_configurations(rows, 12, draw_seed=3)
+    assert [r["config"] for r in drawn] == [r["config"] for r in table_module.new_configurations(rows, 12, 3)]
+    assert [r["config"] for r in drawn] != [r["config"] for r in table_module.new_configurations(rows, 12, 4)]
     keys = {table_module._config_key(r["config"]) for r in drawn}
     assert len(keys) == 12 and not keys & {table_module._config_key(r["config"]) for r in rows}
     space = SearchSpace.default(384, 6)
@@ -159,7 +159,8 @@ def test_extend_trains_the_same_new_configurations_in_every_process(monkeypatch,
     with grown.open("a", newline="") as f:
         csv.DictWriter(f, fieldnames=table_module.COLUMNS).writerows(
             table_module._format_row(r["trial"], r["config"], 55.0, 1.0, 10, 0, 1.0, "random", "RTE") for r in drawn[:5])
-    assert [r["config"] for r in table_module.new_configurations(grown, 7, 3)] == [r["config"] for r in drawn[5:]]
+    redrawn = table_module.new_configurations(table_module.load_table(grown), 7, 3)
+    assert [r["config"] for r in redrawn] == [r["config"] for r in drawn[5:]]
 
     # the training itself is reseed's (tested above with a real one); here a stand-in scores
     # each configuration by its trial index, so that rows can be matched to configurations
