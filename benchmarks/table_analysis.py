@@ -127,8 +127,7 @@ def main() -> None:
             without = [h for h, t in zip(hvs, told) if (scores[best], percents[best]) not in t]
             print(f"  {label} @ {budget}: hypervolume per seed {' '.join(f'{h:.1f}' for h in hvs)}; "
                   f"best row evaluated in {n_evaluated[best]} of {len(own)} seeds "
-                  f"(mean {np.mean(with_best) if with_best else float('nan'):.1f} with it, "
-                  f"{np.mean(without) if without else float('nan'):.1f} without)")
+                  f"(mean {_mean_or_dash(with_best)} with it, {_mean_or_dash(without)} without)")
             print("    rows of the greedy order, seeds that evaluated them: "
                   + ", ".join(f"row {rows[i]['trial']} {n_evaluated[i]}" for i in chosen))
             if held is not None:
@@ -138,6 +137,11 @@ def main() -> None:
                     rescored.append(hypervolume(held[run_front], percents[run_front], *ref))
                 print(f"    its front re-scored with the held-out seeds: {np.mean(rescored):.1f} ± "
                       f"{np.std(rescored, ddof=1) if len(rescored) > 1 else 0.0:.1f}")
+
+
+def _mean_or_dash(values: list[float]) -> str:
+    """The mean to one decimal, or "–" for no values (no seed on that side)."""
+    return f"{np.mean(values):.1f}" if values else "–"
 
 
 def split_holdout(rows: list[dict], held_out: set[int]) -> np.ndarray:

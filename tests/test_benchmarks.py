@@ -78,15 +78,19 @@ def test_table_analysis_tells_which_replays_evaluated_the_best_row(monkeypatch, 
     picks = (rows[:3], rows[1:4])  # only the first replay evaluates the best row
     runs = [{"label": "x", "seed": seed, "scores": [r["score"] for r in picked], "percents": [r["percent"] for r in picked]}
             for seed, picked in enumerate(picks)]
+    runs.append({**runs[1], "label": "y", "seed": 0})  # no run of "y" evaluates the best row
     (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
     out = subprocess.run([sys.executable, "table_analysis.py", "--table", str(paths[3]), "--greedy", "1", "--runs",
-                          str(tmp_path / "runs.jsonl"), "--labels", "x", "--budgets", "3", "--holdout-seeds", "2"],
+                          str(tmp_path / "runs.jsonl"), "--labels", "x,y", "--budgets", "3,3", "--holdout-seeds", "2"],
                          cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "table: 301 rows" in out.stdout and "R^2" in out.stdout
     assert "301 configurations with 2-2 seeds" in out.stdout
     assert f"best-scoring row: {rows[0]['trial']} " in out.stdout
-    assert "best row evaluated in 1 of 2 seeds" in out.stdout
+    ref = _setup(paths[3])[3]
+    hvs = [hypervolume([r["score"] for r in picked], [r["percent"] for r in picked], *ref) for picked in picks]
+    assert f"best row evaluated in 1 of 2 seeds (mean {hvs[0]:.1f} with it, {hvs[1]:.1f} without)" in out.stdout
+    assert f"best row evaluated in 0 of 1 seeds (mean – with it, {hvs[1]:.1f} without)" in out.stdout
     assert out.stdout.count("training seed") == 2
     # seed 2 held out: the best row ranked under it, and each replay's front re-scored with it
     seed2 = {r["trial"]: float(r["score"]) + shifted[2](r) for r in stored}
@@ -95,7 +99,6 @@ def test_table_analysis_tells_which_replays_evaluated_the_best_row(monkeypatch, 
     assert "seeds 2 held out: Spearman" in out.stdout
     assert (f"row {best['trial']:>3} {best['config'].describe():<36} {best['score']:.2f} -> {seed2[best['trial']]:.2f}, "
             f"rank {rank} of 301") in out.stdout
-    ref = _setup(paths[3])[3]
     rescored = []
     for picked in picks:
         on_front = [r for r, keep in zip(picked, pareto_mask([r["score"] for r in picked], [r["percent"] for r in picked]))
