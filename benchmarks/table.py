@@ -105,8 +105,6 @@ def new_configurations(rows: list[dict], n: int, draw_seed: int) -> list[dict]:
     """
     from autopeft.workflow import describe_model, make_space
 
-    if n < 1:
-        raise SystemExit(f"--new must be at least 1, got {n}")
     space = make_space(describe_model("minilm", 2)[0])
     seen = {_config_key(r["config"]) for r in rows}
     rng, drawn = np.random.default_rng(draw_seed), []
@@ -202,6 +200,17 @@ def table_task(rows: list[dict]) -> str:
     return tasks.pop()
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type for --new: a whole number of configurations, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,7 +226,7 @@ def main() -> None:
                    help="train every configuration of a table again with another training seed")
     p = sub.add_parser("extend", parents=[training],
                        help="train new random configurations, not yet in the table, with one seed")
-    p.add_argument("--new", type=int, required=True, help="how many new configurations")
+    p.add_argument("--new", type=_at_least_one, required=True, help="how many new configurations")
     p.add_argument("--draw-seed", type=int, required=True, help="seed of the draw (the same in every process)")
     args = parser.parse_args()
     if args.command == "export":

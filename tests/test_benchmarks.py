@@ -187,6 +187,16 @@ def test_extend_trains_the_same_new_configurations_in_every_process(monkeypatch,
     assert [int(r["trial"]) for r in new_rows] == [last + 1, last + 2, last + 3]
 
 
+@pytest.mark.parametrize("count, problem", [("0", "must be at least 1, got 0"), ("-3", "must be at least 1, got -3"),
+                                            ("2.5", "expected a whole number, got '2.5'")])
+def test_extend_refuses_a_count_below_one_before_training(tmp_path, count, problem):
+    out = tmp_path / "new.csv"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "table.py"), "extend", str(TABLE), "--new", count,
+                           "--draw-seed", "1", "--seed", "0", "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 2 and f"argument --new: {problem}" in done.stderr
+    assert not out.exists()
+
+
 def test_reseed_appends_one_evaluation_per_configuration_and_load_table_averages_seeds(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     from table import COLUMNS, load_table, reseed
