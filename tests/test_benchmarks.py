@@ -220,3 +220,50 @@ def test_reseed_appends_one_evaluation_per_configuration_and_load_table_averages
     assert set(row["seed_scores"]) == {0, 1}
     assert row["seed_scores"][0] == smallest["score"]
     assert row["score"] == pytest.approx((row["seed_scores"][0] + row["seed_scores"][1]) / 2)
+
+
+def test_live_search_trains_only_new_proposals_and_resumes_from_its_evaluations(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import live_search
+    from table import load_table
+    from autopeft.search.pareto import hypervolume
+    from autopeft.train import TrainResult
+
+    stored = {live_search._config_key(r["config"]): r for r in load_table(TABLE)}
+    trained = []
+
+    def fake_trainer(task_name):
+        assert task_name == "RTE"
+
+        def train(config, seed):  # a stand-in score, distinct per configuration
+            trained.append((live_search._config_key(config), seed))
+            return TrainResult({}, 50.0 + len(trained) / 10, 10, 0.5, 1.0)
+        return train
+
+    monkeypatch.setattr(live_search, "seed_trainer", fake_trainer)
+    (tmp_path / "evaluations.csv").write_text(",".join(live_search.COLUMNS) + "\n")
+    run = live_search.run_search(str(TABLE), str(tmp_path), seed=0, budget=12, n_init=4, train_seed=0)
+    trials = run["trials"]
+    assert len(trials) == 12 and len({t["config"] for t in trials}) == 12
+    from_table = [t for t in trials if t["trained_s"] is None]
+    new = [t for t in trials if t["trained_s"] is not None]
+    assert from_table and new  # seed 0's initial design repeats the table's own random search
+    assert all(stored[t["config"]]["seed_scores"][0] == t["score"] for t in from_table)
+    assert [k for k, _ in trained] == [t["config"] for t in new] and {s for _, s in trained} == {0}
+    assert not {t["config"] for t in new} & set(stored)
+    # every training is kept; a rerun takes them from evaluations.csv and trains nothing more
+    kept = live_search.known_scores(TABLE, tmp_path / "evaluations.csv", 0)
+    assert all(kept[t["config"]] == (t["score"], t["trained_s"]) for t in trials)
+    rerun = live_search.run_search(str(TABLE), str(tmp_path), seed=0, budget=12, n_init=4, train_seed=0)
+    assert len(trained) == len(new) and [t["score"] for t in rerun["trials"]] == [t["score"] for t in trials]
+
+    summary = live_search.summarise(TABLE, [run, rerun], budget=12, random_budget=20, draws=30, out=tmp_path)
+    assert summary["saas"]["from_table"] == 2 * len(from_table) and summary["saas"]["hv"]["12"][1] == 0.0
+    assert summary["random"]["hv"]["12"][0] <= summary["random"]["hv"]["20"][0]
+    assert (tmp_path / "hypervolume.png").stat().st_size > 0
+    # drawing every row is the whole table: each random search then has its hypervolume
+    rows, _, _, ref = live_search._setup(TABLE)
+    scores, percents = np.array([r["seed_scores"][0] for r in rows]), np.array([r["percent"] for r in rows])
+    curves = live_search.random_search_curves(scores, percents, len(rows), 3, ref, np.random.default_rng(1))
+    assert curves[:, -1] == pytest.approx(hypervolume(scores, percents, *ref))
+    assert (np.diff(curves, axis=1) >= -1e-9).all()  # sums of the same areas in another order
