@@ -1,6 +1,6 @@
 """Issue-4 goal without the table's restriction: real SAAS searches against random search.
 
-`replay.py` restricts every sampler to a table's rows. That handicaps Bayesian
+`replay.py` restricts every sampler to a table's rows. That can handicap Bayesian
 optimisation more than random search: BO exploits, and a finite table holds few
 configurations near the best ones, while random search only needs a uniform sample,
 which the table is. Here the default sampler searches the whole default MiniLM space
@@ -17,14 +17,22 @@ scored with the same training seed. Its uncertainty as an estimate of random sea
 the whole space (the table is one sample of it) is a bootstrap over the table's rows.
 
 Hypervolume: as in replay.py (score against % trainable parameters, reference point =
-(majority-class dev score, the space's largest %)).
+(majority-class dev score, the space's largest %)), in two ways:
+- own scores: of every trial's score with the search's training seed, as a search reports it.
+  One seed's score is noisy, and the front keeps the lucky ones, so this favours the search
+  with more trials;
+- held-out seeds: each search's front (chosen by its own scores) rescored by the mean of other
+  training seeds (`--heldout-seeds`, trained where the table lacks them): what the front's
+  configurations are worth without the luck of the seed that picked them. Random search's
+  fronts are rescored from the table.
 
 Usage:
     python benchmarks/live_search.py --table benchmarks/data/sst2_minilm_low_1050.csv --seeds 10 \
         --jobs 2 --out benchmarks/results/live_sst2
 Results in --out: evaluations.csv (every new training, in the table's format),
 runs.jsonl (one line per finished search; finished searches are skipped on a rerun, and
-an unfinished one restarts with its trainings taken from evaluations.csv), summary.json,
+an unfinished one restarts with its trainings taken from evaluations.csv), fronts.jsonl
+(each search's front with its held-out scores), summary.json,
 hypervolume.png, and a Markdown table on stdout.
 """
 
@@ -35,12 +43,13 @@ import csv
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
 
 from replay import _setup
+from autopeft.space import PeftConfig
 from table import COLUMNS, _config_key, _format_row, _read, load_table, seed_trainer, table_task
 
 HERE = Path(__file__).resolve().parent
@@ -57,6 +66,32 @@ def known_scores(table_path: Path, evaluations_path: Path, train_seed: int) -> d
     return known
 
 
+class Scores:
+    """Scores at the table's fidelity by training seed: the table's, earlier trainings'
+    (evaluations.csv), or a new training, which is appended to evaluations.csv."""
+
+    def __init__(self, table_path: Path, evaluations: Path, task: str) -> None:
+        self.table_path, self.evaluations, self.task = table_path, evaluations, task
+        self._known: dict[int, dict[str, tuple[float, float | None]]] = {}
+        self._train = None
+
+    def get(self, config: PeftConfig, seed: int, label: str) -> tuple[float, float | None]:
+        """(score, training seconds; None for a table row) of `config` with training seed `seed`."""
+        if seed not in self._known:
+            self._known[seed] = known_scores(self.table_path, self.evaluations, seed)
+        known, key = self._known[seed], _config_key(config)
+        if key not in known:
+            if self._train is None:
+                self._train = seed_trainer(self.task)
+            result = self._train(config, seed)
+            known[key] = result.score, result.wall_time_s
+            with self.evaluations.open("a", newline="") as f:  # one short line per append: safe beside another worker
+                csv.DictWriter(f, fieldnames=COLUMNS).writerow(_format_row(
+                    label, config, result.score, result.percent, result.trainable_params, seed, result.wall_time_s,
+                    "saasbo-live", self.task))
+        return known[key]
+
+
 def run_search(table_path: str, out_dir: str, seed: int, budget: int, n_init: int, train_seed: int) -> dict:
     """One SAAS search of `budget` trials over the whole space; returns its trial-ordered results."""
     import torch
@@ -68,10 +103,7 @@ def run_search(table_path: str, out_dir: str, seed: int, budget: int, n_init: in
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows, spec, space, _ = _setup(Path(table_path))
-    task = table_task(rows)
-    evaluations = Path(out_dir) / "evaluations.csv"
-    known = known_scores(Path(table_path), evaluations, train_seed)
-    train = seed_trainer(task)
+    scores = Scores(Path(table_path), Path(out_dir) / "evaluations.csv", table_task(rows))
     sampler = make_sampler("saasbo", space, seed=seed, n_init=n_init, percent_fn=spec.percent, fit="map")
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     trials = []
@@ -80,19 +112,9 @@ def run_search(table_path: str, out_dir: str, seed: int, budget: int, n_init: in
         for name, dist in space.optuna_distributions().items():
             trial.suggest_categorical(name, dist.choices)
         config = space.from_params(trial.params)
-        key = _config_key(config)
         percent = spec.percent(config)
-        if key in known:
-            score, train_s = known[key]
-        else:
-            result = train(config, train_seed)
-            score, train_s = result.score, result.wall_time_s
-            known[key] = score, train_s
-            with evaluations.open("a", newline="") as f:  # one short line per append: safe beside another worker
-                csv.DictWriter(f, fieldnames=COLUMNS).writerow(_format_row(
-                    f"live{seed}.{number}", config, score, result.percent, result.trainable_params, train_seed,
-                    train_s, "saasbo-live", task))
-        trials.append({"config": key, "score": score, "percent": percent, "trained_s": train_s,
+        score, train_s = scores.get(config, train_seed, f"live{seed}.{number}")
+        trials.append({"config": _config_key(config), "score": score, "percent": percent, "trained_s": train_s,
                        "proposal_s": sampler.last_proposal_seconds})
         study.tell(trial, [score, percent])
         print(f"seed {seed:>2} trial {number:>2}: {config.describe():<44} {score:6.2f} {percent:6.3f}% "
@@ -101,29 +123,49 @@ def run_search(table_path: str, out_dir: str, seed: int, budget: int, n_init: in
             "table": Path(table_path).name, "trials": trials}
 
 
-def random_search_curves(scores: np.ndarray, percents: np.ndarray, budget: int, draws: int, ref,
-                         rng: np.random.Generator) -> np.ndarray:
-    """Hypervolume histories (shape: draws x budget) of random searches drawn from the rows."""
-    from autopeft.search.pareto import hypervolume_history
+def score_front(table_path: str, out_dir: str, run: dict, heldout_seeds: list[int]) -> dict:
+    """The search's front (its non-dominated trials by its own scores), each configuration scored
+    with the held-out training seeds: what the front's configurations are worth without the
+    luck of the seed that picked them."""
+    import torch
 
-    picks = (rng.permutation(len(scores))[:budget] for _ in range(draws))
-    return np.array([hypervolume_history(scores[i], percents[i], *ref) for i in picks])
+    from autopeft.search.pareto import pareto_mask
+
+    torch.set_num_threads(1)
+    trials = run["trials"]
+    scores = Scores(Path(table_path), Path(out_dir) / "evaluations.csv", table_task(load_table(Path(table_path))))
+    front = []
+    for t, on_front in zip(trials, pareto_mask([t["score"] for t in trials], [t["percent"] for t in trials])):
+        if on_front:
+            config = PeftConfig.from_dict(json.loads(t["config"]))
+            front.append({"config": t["config"], "percent": t["percent"],
+                          "scores": {str(s): scores.get(config, s, f"front{run['seed']}")[0] for s in heldout_seeds}})
+    print(f"seed {run['seed']:>2}: front of {len(front)} scored with seeds {heldout_seeds}", flush=True)
+    return {"seed": run["seed"], "heldout_seeds": heldout_seeds, "front": front}
 
 
-def bootstrap_se(scores: np.ndarray, percents: np.ndarray, budget: int, ref, rng: np.random.Generator,
-                 n_boot: int = 200, draws: int = 50) -> float:
+def front_hypervolume(select: np.ndarray, values: np.ndarray, percents: np.ndarray, ref) -> float:
+    """Hypervolume of the front chosen by `select` scores, each point scored by `values` instead.
+
+    With values = select this is the plain hypervolume of the points.
+    """
+    from autopeft.search.pareto import hypervolume, pareto_mask
+
+    front = pareto_mask(select, percents)
+    return hypervolume(values[front], percents[front], *ref)
+
+
+def bootstrap_se(hv_of, n_rows: int, budget: int, rng: np.random.Generator, n_boot: int = 200, draws: int = 50) -> float:
     """Standard error of random search's mean hypervolume at `budget`, the table being one sample.
 
-    Each bootstrap table resamples the rows with replacement; its random searches are
-    `budget` draws from it.
+    `hv_of(indices)` is the hypervolume of a random search that drew those rows. Each
+    bootstrap table resamples the rows with replacement; its random searches are `budget`
+    draws from it.
     """
-    from autopeft.search.pareto import hypervolume
-
     means = []
     for _ in range(n_boot):
-        table = rng.integers(len(scores), size=len(scores))
-        picks = [table[rng.permutation(len(table))[:budget]] for _ in range(draws)]
-        means.append(np.mean([hypervolume(scores[i], percents[i], *ref) for i in picks]))
+        table = rng.integers(n_rows, size=n_rows)
+        means.append(np.mean([hv_of(table[rng.permutation(n_rows)[:budget]]) for _ in range(draws)]))
     return float(np.std(means, ddof=1))
 
 
@@ -132,62 +174,85 @@ def _sd(values: np.ndarray) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def summarise(table_path: Path, runs: list[dict], budget: int, random_budget: int, draws: int, out: Path) -> dict:
+def _against_random(saas: np.ndarray, random_goal: np.ndarray, random_se: float) -> dict:
+    """SAAS's searches (shape: seeds) against random search's mean at the goal budget.
+
+    A t-test of the SAAS seeds' mean against random's, whose own error (the bootstrap
+    standard error) adds to the variance.
+    """
+    from scipy import stats
+
+    diff = float(saas.mean() - random_goal.mean())
+    p = float("nan")
+    if len(saas) > 1:
+        t = diff / np.sqrt(saas.var(ddof=1) / len(saas) + random_se**2)
+        p = float(2 * stats.t.sf(abs(t), df=len(saas) - 1))
+    return {"saas": [float(saas.mean()), _sd(saas)], "random_goal": [float(random_goal.mean()), _sd(random_goal)],
+            "random_bootstrap_se": random_se, "difference": diff, "p": p}
+
+
+def summarise(table_path: Path, runs: list[dict], fronts: dict[int, dict], budget: int, random_budget: int,
+              draws: int, out: Path) -> dict:
+    """Compare the SAAS searches with random search; `fronts`: seed -> `score_front` result (may be empty)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy import stats
 
-    from autopeft.search.pareto import hypervolume_history
+    from autopeft.search.pareto import hypervolume, hypervolume_history
 
     rows, _, _, ref = _setup(table_path)
     train_seed = runs[0]["train_seed"]
     rows = [r for r in rows if train_seed in r["seed_scores"]]
-    scores = np.array([r["seed_scores"][train_seed] for r in rows])
+    select = np.array([r["seed_scores"][train_seed] for r in rows])
     percents = np.array([r["percent"] for r in rows])
     rng = np.random.default_rng(0)
-    random = random_search_curves(scores, percents, random_budget, draws, ref, rng)
-    random_se = bootstrap_se(scores, percents, random_budget, ref, rng)
+    picks = np.array([rng.permutation(len(rows))[:random_budget] for _ in range(draws)])  # draws x random_budget
+    random = np.array([hypervolume_history(select[i], percents[i], *ref) for i in picks])
     saas = np.array([hypervolume_history([t["score"] for t in r["trials"]], [t["percent"] for t in r["trials"]], *ref)
                      for r in runs])
-    goal, at = random[:, random_budget - 1].mean(), saas[:, budget - 1]
-    # SAAS's seeds against random's mean, whose own error (the bootstrap) adds to the variance
-    se = np.sqrt(at.var(ddof=1) / len(at) + random_se**2) if len(at) > 1 else float("nan")
-    t = (at.mean() - goal) / se
-    p = float(2 * stats.t.sf(abs(t), df=len(at) - 1)) if len(at) > 1 else float("nan")
     trained = [t["trained_s"] for r in runs for t in r["trials"] if t["trained_s"] is not None]
     proposals = [t["proposal_s"] for r in runs for t in r["trials"][r["n_init"]:]]
+    own_se = bootstrap_se(lambda i: front_hypervolume(select[i], select[i], percents[i], ref), len(rows), random_budget, rng)
     summary = {
         "table": str(table_path), "n_rows": len(rows), "train_seed": train_seed, "reference_point": ref,
-        "saas": {"seeds": len(runs), "budget": budget, "n_init": runs[0]["n_init"],
-                 "hv": {str(b): [float(saas[:, b - 1].mean()), _sd(saas[:, b - 1])]
-                        for b in sorted({min(25, budget), budget})},
-                 "per_seed": at.tolist(),
-                 "from_table": int(sum(t["trained_s"] is None for r in runs for t in r["trials"])),
-                 "median_trained_s": float(np.median(trained)) if trained else None,
-                 "median_bo_proposal_s": float(np.median(proposals)) if proposals else None},
-        "random": {"draws": draws, "hv": {str(b): [float(random[:, b - 1].mean()), float(random[:, b - 1].std(ddof=1))]
-                                          for b in sorted({min(25, budget), budget, random_budget})},
-                   "bootstrap_se_at_goal": random_se},
-        "saas_minus_random_goal": float(at.mean() - goal), "p": p,
-        "random_trials_to_match_saas": next((k + 1 for k, v in enumerate(random.mean(0)) if v >= at.mean() - 1e-9), None),
-        "saas_trials_to_reach_goal": next((k + 1 for k, v in enumerate(saas.mean(0)) if v >= goal - 1e-9), None),
+        "seeds": len(runs), "budget": budget, "n_init": runs[0]["n_init"], "random_budget": random_budget,
+        "random_draws": draws,
+        "saas_hv": {str(b): [float(saas[:, b - 1].mean()), _sd(saas[:, b - 1])] for b in sorted({min(25, budget), budget})},
+        "random_hv": {str(b): [float(random[:, b - 1].mean()), _sd(random[:, b - 1])]
+                      for b in sorted({min(25, budget), budget, random_budget})},
+        "own_scores": _against_random(saas[:, budget - 1], random[:, -1], own_se),
+        "random_trials_to_match_saas": next((k + 1 for k, v in enumerate(random.mean(0))
+                                             if v >= saas[:, budget - 1].mean() - 1e-9), None),
+        "saas_trials_to_reach_goal": next((k + 1 for k, v in enumerate(saas.mean(0)) if v >= random[:, -1].mean() - 1e-9),
+                                          None),
+        "saas_trials_from_table": int(sum(t["trained_s"] is None for r in runs for t in r["trials"])),
+        "median_trained_s": float(np.median(trained)) if trained else None,
+        "median_bo_proposal_s": float(np.median(proposals)) if proposals else None,
     }
+    print(f"\n{table_path.name}: {len(rows)} rows, searches trained with seed {train_seed}; reference point "
+          f"(score {ref[0]:.2f}, {ref[1]:.2f}%); {len(runs)} SAAS searches, {draws} random ones drawn from the table\n")
+    lines = [("own scores (seed %d)" % train_seed, summary["own_scores"])]
+    if fronts and all(r["seed"] in fronts for r in runs):
+        heldout_seeds = fronts[runs[0]["seed"]]["heldout_seeds"]
+        held = np.array([np.mean([r["seed_scores"][s] for s in heldout_seeds]) for r in rows])
+        saas_held = np.array([hypervolume([np.mean(list(f["scores"].values())) for f in fronts[r["seed"]]["front"]],
+                                          [f["percent"] for f in fronts[r["seed"]]["front"]], *ref) for r in runs])
+        held_se = bootstrap_se(lambda i: front_hypervolume(select[i], held[i], percents[i], ref), len(rows),
+                               random_budget, rng)
+        random_held = np.array([front_hypervolume(select[i], held[i], percents[i], ref) for i in picks])
+        summary["heldout_seeds"] = heldout_seeds
+        summary["heldout"] = _against_random(saas_held, random_held, held_se)
+        lines.append((f"fronts rescored with held-out seeds {heldout_seeds}", summary["heldout"]))
+    print(f"| hypervolume of | SAAS @ {budget} | random @ {random_budget} | difference | p |\n|---|---|---|---|---|")
+    for name, c in lines:
+        print(f"| {name} | {c['saas'][0]:.2f} ± {c['saas'][1]:.2f} | {c['random_goal'][0]:.2f} ± {c['random_goal'][1]:.2f} "
+              f"(bootstrap SE {c['random_bootstrap_se']:.2f}) | {c['difference']:+.2f} | {c['p']:.3f} |")
+    print(f"\nOwn scores: random search's mean reaches SAAS @ {budget} after "
+          f"{summary['random_trials_to_match_saas'] or '> ' + str(random_budget)} trials; SAAS's mean reaches random @ "
+          f"{random_budget} after {summary['saas_trials_to_reach_goal'] or '> ' + str(budget)}. "
+          f"{summary['saas_trials_from_table']} of {budget * len(runs)} SAAS trials were table rows.")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"\n{table_path.name}: {len(rows)} rows, training seed {train_seed}; reference point "
-          f"(score {ref[0]:.2f}, {ref[1]:.2f}%)\n")
-    early = min(25, budget) - 1
-    print(f"| search | runs | HV @ {early + 1} | HV @ {budget} | HV @ {random_budget} |\n|---|---|---|---|---|")
-    print(f"| SAAS-MAP + qLogNEHVI, whole space | {len(runs)} seeds | {saas[:, early].mean():.2f} ± "
-          f"{_sd(saas[:, early]):.2f} | {at.mean():.2f} ± {_sd(at):.2f} | – |")
-    print(f"| random (table draws) | {draws} draws | {random[:, early].mean():.2f} ± {random[:, early].std(ddof=1):.2f} | "
-          f"{random[:, budget - 1].mean():.2f} ± {random[:, budget - 1].std(ddof=1):.2f} | "
-          f"{goal:.2f} ± {random[:, -1].std(ddof=1):.2f} (bootstrap SE of the mean {random_se:.2f}) |")
-    print(f"\nSAAS @ {budget} − random @ {random_budget}: {summary['saas_minus_random_goal']:+.2f} (p = {p:.3f}); "
-          f"random search's mean reaches SAAS @ {budget} after {summary['random_trials_to_match_saas'] or '> ' + str(random_budget)} "
-          f"trials; SAAS's mean reaches random @ {random_budget} after {summary['saas_trials_to_reach_goal'] or '> ' + str(budget)}. "
-          f"{summary['saas']['from_table']} of {budget * len(runs)} SAAS trials were table rows.")
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, (curves, label) in enumerate([(saas, f"SAAS-MAP + qLogNEHVI, whole space ({len(runs)} seeds)"),
@@ -195,7 +260,8 @@ def summarise(table_path: Path, runs: list[dict], budget: int, random_budget: in
         x = np.arange(1, curves.shape[1] + 1)
         ax.plot(x, curves.mean(0), color=f"C{k}", label=label)
         ax.fill_between(x, curves.mean(0) - curves.std(0), curves.mean(0) + curves.std(0), color=f"C{k}", alpha=0.15)
-    ax.axhline(goal, color="k", ls="--", lw=1, label=f"random @ {random_budget} (issue 4 goal for SAAS @ {budget})")
+    ax.axhline(random[:, -1].mean(), color="k", ls="--", lw=1,
+               label=f"random @ {random_budget} (issue 4 goal for SAAS @ {budget})")
     ax.set_xlabel("trials")
     ax.set_ylabel("hypervolume (score × % trainable)")
     ax.set_title(f"Real searches on {rows[0]['task']}, training seed {train_seed} (mean ± std)")
@@ -212,6 +278,8 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=50)
     parser.add_argument("--init", type=int, default=8, help="initial random trials (autopeft search's default)")
     parser.add_argument("--train-seed", type=int, default=0, help="training seed of every trial")
+    parser.add_argument("--heldout-seeds", default="1,2",
+                        help="training seeds that rescore each search's front ('' for none; the table must hold them)")
     parser.add_argument("--random-budget", type=int, default=200)
     parser.add_argument("--random-draws", type=int, default=2000)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -220,11 +288,19 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.seeds, args.budget, args.init, args.random_budget, args.random_draws) < 1:
         parser.error("--seeds, --budget, --init, --random-budget and --random-draws must be at least 1")
-    n_rows = len(load_table(args.table))
-    if args.random_budget > n_rows:
-        parser.error(f"--random-budget {args.random_budget} exceeds the table's {n_rows} rows")
+    rows = load_table(args.table)
+    if args.random_budget > len(rows):
+        parser.error(f"--random-budget {args.random_budget} exceeds the table's {len(rows)} rows")
+    try:
+        heldout_seeds = [int(v) for v in args.heldout_seeds.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--heldout-seeds must be comma-separated training seeds, got {args.heldout_seeds!r}")
+    missing = [s for s in [args.train_seed, *heldout_seeds] if not all(s in r["seed_scores"] for r in rows)]
+    if missing or args.train_seed in heldout_seeds:
+        parser.error(f"the training seed and the held-out seeds must differ and be seeds the whole table holds "
+                     f"(missing: {missing}); choose others")
     args.out.mkdir(parents=True, exist_ok=True)
-    runs_path, evaluations = args.out / "runs.jsonl", args.out / "evaluations.csv"
+    runs_path, fronts_path, evaluations = args.out / "runs.jsonl", args.out / "fronts.jsonl", args.out / "evaluations.csv"
     if not evaluations.exists():
         evaluations.write_text(",".join(COLUMNS) + "\n")
     done = {}
@@ -236,20 +312,41 @@ def main() -> None:
                 raise SystemExit(f"{runs_path} holds searches with (table, budget, init, train seed) = {setting}; "
                                  f"give another --out for these settings")
             done[r["seed"]] = r
+    fronts = {}
+    if fronts_path.exists():
+        fronts = {f["seed"]: f for f in map(json.loads, fronts_path.read_text().splitlines())
+                  if f["heldout_seeds"] == heldout_seeds}
     todo = [] if args.summary_only else [s for s in range(args.seeds) if s not in done]
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool, runs_path.open("a") as out:
-        futures = [pool.submit(run_search, str(args.table), str(args.out), seed, args.budget, args.init,
-                               args.train_seed) for seed in todo]
-        for fut in futures:
-            r = fut.result()
-            out.write(json.dumps(r) + "\n")
-            out.flush()
-            done[r["seed"]] = r
-            print(f"search seed {r['seed']} done ({time.perf_counter() - start:.0f} s so far)", flush=True)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool, runs_path.open("a") as runs_out, \
+            fronts_path.open("a") as fronts_out:
+        def score(run: dict):
+            return pool.submit(score_front, str(args.table), str(args.out), run, heldout_seeds)
+
+        # the finished searches' fronts first (short jobs), then the new searches, each front after its search
+        pending = {score(r) for seed, r in done.items() if seed not in fronts} if heldout_seeds and not args.summary_only \
+            else set()
+        pending |= {pool.submit(run_search, str(args.table), str(args.out), seed, args.budget, args.init,
+                                args.train_seed) for seed in todo}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                r = fut.result()
+                if "front" in r:
+                    fronts_out.write(json.dumps(r) + "\n")
+                    fronts_out.flush()
+                    fronts[r["seed"]] = r
+                    continue
+                runs_out.write(json.dumps(r) + "\n")
+                runs_out.flush()
+                done[r["seed"]] = r
+                print(f"search seed {r['seed']} done ({time.perf_counter() - start:.0f} s so far)", flush=True)
+                if heldout_seeds:
+                    pending.add(score(r))
     if not done:
         raise SystemExit(f"no searches in {runs_path}; run without --summary-only first")
-    summarise(args.table, [done[s] for s in sorted(done)], args.budget, args.random_budget, args.random_draws, args.out)
+    summarise(args.table, [done[s] for s in sorted(done)], fronts, args.budget, args.random_budget, args.random_draws,
+              args.out)
     print(f"\nwrote {args.out / 'summary.json'} and {args.out / 'hypervolume.png'}")
 
 

@@ -222,27 +222,45 @@ def test_reseed_appends_one_evaluation_per_configuration_and_load_table_averages
     assert row["score"] == pytest.approx((row["seed_scores"][0] + row["seed_scores"][1]) / 2)
 
 
-def test_live_search_trains_only_new_proposals_and_resumes_from_its_evaluations(monkeypatch, tmp_path):
+@pytest.fixture()
+def live(monkeypatch, tmp_path):
+    """live_search with a stand-in trainer, and the RTE table with two more training seeds
+    whose mean is seed 0's score. Returns (module, table path, list of (config key, seed) trained)."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import live_search
-    from table import load_table
-    from autopeft.search.pareto import hypervolume
     from autopeft.train import TrainResult
 
-    stored = {live_search._config_key(r["config"]): r for r in load_table(TABLE)}
+    table = tmp_path / "table.csv"
+    with TABLE.open(newline="") as f:
+        seed0 = list(csv.DictReader(f))
+    with table.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=live_search.COLUMNS)
+        writer.writeheader()
+        for seed, shift in ((0, 0.0), (1, 1.0), (2, -1.0)):
+            writer.writerows({**r, "seed": seed, "score": f"{float(r['score']) + shift:.4f}"} for r in seed0)
     trained = []
 
     def fake_trainer(task_name):
         assert task_name == "RTE"
 
-        def train(config, seed):  # a stand-in score, distinct per configuration
+        def train(config, seed):  # a stand-in score, distinct per training
             trained.append((live_search._config_key(config), seed))
             return TrainResult({}, 50.0 + len(trained) / 10, 10, 0.5, 1.0)
         return train
 
     monkeypatch.setattr(live_search, "seed_trainer", fake_trainer)
-    (tmp_path / "evaluations.csv").write_text(",".join(live_search.COLUMNS) + "\n")
-    run = live_search.run_search(str(TABLE), str(tmp_path), seed=0, budget=12, n_init=4, train_seed=0)
+    return live_search, table, trained
+
+
+def test_live_search_trains_only_new_proposals_and_resumes_from_its_evaluations(live, tmp_path):
+    from table import COLUMNS, load_table
+    from autopeft.search.pareto import hypervolume, pareto_mask
+
+    live_search, table, trained = live
+    stored = {live_search._config_key(r["config"]): r for r in load_table(table)}
+    evaluations = tmp_path / "evaluations.csv"
+    evaluations.write_text(",".join(COLUMNS) + "\n")
+    run = live_search.run_search(str(table), str(tmp_path), seed=0, budget=12, n_init=4, train_seed=0)
     trials = run["trials"]
     assert len(trials) == 12 and len({t["config"] for t in trials}) == 12
     from_table = [t for t in trials if t["trained_s"] is None]
@@ -252,18 +270,64 @@ def test_live_search_trains_only_new_proposals_and_resumes_from_its_evaluations(
     assert [k for k, _ in trained] == [t["config"] for t in new] and {s for _, s in trained} == {0}
     assert not {t["config"] for t in new} & set(stored)
     # every training is kept; a rerun takes them from evaluations.csv and trains nothing more
-    kept = live_search.known_scores(TABLE, tmp_path / "evaluations.csv", 0)
+    kept = live_search.known_scores(table, evaluations, 0)
     assert all(kept[t["config"]] == (t["score"], t["trained_s"]) for t in trials)
-    rerun = live_search.run_search(str(TABLE), str(tmp_path), seed=0, budget=12, n_init=4, train_seed=0)
+    rerun = live_search.run_search(str(table), str(tmp_path), seed=0, budget=12, n_init=4, train_seed=0)
     assert len(trained) == len(new) and [t["score"] for t in rerun["trials"]] == [t["score"] for t in trials]
 
-    summary = live_search.summarise(TABLE, [run, rerun], budget=12, random_budget=20, draws=30, out=tmp_path)
-    assert summary["saas"]["from_table"] == 2 * len(from_table) and summary["saas"]["hv"]["12"][1] == 0.0
-    assert summary["random"]["hv"]["12"][0] <= summary["random"]["hv"]["20"][0]
+    # the front by the search's own scores, rescored with seeds 1 and 2: table rows from the
+    # table, new configurations trained (once)
+    front = live_search.score_front(str(table), str(tmp_path), run, [1, 2])
+    on_front = [t for t, m in zip(trials, pareto_mask([t["score"] for t in trials], [t["percent"] for t in trials])) if m]
+    assert [f["config"] for f in front["front"]] == [t["config"] for t in on_front]
+    new_on_front = [t["config"] for t in on_front if t["trained_s"] is not None]
+    assert trained[len(new):] == [(k, s) for k in new_on_front for s in (1, 2)]
+    for f in front["front"]:
+        if f["config"] in stored:
+            assert f["scores"] == {str(s): stored[f["config"]]["seed_scores"][s] for s in (1, 2)}
+    assert live_search.score_front(str(table), str(tmp_path), run, [1, 2]) == front and len(trained) == len(new) + 2 * len(
+        new_on_front)
+
+    summary = live_search.summarise(table, [run, rerun], {0: front}, budget=12, random_budget=20, draws=30, out=tmp_path)
+    assert summary["saas_trials_from_table"] == 2 * len(from_table) and summary["saas_hv"]["12"][1] == 0.0
+    assert summary["random_hv"]["12"][0] <= summary["random_hv"]["20"][0]
     assert (tmp_path / "hypervolume.png").stat().st_size > 0
-    # drawing every row is the whole table: each random search then has its hypervolume
-    rows, _, _, ref = live_search._setup(TABLE)
+    rows, _, _, ref = live_search._setup(table)
+    held = hypervolume([np.mean(list(f["scores"].values())) for f in front["front"]],
+                       [f["percent"] for f in front["front"]], *ref)
+    assert summary["heldout"]["saas"] == [pytest.approx(held), 0.0]
+    # the table's held-out mean is seed 0's score: random search's front keeps its hypervolume
+    assert summary["heldout"]["random_goal"] == pytest.approx(summary["own_scores"]["random_goal"])
+    # a front's hypervolume: chosen by the first scores, whatever the others' rescored values
     scores, percents = np.array([r["seed_scores"][0] for r in rows]), np.array([r["percent"] for r in rows])
-    curves = live_search.random_search_curves(scores, percents, len(rows), 3, ref, np.random.default_rng(1))
-    assert curves[:, -1] == pytest.approx(hypervolume(scores, percents, *ref))
-    assert (np.diff(curves, axis=1) >= -1e-9).all()  # sums of the same areas in another order
+    whole = hypervolume(scores, percents, *ref)
+    assert live_search.front_hypervolume(scores, scores, percents, ref) == pytest.approx(whole)
+    boosted = np.where(pareto_mask(scores, percents), scores, 100.0)
+    assert live_search.front_hypervolume(scores, boosted, percents, ref) == pytest.approx(whole)
+    assert hypervolume(boosted, percents, *ref) > whole
+
+
+def test_live_search_command_line_searches_scores_fronts_and_resumes(live, monkeypatch, tmp_path, capsys):
+    live_search, table, trained = live
+    out = tmp_path / "out"
+    argv = ["live_search.py", "--table", str(table), "--budget", "6", "--init", "3", "--jobs", "1",
+            "--random-budget", "20", "--random-draws", "10", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--seeds", "2"])
+    live_search.main()  # the pool's worker is forked, with the stand-in trainer
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    fronts = [json.loads(line) for line in (out / "fronts.jsonl").read_text().splitlines()]
+    assert sorted(r["seed"] for r in runs) == [0, 1] and sorted(f["seed"] for f in fronts) == [0, 1]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == 2 and summary["heldout_seeds"] == [1, 2] and "| fronts rescored" in capsys.readouterr().out
+    # a third seed: only its search and its front are new
+    monkeypatch.setattr(sys, "argv", [*argv, "--seeds", "3"])
+    live_search.main()
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 3
+    assert len((out / "fronts.jsonl").read_text().splitlines()) == 3
+    # held-out seeds the table lacks, or the search's own seed, are refused before anything runs
+    for bad in ("1,7", "0,1"):
+        monkeypatch.setattr(sys, "argv", [*argv, "--seeds", "4", "--heldout-seeds", bad])
+        with pytest.raises(SystemExit) as exc:
+            live_search.main()
+        assert exc.value.code == 2 and "held-out seeds must differ" in capsys.readouterr().err
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 3
