@@ -26,9 +26,18 @@ Hypervolume: as in replay.py (score against % trainable parameters, reference po
   configurations are worth without the luck of the seed that picked them. Random search's
   fronts are rescored from the table.
 
+A training seed also draws the training subset that every configuration of a search
+shares, so one seed's scores are higher or lower as a whole: SAAS and random search are
+compared with the same training seed, one --out folder per seed, and `--combine` pools
+the comparisons of several folders.
+
 Usage:
-    python benchmarks/live_search.py --table benchmarks/data/sst2_minilm_low_1050.csv --seeds 10 \
-        --jobs 2 --out benchmarks/results/live_sst2
+    cd benchmarks
+    python live_search.py --table data/sst2_minilm_low_1050.csv --seeds 10 --jobs 2 --out results/live_seed0
+    python live_search.py --table data/sst2_minilm_low_1050.csv --seeds 5 --jobs 2 --train-seed 1 \
+        --heldout-seeds 0,2 --out results/live_seed1
+    python live_search.py --table data/sst2_minilm_low_1050.csv --combine results/live_seed0 results/live_seed1 \
+        --out results/live_pooled
 Results in --out: evaluations.csv (every new training, in the table's format),
 runs.jsonl (one line per finished search; finished searches are skipped on a rerun, and
 an unfinished one restarts with its trainings taken from evaluations.csv), fronts.jsonl
@@ -44,6 +53,7 @@ import json
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -174,26 +184,51 @@ def _sd(values: np.ndarray) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def _against_random(saas: np.ndarray, random_goal: np.ndarray, random_se: float) -> dict:
-    """SAAS's searches (shape: seeds) against random search's mean at the goal budget.
+@dataclass
+class World:
+    """The searches trained with one training seed (one --out folder): runs and their scored fronts.
 
-    A t-test of the SAAS seeds' mean against random's, whose own error (the bootstrap
-    standard error) adds to the variance.
+    A training seed also draws the training subset, which all configurations share, so
+    scores differ between seeds as a whole (a 'world'); SAAS and random search are compared
+    within a world.
+    """
+
+    train_seed: int
+    runs: list[dict]
+    fronts: dict[int, dict]
+
+
+def compare(worlds: list[World], hv_saas, hv_random, n_rows: int, random_budget: int, picks: np.ndarray,
+            rng: np.random.Generator) -> dict:
+    """SAAS at its budget against random search at `random_budget`, in each world and pooled.
+
+    `hv_saas(world)`: the world's SAAS hypervolumes (shape: searches); `hv_random(world,
+    indices)`: that of a random search that drew those rows; `picks`: the random searches'
+    rows (shape: draws x random_budget). The pooled difference weighs each world by its
+    number of searches; its variance is the SAAS means' plus random's, whose error as an
+    estimate from one table (which the worlds share) is a bootstrap over the table's rows.
+    p: two-sided t-test.
     """
     from scipy import stats
 
-    diff = float(saas.mean() - random_goal.mean())
-    p = float("nan")
-    if len(saas) > 1:
-        t = diff / np.sqrt(saas.var(ddof=1) / len(saas) + random_se**2)
-        p = float(2 * stats.t.sf(abs(t), df=len(saas) - 1))
-    return {"saas": [float(saas.mean()), _sd(saas)], "random_goal": [float(random_goal.mean()), _sd(random_goal)],
-            "random_bootstrap_se": random_se, "difference": diff, "p": p}
+    n = np.array([len(w.runs) for w in worlds])
+    weights = n / n.sum()
+    entries = []
+    for w in worlds:
+        saas, random = hv_saas(w), np.array([hv_random(w, i) for i in picks])
+        entries.append({"train_seed": w.train_seed, "searches": len(saas), "saas": [float(saas.mean()), _sd(saas)],
+                        "random": [float(random.mean()), _sd(random)], "difference": float(saas.mean() - random.mean()),
+                        "saas_var_of_mean": float(saas.var(ddof=1) / len(saas)) if len(saas) > 1 else float("nan")})
+    random_se = bootstrap_se(lambda i: sum(k * hv_random(w, i) for k, w in zip(weights, worlds)), n_rows,
+                             random_budget, rng)
+    diff = float(sum(k * e["difference"] for k, e in zip(weights, entries)))
+    se = float(np.sqrt(sum(k**2 * e["saas_var_of_mean"] for k, e in zip(weights, entries)) + random_se**2))
+    p = float(2 * stats.t.sf(abs(diff) / se, df=n.sum() - 1)) if np.isfinite(se) and se > 0 else float("nan")
+    return {"worlds": entries, "difference": diff, "random_bootstrap_se": random_se, "se": se, "p": p}
 
 
-def summarise(table_path: Path, runs: list[dict], fronts: dict[int, dict], budget: int, random_budget: int,
-              draws: int, out: Path) -> dict:
-    """Compare the SAAS searches with random search; `fronts`: seed -> `score_front` result (may be empty)."""
+def summarise(table_path: Path, worlds: list[World], budget: int, random_budget: int, draws: int, out: Path) -> dict:
+    """Compare each world's SAAS searches with random search drawn from the table; write the results."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,73 +237,113 @@ def summarise(table_path: Path, runs: list[dict], fronts: dict[int, dict], budge
     from autopeft.search.pareto import hypervolume, hypervolume_history
 
     rows, _, _, ref = _setup(table_path)
-    train_seed = runs[0]["train_seed"]
-    rows = [r for r in rows if train_seed in r["seed_scores"]]
-    select = np.array([r["seed_scores"][train_seed] for r in rows])
+    heldout_complete = all(r["seed"] in w.fronts for w in worlds for r in w.runs)
+    heldout = {w.train_seed: w.fronts[w.runs[0]["seed"]]["heldout_seeds"] for w in worlds} if heldout_complete else {}
+    needed = {w.train_seed for w in worlds} | {s for seeds in heldout.values() for s in seeds}
+    rows = [r for r in rows if needed <= set(r["seed_scores"])]
     percents = np.array([r["percent"] for r in rows])
+    column = {s: np.array([r["seed_scores"][s] for r in rows]) for s in needed}
     rng = np.random.default_rng(0)
     picks = np.array([rng.permutation(len(rows))[:random_budget] for _ in range(draws)])  # draws x random_budget
-    random = np.array([hypervolume_history(select[i], percents[i], *ref) for i in picks])
-    saas = np.array([hypervolume_history([t["score"] for t in r["trials"]], [t["percent"] for t in r["trials"]], *ref)
-                     for r in runs])
-    trained = [t["trained_s"] for r in runs for t in r["trials"] if t["trained_s"] is not None]
-    proposals = [t["proposal_s"] for r in runs for t in r["trials"][r["n_init"]:]]
-    own_se = bootstrap_se(lambda i: front_hypervolume(select[i], select[i], percents[i], ref), len(rows), random_budget, rng)
-    summary = {
-        "table": str(table_path), "n_rows": len(rows), "train_seed": train_seed, "reference_point": ref,
-        "seeds": len(runs), "budget": budget, "n_init": runs[0]["n_init"], "random_budget": random_budget,
-        "random_draws": draws,
-        "saas_hv": {str(b): [float(saas[:, b - 1].mean()), _sd(saas[:, b - 1])] for b in sorted({min(25, budget), budget})},
-        "random_hv": {str(b): [float(random[:, b - 1].mean()), _sd(random[:, b - 1])]
-                      for b in sorted({min(25, budget), budget, random_budget})},
-        "own_scores": _against_random(saas[:, budget - 1], random[:, -1], own_se),
-        "random_trials_to_match_saas": next((k + 1 for k, v in enumerate(random.mean(0))
-                                             if v >= saas[:, budget - 1].mean() - 1e-9), None),
-        "saas_trials_to_reach_goal": next((k + 1 for k, v in enumerate(saas.mean(0)) if v >= random[:, -1].mean() - 1e-9),
-                                          None),
-        "saas_trials_from_table": int(sum(t["trained_s"] is None for r in runs for t in r["trials"])),
-        "median_trained_s": float(np.median(trained)) if trained else None,
-        "median_bo_proposal_s": float(np.median(proposals)) if proposals else None,
-    }
-    print(f"\n{table_path.name}: {len(rows)} rows, searches trained with seed {train_seed}; reference point "
-          f"(score {ref[0]:.2f}, {ref[1]:.2f}%); {len(runs)} SAAS searches, {draws} random ones drawn from the table\n")
-    lines = [("own scores (seed %d)" % train_seed, summary["own_scores"])]
-    if fronts and all(r["seed"] in fronts for r in runs):
-        heldout_seeds = fronts[runs[0]["seed"]]["heldout_seeds"]
-        held = np.array([np.mean([r["seed_scores"][s] for s in heldout_seeds]) for r in rows])
-        saas_held = np.array([hypervolume([np.mean(list(f["scores"].values())) for f in fronts[r["seed"]]["front"]],
-                                          [f["percent"] for f in fronts[r["seed"]]["front"]], *ref) for r in runs])
-        held_se = bootstrap_se(lambda i: front_hypervolume(select[i], held[i], percents[i], ref), len(rows),
-                               random_budget, rng)
-        random_held = np.array([front_hypervolume(select[i], held[i], percents[i], ref) for i in picks])
-        summary["heldout_seeds"] = heldout_seeds
-        summary["heldout"] = _against_random(saas_held, random_held, held_se)
-        lines.append((f"fronts rescored with held-out seeds {heldout_seeds}", summary["heldout"]))
-    print(f"| hypervolume of | SAAS @ {budget} | random @ {random_budget} | difference | p |\n|---|---|---|---|---|")
-    for name, c in lines:
-        print(f"| {name} | {c['saas'][0]:.2f} ± {c['saas'][1]:.2f} | {c['random_goal'][0]:.2f} ± {c['random_goal'][1]:.2f} "
-              f"(bootstrap SE {c['random_bootstrap_se']:.2f}) | {c['difference']:+.2f} | {c['p']:.3f} |")
-    print(f"\nOwn scores: random search's mean reaches SAAS @ {budget} after "
-          f"{summary['random_trials_to_match_saas'] or '> ' + str(random_budget)} trials; SAAS's mean reaches random @ "
-          f"{random_budget} after {summary['saas_trials_to_reach_goal'] or '> ' + str(budget)}. "
-          f"{summary['saas_trials_from_table']} of {budget * len(runs)} SAAS trials were table rows.")
+
+    def saas_curves(w: World) -> np.ndarray:  # searches x budget
+        return np.array([hypervolume_history([t["score"] for t in r["trials"]], [t["percent"] for t in r["trials"]], *ref)
+                         for r in w.runs])
+
+    curves = {w.train_seed: (saas_curves(w), np.array([hypervolume_history(column[w.train_seed][i], percents[i], *ref)
+                                                       for i in picks])) for w in worlds}
+    summary = {"table": str(table_path), "n_rows": len(rows), "reference_point": ref, "budget": budget,
+               "n_init": worlds[0].runs[0]["n_init"], "random_budget": random_budget, "random_draws": draws,
+               "own_scores": compare(worlds, lambda w: curves[w.train_seed][0][:, budget - 1],
+                                     lambda w, i: hypervolume(column[w.train_seed][i], percents[i], *ref),
+                                     len(rows), random_budget, picks, rng)}
+    if heldout:
+        def held(w: World) -> np.ndarray:  # each table row's mean score over the world's held-out seeds
+            return np.mean([column[s] for s in heldout[w.train_seed]], axis=0)
+
+        summary["heldout_seeds"] = {str(k): v for k, v in heldout.items()}
+        summary["heldout"] = compare(
+            worlds,
+            lambda w: np.array([hypervolume([np.mean(list(f["scores"].values())) for f in w.fronts[r["seed"]]["front"]],
+                                            [f["percent"] for f in w.fronts[r["seed"]]["front"]], *ref) for r in w.runs]),
+            lambda w, i: front_hypervolume(column[w.train_seed][i], held(w)[i], percents[i], ref),
+            len(rows), random_budget, picks, rng)
+    summary["per_world"] = []
+    for w in worlds:
+        saas, random = curves[w.train_seed]
+        trained = [t["trained_s"] for r in w.runs for t in r["trials"] if t["trained_s"] is not None]
+        proposals = [t["proposal_s"] for r in w.runs for t in r["trials"][r["n_init"]:]]
+        summary["per_world"].append({
+            "train_seed": w.train_seed, "searches": len(w.runs),
+            "saas_hv": {str(b): [float(saas[:, b - 1].mean()), _sd(saas[:, b - 1])] for b in sorted({min(25, budget), budget})},
+            "random_hv": {str(b): [float(random[:, b - 1].mean()), _sd(random[:, b - 1])]
+                          for b in sorted({min(25, budget), budget, random_budget})},
+            "random_trials_to_match_saas": next((k + 1 for k, v in enumerate(random.mean(0))
+                                                 if v >= saas[:, budget - 1].mean() - 1e-9), None),
+            "saas_trials_to_reach_random": next((k + 1 for k, v in enumerate(saas.mean(0))
+                                                 if v >= random[:, -1].mean() - 1e-9), None),
+            "saas_trials_from_table": int(sum(t["trained_s"] is None for r in w.runs for t in r["trials"])),
+            "median_trained_s": float(np.median(trained)) if trained else None,
+            "median_bo_proposal_s": float(np.median(proposals)) if proposals else None})
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _print_summary(summary, table_path)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for k, (curves, label) in enumerate([(saas, f"SAAS-MAP + qLogNEHVI, whole space ({len(runs)} seeds)"),
-                                         (random, f"random search, table draws ({draws})")]):
-        x = np.arange(1, curves.shape[1] + 1)
-        ax.plot(x, curves.mean(0), color=f"C{k}", label=label)
-        ax.fill_between(x, curves.mean(0) - curves.std(0), curves.mean(0) + curves.std(0), color=f"C{k}", alpha=0.15)
-    ax.axhline(random[:, -1].mean(), color="k", ls="--", lw=1,
-               label=f"random @ {random_budget} (issue 4 goal for SAAS @ {budget})")
+    for k, w in enumerate(worlds):
+        for c, style, label in zip(curves[w.train_seed], ("-", "--"),
+                                   (f"SAAS, whole space ({len(w.runs)} searches)", f"random, table draws ({draws})")):
+            x = np.arange(1, c.shape[1] + 1)
+            ax.plot(x, c.mean(0), color=f"C{k}", ls=style, label=f"training seed {w.train_seed}: {label}")
+            ax.fill_between(x, c.mean(0) - c.std(0), c.mean(0) + c.std(0), color=f"C{k}", alpha=0.1)
+    ax.axvline(budget, color="k", lw=0.8, ls=":")
     ax.set_xlabel("trials")
-    ax.set_ylabel("hypervolume (score × % trainable)")
-    ax.set_title(f"Real searches on {rows[0]['task']}, training seed {train_seed} (mean ± std)")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("hypervolume of the searches' own scores")
+    ax.set_title(f"Real searches on {rows[0]['task']} (mean ± std)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "hypervolume.png", dpi=120)
     return summary
+
+
+def _print_summary(summary: dict, table_path: Path) -> None:
+    budget, random_budget = summary["budget"], summary["random_budget"]
+    ref = summary["reference_point"]
+    print(f"\n{table_path.name}: {summary['n_rows']} rows; reference point (score {ref[0]:.2f}, {ref[1]:.2f}%); "
+          f"random search: {summary['random_draws']} draws of {random_budget} rows\n")
+    print(f"| hypervolume of | training seed | SAAS searches | SAAS @ {budget} | random @ {random_budget} | difference |"
+          "\n|---|---|---|---|---|---|")
+    for name, key in (("own scores", "own_scores"), ("fronts rescored by the held-out seeds", "heldout")):
+        if key not in summary:
+            print("\n(no held-out scores: some searches' fronts are not scored yet)")
+            continue
+        c = summary[key]
+        for e in c["worlds"]:
+            print(f"| {name} | {e['train_seed']} | {e['searches']} | {e['saas'][0]:.2f} ± {e['saas'][1]:.2f} | "
+                  f"{e['random'][0]:.2f} ± {e['random'][1]:.2f} | {e['difference']:+.2f} |")
+        print(f"| {name} | pooled | {sum(e['searches'] for e in c['worlds'])} | | | **{c['difference']:+.2f}** ± "
+              f"{c['se']:.2f} (random's bootstrap SE {c['random_bootstrap_se']:.2f}), p = {c['p']:.3f} |")
+    for e in summary["per_world"]:
+        print(f"\nseed {e['train_seed']}: random search's mean reaches SAAS @ {budget} after "
+              f"{e['random_trials_to_match_saas'] or '> ' + str(random_budget)} trials; SAAS's mean reaches random @ "
+              f"{random_budget} after {e['saas_trials_to_reach_random'] or '> ' + str(budget)}; "
+              f"{e['saas_trials_from_table']} of {budget * e['searches']} SAAS trials were table rows")
+
+
+def read_results(out_dir: Path, table: Path, budget: int, n_init: int) -> tuple[dict[int, dict], dict[int, dict]]:
+    """(search seed -> run, search seed -> scored front) of an --out folder; refuses other settings."""
+    runs, fronts = {}, {}
+    runs_path, fronts_path = out_dir / "runs.jsonl", out_dir / "fronts.jsonl"
+    if runs_path.exists():
+        for r in map(json.loads, runs_path.read_text().splitlines()):
+            if (r["table"], r["budget"], r["n_init"]) != (table.name, budget, n_init):
+                raise SystemExit(f"{runs_path} holds searches of {r['table']} with budget {r['budget']} and init "
+                                 f"{r['n_init']}; give matching options or another --out")
+            runs[r["seed"]] = r
+    if len({r["train_seed"] for r in runs.values()}) > 1:
+        raise SystemExit(f"{runs_path} mixes training seeds; it must hold one")
+    if fronts_path.exists():
+        fronts = {f["seed"]: f for f in map(json.loads, fronts_path.read_text().splitlines())}
+    return runs, fronts
 
 
 def main() -> None:
@@ -285,6 +360,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "live_search")
     parser.add_argument("--summary-only", action="store_true", help="only summarise the searches in runs.jsonl")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="DIR",
+                        help="summarise these --out folders (one training seed each) together into --out; runs nothing")
     args = parser.parse_args()
     if min(args.seeds, args.budget, args.init, args.random_budget, args.random_draws) < 1:
         parser.error("--seeds, --budget, --init, --random-budget and --random-draws must be at least 1")
@@ -300,31 +377,39 @@ def main() -> None:
         parser.error(f"the training seed and the held-out seeds must differ and be seeds the whole table holds "
                      f"(missing: {missing}); choose others")
     args.out.mkdir(parents=True, exist_ok=True)
-    runs_path, fronts_path, evaluations = args.out / "runs.jsonl", args.out / "fronts.jsonl", args.out / "evaluations.csv"
+    if args.combine:
+        worlds = []
+        for folder in args.combine:
+            runs, fronts = read_results(folder, args.table, args.budget, args.init)
+            if not runs:
+                parser.error(f"{folder} holds no finished searches")
+            worlds.append(World(next(iter(runs.values()))["train_seed"], [runs[s] for s in sorted(runs)], fronts))
+        if len({w.train_seed for w in worlds}) < len(worlds):
+            parser.error("--combine folders must hold searches with different training seeds")
+    else:
+        worlds = [run_world(args, heldout_seeds)]
+    summarise(args.table, worlds, args.budget, args.random_budget, args.random_draws, args.out)
+    print(f"\nwrote {args.out / 'summary.json'} and {args.out / 'hypervolume.png'}")
+
+
+def run_world(args: argparse.Namespace, heldout_seeds: list[int]) -> World:
+    """Run the searches of --seeds that --out lacks, and score the fronts it lacks, two kinds of job on one pool."""
+    runs, fronts = read_results(args.out, args.table, args.budget, args.init)
+    if any(r["train_seed"] != args.train_seed for r in runs.values()):
+        raise SystemExit(f"{args.out} holds searches with another training seed; give another --out")
+    fronts = {s: f for s, f in fronts.items() if f["heldout_seeds"] == heldout_seeds}
+    evaluations = args.out / "evaluations.csv"
     if not evaluations.exists():
         evaluations.write_text(",".join(COLUMNS) + "\n")
-    done = {}
-    if runs_path.exists():
-        for line in runs_path.read_text().splitlines():
-            r = json.loads(line)
-            setting = (r["table"], r["budget"], r["n_init"], r["train_seed"])
-            if setting != (args.table.name, args.budget, args.init, args.train_seed):
-                raise SystemExit(f"{runs_path} holds searches with (table, budget, init, train seed) = {setting}; "
-                                 f"give another --out for these settings")
-            done[r["seed"]] = r
-    fronts = {}
-    if fronts_path.exists():
-        fronts = {f["seed"]: f for f in map(json.loads, fronts_path.read_text().splitlines())
-                  if f["heldout_seeds"] == heldout_seeds}
-    todo = [] if args.summary_only else [s for s in range(args.seeds) if s not in done]
+    todo = [] if args.summary_only else [s for s in range(args.seeds) if s not in runs]
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool, runs_path.open("a") as runs_out, \
-            fronts_path.open("a") as fronts_out:
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool, (args.out / "runs.jsonl").open("a") as runs_out, \
+            (args.out / "fronts.jsonl").open("a") as fronts_out:
         def score(run: dict):
             return pool.submit(score_front, str(args.table), str(args.out), run, heldout_seeds)
 
         # the finished searches' fronts first (short jobs), then the new searches, each front after its search
-        pending = {score(r) for seed, r in done.items() if seed not in fronts} if heldout_seeds and not args.summary_only \
+        pending = {score(r) for seed, r in runs.items() if seed not in fronts} if heldout_seeds and not args.summary_only \
             else set()
         pending |= {pool.submit(run_search, str(args.table), str(args.out), seed, args.budget, args.init,
                                 args.train_seed) for seed in todo}
@@ -339,15 +424,13 @@ def main() -> None:
                     continue
                 runs_out.write(json.dumps(r) + "\n")
                 runs_out.flush()
-                done[r["seed"]] = r
+                runs[r["seed"]] = r
                 print(f"search seed {r['seed']} done ({time.perf_counter() - start:.0f} s so far)", flush=True)
                 if heldout_seeds:
                     pending.add(score(r))
-    if not done:
-        raise SystemExit(f"no searches in {runs_path}; run without --summary-only first")
-    summarise(args.table, [done[s] for s in sorted(done)], fronts, args.budget, args.random_budget, args.random_draws,
-              args.out)
-    print(f"\nwrote {args.out / 'summary.json'} and {args.out / 'hypervolume.png'}")
+    if not runs:
+        raise SystemExit(f"no searches in {args.out / 'runs.jsonl'}; run without --summary-only first")
+    return World(args.train_seed, [runs[s] for s in sorted(runs)], fronts)
 
 
 if __name__ == "__main__":

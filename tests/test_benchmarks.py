@@ -288,16 +288,19 @@ def test_live_search_trains_only_new_proposals_and_resumes_from_its_evaluations(
     assert live_search.score_front(str(table), str(tmp_path), run, [1, 2]) == front and len(trained) == len(new) + 2 * len(
         new_on_front)
 
-    summary = live_search.summarise(table, [run, rerun], {0: front}, budget=12, random_budget=20, draws=30, out=tmp_path)
-    assert summary["saas_trials_from_table"] == 2 * len(from_table) and summary["saas_hv"]["12"][1] == 0.0
-    assert summary["random_hv"]["12"][0] <= summary["random_hv"]["20"][0]
+    world = live_search.World(0, [run, rerun], {0: front})
+    summary = live_search.summarise(table, [world], budget=12, random_budget=20, draws=30, out=tmp_path)
+    (own,) = summary["per_world"]
+    assert own["saas_trials_from_table"] == 2 * len(from_table) and own["saas_hv"]["12"][1] == 0.0
+    assert own["random_hv"]["12"][0] <= own["random_hv"]["20"][0]
     assert (tmp_path / "hypervolume.png").stat().st_size > 0
     rows, _, _, ref = live_search._setup(table)
     held = hypervolume([np.mean(list(f["scores"].values())) for f in front["front"]],
                        [f["percent"] for f in front["front"]], *ref)
-    assert summary["heldout"]["saas"] == [pytest.approx(held), 0.0]
+    assert summary["heldout"]["worlds"][0]["saas"] == [pytest.approx(held), 0.0]
     # the table's held-out mean is seed 0's score: random search's front keeps its hypervolume
-    assert summary["heldout"]["random_goal"] == pytest.approx(summary["own_scores"]["random_goal"])
+    assert summary["heldout"]["worlds"][0]["random"] == pytest.approx(summary["own_scores"]["worlds"][0]["random"])
+    assert summary["own_scores"]["worlds"][0]["random"][0] == pytest.approx(own["random_hv"]["20"][0])
     # a front's hypervolume: chosen by the first scores, whatever the others' rescored values
     scores, percents = np.array([r["seed_scores"][0] for r in rows]), np.array([r["percent"] for r in rows])
     whole = hypervolume(scores, percents, *ref)
@@ -318,7 +321,8 @@ def test_live_search_command_line_searches_scores_fronts_and_resumes(live, monke
     fronts = [json.loads(line) for line in (out / "fronts.jsonl").read_text().splitlines()]
     assert sorted(r["seed"] for r in runs) == [0, 1] and sorted(f["seed"] for f in fronts) == [0, 1]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["seeds"] == 2 and summary["heldout_seeds"] == [1, 2] and "| fronts rescored" in capsys.readouterr().out
+    assert summary["per_world"][0]["searches"] == 2 and summary["heldout_seeds"] == {"0": [1, 2]}
+    assert "| fronts rescored" in capsys.readouterr().out
     # a third seed: only its search and its front are new
     monkeypatch.setattr(sys, "argv", [*argv, "--seeds", "3"])
     live_search.main()
@@ -331,3 +335,20 @@ def test_live_search_command_line_searches_scores_fronts_and_resumes(live, monke
             live_search.main()
         assert exc.value.code == 2 and "held-out seeds must differ" in capsys.readouterr().err
     assert len((out / "runs.jsonl").read_text().splitlines()) == 3
+    # searches trained with seed 1 in another folder, then both summarised together
+    out1 = tmp_path / "out1"
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], str(out1), "--seeds", "2", "--train-seed", "1", "--heldout-seeds", "0,2"])
+    live_search.main()
+    combined = tmp_path / "combined"
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], str(combined), "--combine", str(out), str(out1)])
+    live_search.main()
+    summary = json.loads((combined / "summary.json").read_text())
+    for key in ("own_scores", "heldout"):
+        worlds = summary[key]["worlds"]
+        assert [(w["train_seed"], w["searches"]) for w in worlds] == [(0, 3), (1, 2)]
+        assert summary[key]["difference"] == pytest.approx((3 * worlds[0]["difference"] + 2 * worlds[1]["difference"]) / 5)
+        assert 0 <= summary[key]["p"] <= 1
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], str(combined), "--combine", str(out), str(out)])
+    with pytest.raises(SystemExit) as exc:
+        live_search.main()
+    assert exc.value.code == 2 and "different training seeds" in capsys.readouterr().err
