@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from replay import _setup
+from replay import _setup, first_reaching
 from autopeft.space import PeftConfig
 from table import COLUMNS, _config_key, _format_row, _read, load_table, seed_trainer, table_task
 
@@ -258,15 +258,14 @@ def summarise(table_path: Path, worlds: list[World], budget: int, random_budget:
                                      lambda w, i: hypervolume(column[w.train_seed][i], percents[i], *ref),
                                      len(rows), random_budget, picks, rng)}
     if heldout:
-        def held(w: World) -> np.ndarray:  # each table row's mean score over the world's held-out seeds
-            return np.mean([column[s] for s in heldout[w.train_seed]], axis=0)
-
+        # each table row's mean score over each world's held-out seeds
+        held = {seed: np.mean([column[s] for s in seeds], axis=0) for seed, seeds in heldout.items()}
         summary["heldout_seeds"] = {str(k): v for k, v in heldout.items()}
         summary["heldout"] = compare(
             worlds,
             lambda w: np.array([hypervolume([np.mean(list(f["scores"].values())) for f in w.fronts[r["seed"]]["front"]],
                                             [f["percent"] for f in w.fronts[r["seed"]]["front"]], *ref) for r in w.runs]),
-            lambda w, i: front_hypervolume(column[w.train_seed][i], held(w)[i], percents[i], ref),
+            lambda w, i: front_hypervolume(column[w.train_seed][i], held[w.train_seed][i], percents[i], ref),
             len(rows), random_budget, picks, rng)
     summary["per_world"] = []
     for w in worlds:
@@ -278,10 +277,8 @@ def summarise(table_path: Path, worlds: list[World], budget: int, random_budget:
             "saas_hv": {str(b): [float(saas[:, b - 1].mean()), _sd(saas[:, b - 1])] for b in sorted({min(25, budget), budget})},
             "random_hv": {str(b): [float(random[:, b - 1].mean()), _sd(random[:, b - 1])]
                           for b in sorted({min(25, budget), budget, random_budget})},
-            "random_trials_to_match_saas": next((k + 1 for k, v in enumerate(random.mean(0))
-                                                 if v >= saas[:, budget - 1].mean() - 1e-9), None),
-            "saas_trials_to_reach_random": next((k + 1 for k, v in enumerate(saas.mean(0))
-                                                 if v >= random[:, -1].mean() - 1e-9), None),
+            "random_trials_to_match_saas": first_reaching(random.mean(0), saas[:, budget - 1].mean()),
+            "saas_trials_to_reach_random": first_reaching(saas.mean(0), random[:, -1].mean()),
             "saas_trials_from_table": int(sum(t["trained_s"] is None for r in w.runs for t in r["trials"])),
             "median_trained_s": float(np.median(trained)) if trained else None,
             "median_bo_proposal_s": float(np.median(proposals)) if proposals else None})
