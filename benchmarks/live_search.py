@@ -207,7 +207,7 @@ def compare(worlds: list[World], hv_saas, hv_random, n_rows: int, random_budget:
     rows (shape: draws x random_budget). The pooled difference weighs each world by its
     number of searches; its variance is the SAAS means' plus random's, whose error as an
     estimate from one table (which the worlds share) is a bootstrap over the table's rows.
-    p: two-sided t-test.
+    p: two-sided t-test; p_above: one-sided, for SAAS above random.
     """
     from scipy import stats
 
@@ -223,8 +223,11 @@ def compare(worlds: list[World], hv_saas, hv_random, n_rows: int, random_budget:
                              random_budget, rng)
     diff = float(sum(k * e["difference"] for k, e in zip(weights, entries)))
     se = float(np.sqrt(sum(k**2 * e["saas_var_of_mean"] for k, e in zip(weights, entries)) + random_se**2))
-    p = float(2 * stats.t.sf(abs(diff) / se, df=n.sum() - 1)) if np.isfinite(se) and se > 0 else float("nan")
-    return {"worlds": entries, "difference": diff, "random_bootstrap_se": random_se, "se": se, "p": p}
+    tested = np.isfinite(se) and se > 0
+    p = float(2 * stats.t.sf(abs(diff) / se, df=n.sum() - 1)) if tested else float("nan")
+    p_above = float(stats.t.sf(diff / se, df=n.sum() - 1)) if tested else float("nan")
+    return {"worlds": entries, "difference": diff, "random_bootstrap_se": random_se, "se": se, "p": p,
+            "p_above": p_above}
 
 
 def summarise(table_path: Path, worlds: list[World], budget: int, random_budget: int, draws: int, out: Path) -> dict:
@@ -318,7 +321,8 @@ def _print_summary(summary: dict, table_path: Path) -> None:
             print(f"| {name} | {e['train_seed']} | {e['searches']} | {e['saas'][0]:.2f} ± {e['saas'][1]:.2f} | "
                   f"{e['random'][0]:.2f} ± {e['random'][1]:.2f} | {e['difference']:+.2f} |")
         print(f"| {name} | pooled | {sum(e['searches'] for e in c['worlds'])} | | | **{c['difference']:+.2f}** ± "
-              f"{c['se']:.2f} (random's bootstrap SE {c['random_bootstrap_se']:.2f}), p = {c['p']:.3f} |")
+              f"{c['se']:.2f} (random's bootstrap SE {c['random_bootstrap_se']:.2f}), p = {c['p']:.3f} "
+              f"(one-sided, SAAS above: {c['p_above']:.3f}) |")
     for e in summary["per_world"]:
         print(f"\nseed {e['train_seed']}: random search's mean reaches SAAS @ {budget} after "
               f"{e['random_trials_to_match_saas'] or '> ' + str(random_budget)} trials; SAAS's mean reaches random @ "
@@ -346,7 +350,8 @@ def read_results(out_dir: Path, table: Path, budget: int, n_init: int) -> tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=Path, required=True)
-    parser.add_argument("--seeds", type=int, default=10, help="SAAS searches (search seeds 0 .. N-1)")
+    parser.add_argument("--seeds", type=int, default=10, help="SAAS searches (search seeds F .. F+N-1)")
+    parser.add_argument("--first-seed", type=int, default=0, help="F, the first search seed")
     parser.add_argument("--budget", type=int, default=50)
     parser.add_argument("--init", type=int, default=8, help="initial random trials (autopeft search's default)")
     parser.add_argument("--train-seed", type=int, default=0, help="training seed of every trial")
@@ -360,6 +365,8 @@ def main() -> None:
     parser.add_argument("--combine", type=Path, nargs="+", metavar="DIR",
                         help="summarise these --out folders (one training seed each) together into --out; runs nothing")
     args = parser.parse_args()
+    if args.first_seed < 0:
+        parser.error("--first-seed must be at least 0")
     if min(args.seeds, args.budget, args.init, args.random_budget, args.random_draws) < 1:
         parser.error("--seeds, --budget, --init, --random-budget and --random-draws must be at least 1")
     rows = load_table(args.table)
@@ -398,7 +405,8 @@ def run_world(args: argparse.Namespace, heldout_seeds: list[int]) -> World:
     evaluations = args.out / "evaluations.csv"
     if not evaluations.exists():
         evaluations.write_text(",".join(COLUMNS) + "\n")
-    todo = [] if args.summary_only else [s for s in range(args.seeds) if s not in runs]
+    todo = [] if args.summary_only else [s for s in range(args.first_seed, args.first_seed + args.seeds)
+                                            if s not in runs]
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool, (args.out / "runs.jsonl").open("a") as runs_out, \
             (args.out / "fronts.jsonl").open("a") as fronts_out:

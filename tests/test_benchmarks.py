@@ -337,17 +337,24 @@ def test_live_search_command_line_searches_scores_fronts_and_resumes(live, monke
     assert len((out / "runs.jsonl").read_text().splitlines()) == 3
     # searches trained with seed 1 in another folder, then both summarised together
     out1 = tmp_path / "out1"
-    monkeypatch.setattr(sys, "argv", [*argv[:-1], str(out1), "--seeds", "2", "--train-seed", "1", "--heldout-seeds", "0,2"])
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], str(out1), "--seeds", "2", "--first-seed", "100", "--train-seed", "1",
+                                      "--heldout-seeds", "0,2"])
     live_search.main()
+    assert sorted(json.loads(line)["seed"] for line in (out1 / "runs.jsonl").read_text().splitlines()) == [100, 101]
     combined = tmp_path / "combined"
     monkeypatch.setattr(sys, "argv", [*argv[:-1], str(combined), "--combine", str(out), str(out1)])
     live_search.main()
     summary = json.loads((combined / "summary.json").read_text())
+    from scipy import stats
+
     for key in ("own_scores", "heldout"):
         worlds = summary[key]["worlds"]
         assert [(w["train_seed"], w["searches"]) for w in worlds] == [(0, 3), (1, 2)]
         assert summary[key]["difference"] == pytest.approx((3 * worlds[0]["difference"] + 2 * worlds[1]["difference"]) / 5)
         assert 0 <= summary[key]["p"] <= 1
+        z = summary[key]["difference"] / summary[key]["se"]
+        assert summary[key]["p_above"] == pytest.approx(stats.t.sf(z, df=4))
+        assert summary[key]["p"] == pytest.approx(2 * min(summary[key]["p_above"], 1 - summary[key]["p_above"]))
     monkeypatch.setattr(sys, "argv", [*argv[:-1], str(combined), "--combine", str(out), str(out)])
     with pytest.raises(SystemExit) as exc:
         live_search.main()
