@@ -363,7 +363,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "live_search")
     parser.add_argument("--summary-only", action="store_true", help="only summarise the searches in runs.jsonl")
     parser.add_argument("--combine", type=Path, nargs="+", metavar="DIR",
-                        help="summarise these --out folders (one training seed each) together into --out; runs nothing")
+                        help="summarise these --out folders (one training seed each; folders with the same seed "
+                             "are merged) together into --out; runs nothing")
     args = parser.parse_args()
     if args.first_seed < 0:
         parser.error("--first-seed must be at least 0")
@@ -382,14 +383,22 @@ def main() -> None:
                      f"(missing: {missing}); choose others")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.combine:
-        worlds = []
+        by_seed: dict[int, World] = {}  # folders with the same training seed are one world
         for folder in args.combine:
             runs, fronts = read_results(folder, args.table, args.budget, args.init)
             if not runs:
                 parser.error(f"{folder} holds no finished searches")
-            worlds.append(World(next(iter(runs.values()))["train_seed"], [runs[s] for s in sorted(runs)], fronts))
-        if len({w.train_seed for w in worlds}) < len(worlds):
-            parser.error("--combine folders must hold searches with different training seeds")
+            seed = next(iter(runs.values()))["train_seed"]
+            world = by_seed.setdefault(seed, World(seed, [], {}))
+            if {r["seed"] for r in world.runs} & set(runs):
+                parser.error(f"{folder} repeats search seeds of another --combine folder with training seed {seed}; "
+                             "give each search once")
+            world.runs += [runs[s] for s in sorted(runs)]
+            world.fronts |= fronts
+            if len({frozenset(f["heldout_seeds"]) for f in world.fronts.values()}) > 1:
+                parser.error(f"{folder} scored its fronts with other held-out seeds than another folder with "
+                             f"training seed {seed}; rescore one of them with --heldout-seeds")
+        worlds = [by_seed[s] for s in sorted(by_seed)]
     else:
         worlds = [run_world(args, heldout_seeds)]
     summarise(args.table, worlds, args.budget, args.random_budget, args.random_draws, args.out)

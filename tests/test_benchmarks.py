@@ -355,7 +355,23 @@ def test_live_search_command_line_searches_scores_fronts_and_resumes(live, monke
         z = summary[key]["difference"] / summary[key]["se"]
         assert summary[key]["p_above"] == pytest.approx(stats.t.sf(z, df=4))
         assert summary[key]["p"] == pytest.approx(2 * min(summary[key]["p_above"], 1 - summary[key]["p_above"]))
+    # a second folder of seed-0 searches is merged into the seed-0 world; the same searches twice are refused
+    out_more = tmp_path / "out_more"
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], str(out_more), "--seeds", "1", "--first-seed", "7"])
+    live_search.main()
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], str(combined), "--combine", str(out1), str(out), str(out_more)])
+    live_search.main()
+    merged = json.loads((combined / "summary.json").read_text())
+    assert [(w["train_seed"], w["searches"]) for w in merged["heldout"]["worlds"]] == [(0, 4), (1, 2)]
+    assert merged["heldout"]["worlds"][1] == summary["heldout"]["worlds"][1]
     monkeypatch.setattr(sys, "argv", [*argv[:-1], str(combined), "--combine", str(out), str(out)])
     with pytest.raises(SystemExit) as exc:
         live_search.main()
-    assert exc.value.code == 2 and "different training seeds" in capsys.readouterr().err
+    assert exc.value.code == 2 and "repeats search seeds" in capsys.readouterr().err
+    out_other = tmp_path / "out_other"  # seed-0 fronts rescored by seed 2 alone cannot join those rescored by 1 and 2
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], str(out_other), "--seeds", "1", "--first-seed", "8", "--heldout-seeds", "2"])
+    live_search.main()
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], str(combined), "--combine", str(out), str(out_other)])
+    with pytest.raises(SystemExit) as exc:
+        live_search.main()
+    assert exc.value.code == 2 and "other held-out seeds" in capsys.readouterr().err
