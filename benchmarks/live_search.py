@@ -29,7 +29,8 @@ Hypervolume: as in replay.py (score against % trainable parameters, reference po
 A training seed also draws the training subset that every configuration of a search
 shares, so one seed's scores are higher or lower as a whole: SAAS and random search are
 compared with the same training seed, one --out folder per seed, and `--combine` pools
-the comparisons of several folders.
+the comparisons of several folders (folders with the same training seed are merged, so a
+new set of searches, given other search seeds with `--first-seed`, can join earlier ones).
 
 Usage:
     cd benchmarks
