@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 
 def _complete_configs(db_path) -> list[str]:
@@ -65,18 +66,28 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(tiny_model_dir, tmp_path):
            "--train-examples", "32", "--dev-examples", "32", "--epochs", "1", "--max-length", "48"]
     # A shell starts background jobs with SIGINT ignored, and the child would inherit that
     # (e.g. `bash .ci/run &`); a terminal's Ctrl-C reaches a process with the default action.
-    proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
+    # PYTHONFAULTHANDLER: a SIGABRT makes a hung child print every thread's stack
+    proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONFAULTHANDLER": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     start = time.time()
-    while time.time() < start + 120 and not _complete_configs_safe(out / "study.db"):
+    while time.time() < start + 300 and not _complete_configs_safe(out / "study.db"):
         time.sleep(0.5)
     assert proc.poll() is None, f"the search ended before it could be interrupted: {proc.communicate()}"
     waited = time.time() - start
     proc.send_signal(signal.SIGINT)
-    stdout, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (f"exit {proc.returncode}, SIGINT sent after {waited:.0f} s, "
-                                    f"{time.time() - start - waited:.0f} s before the exit\n{err}\n{stdout[-2000:]}")
+    try:
+        stdout, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        stdout, err = proc.communicate(timeout=60)
+        pytest.fail(f"no exit 240 s after a SIGINT sent {waited:.0f} s after the start; the child's stacks:\n{err[-6000:]}")
+    # Python exits by SIGINT itself (-SIGINT here, 130 in a shell) when the KeyboardInterrupt passed
+    # through an exec() during an import (seen with dataclasses' generated __init__), though
+    # autopeft handled it and returned 130; both are the conventional exit of a Ctrl-C.
+    assert proc.returncode in (130, -signal.SIGINT), (
+        f"exit {proc.returncode}, SIGINT sent after {waited:.0f} s, {time.time() - start - waited:.0f} s before the "
+        f"exit\n{err}\n{stdout[-2000:]}")
     assert "resume" in err
     with sqlite3.connect(out / "study.db") as db:
         assert db.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0] == 0
