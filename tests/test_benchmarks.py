@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TABLE = BENCHMARKS / "data" / "rte_minilm_low.csv"
@@ -345,8 +346,6 @@ def test_live_search_command_line_searches_scores_fronts_and_resumes(live, monke
     monkeypatch.setattr(sys, "argv", [*argv[:-1], str(combined), "--combine", str(out), str(out1)])
     live_search.main()
     summary = json.loads((combined / "summary.json").read_text())
-    from scipy import stats
-
     for key in ("own_scores", "heldout"):
         worlds = summary[key]["worlds"]
         assert [(w["train_seed"], w["searches"]) for w in worlds] == [(0, 3), (1, 2)]

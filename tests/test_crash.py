@@ -82,9 +82,10 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(tiny_model_dir, tmp_path):
         proc.send_signal(signal.SIGABRT)
         stdout, err = proc.communicate(timeout=60)
         pytest.fail(f"no exit 240 s after a SIGINT sent {waited:.0f} s after the start; the child's stacks:\n{err[-6000:]}")
-    # Python exits by SIGINT itself (-SIGINT here, 130 in a shell) when the KeyboardInterrupt passed
-    # through an exec() during an import (seen with dataclasses' generated __init__), though
-    # autopeft handled it and returned 130; both are the conventional exit of a Ctrl-C.
+    # Run with `python -m`, Python exits by SIGINT itself (-SIGINT here, 130 in a shell) when the
+    # KeyboardInterrupt passed through an exec(), e.g. dataclasses' generated __init__ during an
+    # import, though autopeft caught it and returned 130 (the `autopeft` script exits 130); both
+    # are the conventional exit of a Ctrl-C.
     assert proc.returncode in (130, -signal.SIGINT), (
         f"exit {proc.returncode}, SIGINT sent after {waited:.0f} s, {time.time() - start - waited:.0f} s before the "
         f"exit\n{err}\n{stdout[-2000:]}")
