@@ -14,10 +14,11 @@ TINY_SEARCH = ["--train-examples", "32", "--dev-examples", "32", "--epochs", "1"
 
 @pytest.fixture(scope="module")
 def searched(tiny_model_dir, tmp_path_factory):
-    """A finished 6-trial search (2 random + 4 MAP-SAAS proposals) on RTE with the tiny model."""
+    """A finished 6-trial search on RTE with the tiny model: 2 random, 2 replicates of them (the noise
+    calibration pairs: 0.34 x 6 = 2 replicates at most), 2 MAP-SAAS proposals."""
     out = tmp_path_factory.mktemp("search")
     argv = ["search", "--model", str(tiny_model_dir), "--task", "RTE", "--budget", "6", "--init", "2",
-            "--nuts", "map", "--out", str(out), *TINY_SEARCH]
+            "--nuts", "map", "--replicates", "0.34", "--out", str(out), *TINY_SEARCH]
     assert main([*argv, "--baselines"]) == 0
     return out, argv
 
@@ -32,6 +33,31 @@ def test_search_writes_table_csv_json_and_plots(searched, capsys):
     assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     baselines = json.loads((out / "baselines.json").read_text())  # marked in front.png
     assert sorted(baselines) == ["LoRA8", "PA2", "PT2", "SA2", "full fine-tuning"]
+    # the seed noise, from the two calibration pairs (trials 2 and 3 retrain trials 0 and 1 with seed 1)
+    assert front["noise"]["pairs"] == 2 and front["noise"]["seed_sd"] >= 0
+    assert set(front["noise"]) == {"seed_sd", "config_share", "pairs"}
+    assert front["n_completed"] == 6 and front["n_configurations"] == 4
+    for row in front["front"]:
+        assert row["n_seeds"] == len(row["scores"]) == len(row["numbers"]) and row["seeds"] == list(range(row["n_seeds"]))
+        assert row["score"] == pytest.approx(sum(row["scores"]) / row["n_seeds"])
+    with (out / "front.csv").open() as fh:
+        header = fh.readline().strip().split(",")
+    assert {"score", "score_std", "n_seeds", "scores", "trials"} <= set(header)
+
+
+def test_report_prints_the_noise_and_warns_when_it_swamps_the_configurations(searched, capsys, monkeypatch):
+    out, _ = searched
+    assert main(["report", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "noise: seed SD" in printed and "(2 pairs)" in printed and "score ± std (seeds)" in printed
+    from autopeft.search.noise import NoiseEstimate
+
+    for share, warned in ((0.2, True), (0.6, False)):
+        monkeypatch.setattr("autopeft.search.study.noise_estimate", lambda study: NoiseEstimate(3.0, share, 2))
+        assert main(["report", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert ("warning:" in printed) == warned
+        assert ("--train-examples" in printed and "--fidelity auto" in printed) == warned
 
 
 def test_search_resume_does_not_repeat_trials(searched):
@@ -92,6 +118,8 @@ def test_resuming_with_another_task_is_refused_and_changes_nothing(searched, cap
     (["--sampler", "annealing"], "annealing"),
     (["--percent-scale", "cubic"], "--percent-scale"),
     (["--sampler", "random", "--percent-scale", "linear"], "--percent-scale applies to the saasbo and gp"),
+    (["--sampler", "random", "--replicates", "0.2"], "--replicates applies to the saasbo and gp"),
+    (["--replicates", "1.5"], "--replicates must be a fraction"),
     (["--ref-point", "50"], "--ref-point"),
     (["--heartbeat", "-1"], "--heartbeat must be a whole number"),
     (["--storage", "journal:/nonexistent/study.log", "--heartbeat", "5"], "journal storage"),  # refused before writing
@@ -181,3 +209,14 @@ def test_transfer_retrains_the_front_beside_baselines(searched, tiny_model_dir, 
     assert main(argv) == 0
     assert json.loads((target / "transfer.json").read_text())["rows"] == result["rows"]
     assert {p: p.stat().st_mtime for p in target.rglob("result.json")} == mtimes
+
+
+def test_quiet_silences_the_baselines_training_bars_too(tiny_model_dir, tmp_path, capsys):
+    argv = ["search", "--model", str(tiny_model_dir), "--task", "RTE", "--budget", "2", "--sampler", "random",
+            "--out", str(tmp_path / "s"), "--baselines", "peft", *TINY_SEARCH]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "step" not in err and "train" not in err, err[-2000:]
+    assert sorted(json.loads((tmp_path / "s" / "baselines.json").read_text())) == ["LoRA8", "PA2", "PT2", "SA2"]
+    assert main([*[a for a in argv if a != "--quiet"], "--budget", "3"]) == 0  # without --quiet: the bars are there
+    assert "trial" in capsys.readouterr().err

@@ -44,8 +44,14 @@ def evaluated(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def check_shared_study(study: optuna.Study, budget: int, n_workers: int) -> None:
     done = evaluated(study)
     assert len(done) == budget, [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in study.trials]
-    configs = [json.dumps(t.user_attrs["config"], sort_keys=True) for t in done]
-    assert len(set(configs)) == budget, "a configuration was evaluated twice"
+    work = [(json.dumps(t.user_attrs["config"], sort_keys=True), t.user_attrs.get("replicate_index", 0)) for t in done]
+    assert len(set(work)) == budget, "a configuration was trained twice with the same seed"
+    by_number = {t.number: t for t in study.trials}
+    for t in done:  # a replicate: the same configuration as its first evaluation, another training seed
+        if "replicate_of" in t.user_attrs:
+            first = by_number[t.user_attrs["replicate_of"]]
+            assert first.user_attrs["config"] == t.user_attrs["config"]
+            assert t.user_attrs["train_seed"] == first.user_attrs["train_seed"] + t.user_attrs["replicate_index"]
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     pids = {t.user_attrs["worker"]["pid"] for t in done}
     assert len(pids) >= min(2, n_workers), f"the work was not shared: {pids}"
@@ -167,8 +173,10 @@ def test_workers_share_one_study(tiny_model_dir, tmp_path, request, backend):
     cmds = [worker(tiny_model_dir, out, budget, *extra, "--search-seed", str(i)) for i in range(n_workers)]
     for r in run_together(cmds, while_running=share_the_work(storage, out)):
         assert r.returncode == 0, r.stderr[-3000:]
-    check_shared_study(load(storage, out), budget, n_workers)
-    if backend == "sqlite":
+    study = load(storage, out)
+    check_shared_study(study, budget, n_workers)
+    if backend == "sqlite":  # the BO sampler's calibration replicate (0.2 x 7 trials: one), made by one of the workers
+        assert sum("replicate_of" in t.user_attrs for t in evaluated(study)) == 1
         with sqlite3.connect(out / "study.db") as db:
             assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
     front = json.loads((out / "front.json").read_text())  # the workers wrote the report at the same time

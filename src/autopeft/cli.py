@@ -135,7 +135,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         task_source=_task_source(args), ref_point=_ref_point(args.ref_point), baselines=args.baselines,
         heartbeat=args.heartbeat,
-        states_cache=args.states_cache,
+        states_cache=args.states_cache, replicates=args.replicates,
     )
     search(settings)
 
@@ -231,8 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--percent-scale",
                        help="saasbo/gp: the %% objective the acquisition improves: 'log' (default; spreads the trials "
                             "over the whole front) or 'linear' (the scale of the reported hypervolume)")
-        p.add_argument("--baselines", action="store_true",
-                       help="also train SA, PA, PT, LoRA alone and full fine-tuning at the search fidelity; marked in the plot")
+        p.add_argument("--replicates", type=float, metavar="FRACTION",
+                       help="saasbo/gp: at most this fraction of the trials re-train an evaluated configuration with "
+                       "a new seed: 2 noise-calibration pairs after the initial design, then the front member with "
+                       "the fewest seeds (default 0.2; 0: off)")
+        p.add_argument("--baselines", nargs="?", const="all", choices=["peft", "all"],
+                       help="also train SA, PA, PT, LoRA alone ('peft') and full fine-tuning ('all', the default "
+                       "when the flag has no value) at the search fidelity; marked in the plot")
         p.add_argument("--retrain", type=int, default=0, help="retrain K configurations spread along the front at full fidelity")
         p.add_argument("--seeds", type=int, default=3, help="seeds per retrained configuration")
         p.add_argument("--resume", action="store_true", help="accepted for clarity: a search always resumes its study")

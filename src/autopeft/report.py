@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -16,8 +17,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 import optuna  # noqa: E402
 
 from autopeft.errors import UserError  # noqa: E402
-from autopeft.search.pareto import hypervolume, hypervolume_history  # noqa: E402
-from autopeft.search.study import completed_trials, front_rows, reference_point  # noqa: E402
+from autopeft.search.pareto import hypervolume  # noqa: E402
+from autopeft.search.study import completed_trials, config_rows, front_rows, noise_estimate, reference_point  # noqa: E402
 from autopeft.space import SIZE_KEYS, PeftConfig  # noqa: E402
 
 
@@ -56,8 +57,11 @@ def _flat(row: dict[str, Any], rank: int | None = None) -> dict[str, Any]:
     out.update(trial=row["number"], configuration=_describe(config))
     out.update({k: config.get(k, 0) for k in SIZE_KEYS})
     out["layers"] = "".join(str(int(b)) for b in config.get("layers", []))
+    out["score"] = row["score"]
+    if "n_seeds" in row:  # a configuration row: the mean over its seeds
+        out.update(score_std=row["score_std"], n_seeds=row["n_seeds"], scores=";".join(f"{v:g}" for v in row["scores"]),
+                   trials=";".join(map(str, row["numbers"])))
     out.update(
-        score=row["score"],
         percent=row["percent"],
         trainable_params=row.get("trainable_params"),
         wall_time_s=row.get("wall_time_s"),
@@ -95,6 +99,8 @@ def _all_trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "wall_time_s": attrs.get("wall_time_s"),
                 "proposal_seconds": attrs.get("proposal_seconds"),
                 "duplicate_of": attrs.get("duplicate_of"),
+                "replicate_of": attrs.get("replicate_of"),
+                "train_seed": attrs.get("train_seed"),
                 "fail_reason": attrs.get("fail_reason"),
                 **{f"metric_{k}": v for k, v in sorted((attrs.get("metrics") or {}).items())},
             }
@@ -105,17 +111,22 @@ def _all_trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
 def plot_front(
     study: optuna.Study, path: Path, baselines: list[dict] | None = None, labels: dict[str, str] | None = None
 ) -> Path:
-    """Scatter of all completed trials with the Pareto front as a step line (log-scale x)."""
+    """Scatter of all completed trials (one point per seed) with the front of configuration means as a step
+    line, error bars = std over seeds (log-scale x); the constant predictor's score as a dashed line."""
     rows, front = completed_trials(study), front_rows(study)
     labels = labels or study_labels(study)
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
     ax.scatter(
         [r["percent"] for r in rows], [r["score"] for r in rows],
         s=18, color="0.65", alpha=0.8, label=f"trials ({len(rows)})", zorder=2,
     )
     fx, fy = [r["percent"] for r in front], [r["score"] for r in front]
     ax.plot(fx, fy, drawstyle="steps-post", color="tab:red", lw=1.6, zorder=3)
-    ax.scatter(fx, fy, s=36, color="tab:red", edgecolor="black", lw=0.6, label=f"Pareto front ({len(front)})", zorder=4)
+    ax.errorbar(fx, fy, yerr=[r["score_std"] for r in front], fmt="o", ms=6, color="tab:red", mec="black", mew=0.6,
+                capsize=3, label=f"Pareto front of means ({len(front)}; bars: std over seeds)", zorder=4)
+    constant = study.user_attrs.get("constant_baseline")
+    if constant is not None and np.isfinite(constant):
+        ax.axhline(constant, color="0.3", ls="--", lw=1, label=f"constant predictor ({constant:.1f})", zorder=1)
     for k, (x, y) in enumerate(zip(fx, fy), start=1):  # '#' of the front table; alternate sides
         offset = (5, -12) if k % 2 else (-11, 5)
         ax.annotate(str(k), (x, y), textcoords="offset points", xytext=offset, fontsize=7, color="tab:red")
@@ -138,7 +149,7 @@ def plot_front(
     ax.set_ylabel(f"{labels['metric']} ({labels['task']} dev)")
     ax.set_title(f"AutoPEFT search: {labels['task']}, {labels['model']} — {study.study_name}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)  # outside: labels never under it
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -146,9 +157,16 @@ def plot_front(
 
 
 def plot_hypervolume(study: optuna.Study, path: Path, ref: tuple[float, float]) -> Path:
-    """Hypervolume after each completed trial, against the trial number."""
+    """Hypervolume of the configuration means after each completed trial, against the trial number."""
     rows = completed_trials(study)
-    hv = hypervolume_history([r["score"] for r in rows], [r["percent"] for r in rows], *ref)
+    scores: dict[str, list[float]] = {}
+    percents: dict[str, float] = {}
+    hv = []
+    for r in rows:
+        key = json.dumps(r["config"], sort_keys=True)
+        scores.setdefault(key, []).append(r["score"])
+        percents[key] = r["percent"]
+        hv.append(hypervolume([np.mean(v) for v in scores.values()], list(percents.values()), *ref))
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
     ax.plot([r["number"] for r in rows], hv, drawstyle="steps-post", marker=".", color="tab:green")
     ax.set_xlabel("trial number")
@@ -231,12 +249,15 @@ def write_report(
 
     _write_csv(paths["front.csv"], [_flat(r, k) for k, r in enumerate(front, start=1)])
     _write_csv(paths["trials.csv"], _all_trial_rows(study))
+    configs = config_rows(study)
     summary = {
         "study": study.study_name,
         **labels,
         "n_completed": len(rows),
+        "n_configurations": len(configs),
         "reference_point": list(ref),
-        "hypervolume": hypervolume([r["score"] for r in rows], [r["percent"] for r in rows], *ref),
+        "hypervolume": hypervolume([r["score"] for r in configs], [r["percent"] for r in configs], *ref),
+        "noise": noise_estimate(study).to_dict(),
         "front": [{"rank": k, "configuration": _describe(r["config"]), **r} for k, r in enumerate(front, start=1)],
     }
     paths["front.json"].write_text(json.dumps(summary, indent=2) + "\n")
@@ -252,9 +273,10 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def format_front_table(rows: list[dict[str, Any]]) -> str:
-    """Fixed-width table of front rows (as from front_rows), numbered from 1."""
+    """Fixed-width table of front rows (as from front_rows), numbered from 1; score = mean ± std (seeds)."""
     retrained = any("retrained_mean" in r for r in rows)
-    header = ["#", "trial", "configuration", "score", "% params", "params"]
+    seeds = any(r.get("n_seeds", 1) > 1 for r in rows)
+    header = ["#", "trial", "configuration", "score ± std (seeds)" if seeds else "score", "% params", "params"]
     if retrained:
         header.append("retrained mean ± std")
     body = []
@@ -263,7 +285,7 @@ def format_front_table(rows: list[dict[str, Any]]) -> str:
             str(k),
             str(r["number"]),
             _describe(r.get("config")),
-            f"{r['score']:.2f}",
+            f"{r['score']:.2f} ± {r['score_std']:.2f} ({r['n_seeds']})" if seeds else f"{r['score']:.2f}",
             f"{r['percent']:.4f}",
             _fmt(r.get("trainable_params"), ","),
         ]

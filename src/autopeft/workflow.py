@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from autopeft.errors import UserError
+from autopeft.metrics import majority_baseline
 from autopeft.models import load_model, load_tokenizer
 from autopeft.modules import model_spec
 from autopeft.space import ModelSpec, PeftConfig, SearchSpace
@@ -22,6 +23,8 @@ from autopeft.tasks import TaskData, load_file_task, load_task
 from autopeft.train import FIDELITIES, FULL_FINETUNE, Fidelity, train_and_evaluate
 
 OBJECTIVES = ["score:maximize", "percent:minimize"]
+DEFAULT_REPLICATES = 0.2  # fraction of a BO search's trials that may re-train a configuration with a new seed
+BO_SAMPLERS = ("saasbo", "gp")
 
 
 # --- tasks and models ---------------------------------------------------------------------
@@ -76,9 +79,10 @@ class SearchSettings:
     progress: bool = True
     task_source: dict[str, Any] = field(default_factory=dict)
     ref_point: tuple[float, float] | None = None  # (score, percent); None: the documented default
-    baselines: bool = False  # also train the single-module baselines at the search fidelity (marked in plots)
+    baselines: str | None = None  # "peft": also train SA, PA, PT, LoRA alone at the search fidelity; "all": and full FT
     heartbeat: int | None = None  # seconds between trial heartbeats (database storages); None: the default, 0: off
     states_cache: str | Path | None = None  # folder for a disk copy of the lower-layer states (frozen.StatesCache)
+    replicates: float | None = None  # saasbo/gp: at most this fraction of trials re-train a configuration; None: 0.2
 
 
 def _sampler_options(nuts: str) -> dict[str, Any]:
@@ -96,10 +100,10 @@ def _sampler_options(nuts: str) -> dict[str, Any]:
 def search(settings: SearchSettings):
     """Run (or resume) a search, write its report, optionally retrain part of the front."""
     from autopeft.frozen import open_states_cache
-    from autopeft.report import format_front_table, write_report
+    from autopeft.report import write_report
     from autopeft.search.pareto import default_reference_point, space_max_percent
     from autopeft.search.samplers import make_sampler
-    from autopeft.search.study import TrialResult, front_rows, open_study, run_search
+    from autopeft.search.study import TrialResult, open_study, replicate_index, run_search
 
     s = settings
     if s.budget <= 0:
@@ -124,6 +128,7 @@ def search(settings: SearchSettings):
         "seed": s.search_seed,
         "model_spec": spec.to_dict(),
         "reference_point": list(ref),
+        "constant_baseline": majority_baseline(s.task.spec, s.task.train.labels, s.task.dev.labels)["score"],
     }
     options = _sampler_options(s.nuts) if s.sampler == "saasbo" else {}
     if s.percent_scale is not None:
@@ -134,25 +139,53 @@ def search(settings: SearchSettings):
         options["percent_scale"] = s.percent_scale
     if s.ref_point:  # a user's reference point also steers the acquisition; else the sampler adapts its own
         options["ref_point"] = s.ref_point
+    if s.replicates is not None and not 0 <= s.replicates < 1:
+        raise UserError(f"--replicates must be a fraction of the budget in [0, 1) (0: off), got {s.replicates}")
+    if s.replicates is not None and s.replicates > 0 and s.sampler not in BO_SAMPLERS:
+        raise UserError(f"--replicates applies to the saasbo and gp samplers, not {s.sampler!r}; drop it")
+    if s.sampler in BO_SAMPLERS:
+        options["replicates"] = DEFAULT_REPLICATES if s.replicates is None else s.replicates
+    metadata["replicates"] = options.get("replicates", 0.0)
     sampler = make_sampler(s.sampler, space, seed=s.search_seed, n_init=s.n_init, percent_fn=spec.percent, **options)
     study = open_study(s.storage, s.study_name, s.out_dir, metadata, sampler, heartbeat=s.heartbeat)
     cache = open_states_cache(s.states_cache)
 
     def evaluate(config: PeftConfig, trial) -> TrialResult:
-        result = train_and_evaluate(s.model, s.task, config, s.fidelity, progress=False, tokenizer=tokenizer, cache=cache)
+        seed = s.fidelity.seed + replicate_index(trial)  # a replicate trains with a new seed
+        trial.set_user_attr("train_seed", seed)
+        result = train_and_evaluate(s.model, s.task, config, replace(s.fidelity, seed=seed), progress=False,
+                                    tokenizer=tokenizer, cache=cache)
         return TrialResult(score=result.score, percent=result.percent, metrics=result.metrics,
                            wall_time_s=result.wall_time_s, trainable_params=result.trainable_params,
                            extra={"loss_curve": result.loss_curve, "steps": result.steps})
 
     run_search(study, space, evaluate, s.budget, s.batch, progress=s.progress, ref=ref)
+    if s.baselines not in (None, "peft", "all"):
+        raise UserError(f"--baselines must be 'peft' or 'all', got {s.baselines!r}")
     if s.baselines:
-        run_baselines(s.model, s.task, s.fidelity, 1, s.out_dir, spec, tokenizer)
+        run_baselines(s.model, s.task, s.fidelity, 1, s.out_dir, spec, tokenizer, progress=s.progress,
+                      full_finetuning=s.baselines == "all")
     if s.retrain_top:
         retrain_front(s.out_dir, s.storage, s.study_name, top=s.retrain_top, seeds=s.retrain_seeds)
     paths = write_report(study, s.out_dir, ref=ref, baselines=_stored_baselines(s.out_dir))
-    print(format_front_table(front_rows(study)))
+    print(report_text(study))
     print(f"report: {', '.join(str(p) for p in paths.values())}")
     return study
+
+
+def report_text(study) -> str:
+    """The front table, the seed-noise line and, when the noise swamps the configurations, a warning."""
+    from autopeft.report import format_front_table
+    from autopeft.search.study import front_rows, noise_estimate
+
+    noise = noise_estimate(study)
+    lines = [format_front_table(front_rows(study)), f"noise: {noise.describe()}"]
+    if noise.too_noisy:
+        lines.append(
+            f"warning: at this fidelity seed noise explains more than half of the score differences (configuration "
+            f"share {100 * noise.config_share:.0f}% < 50%), so single scores cannot rank configurations; raise "
+            "--train-examples and/or --epochs, or use --fidelity auto")
+    return "\n".join(lines)
 
 
 def open_existing(out_dir: str | Path, storage: str | None, study_name: str):
@@ -170,12 +203,11 @@ def open_existing(out_dir: str | Path, storage: str | None, study_name: str):
 
 
 def report(out_dir: str | Path, storage: str | None = None, study_name: str = "autopeft") -> dict[str, Path]:
-    from autopeft.report import format_front_table, write_report
-    from autopeft.search.study import front_rows
+    from autopeft.report import write_report
 
     study = open_existing(out_dir, storage, study_name)
     paths = write_report(study, Path(out_dir), baselines=_stored_baselines(out_dir))
-    print(format_front_table(front_rows(study)))
+    print(report_text(study))
     print(f"report: {', '.join(str(p) for p in paths.values())}")
     return paths
 
@@ -201,7 +233,7 @@ def spread_along_front(rows: list[dict[str, Any]], k: int) -> list[dict[str, Any
 
 
 def train_seeds(model: str, task: TaskData, config: PeftConfig | str, fidelity: Fidelity, seeds: int,
-                out_dir: Path, tokenizer=None) -> list[dict[str, Any]]:
+                out_dir: Path, tokenizer=None, progress: bool = True) -> list[dict[str, Any]]:
     """Train `config` with seeds 0..seeds-1; results already in out_dir/seed_S are reused."""
     results = []
     for seed in range(seeds):
@@ -210,7 +242,8 @@ def train_seeds(model: str, task: TaskData, config: PeftConfig | str, fidelity: 
         if done.is_file():
             results.append(json.loads(done.read_text()))
             continue
-        result = train_and_evaluate(model, task, config, replace(fidelity, seed=seed), out_dir=run_dir, tokenizer=tokenizer)
+        result = train_and_evaluate(model, task, config, replace(fidelity, seed=seed), out_dir=run_dir, tokenizer=tokenizer,
+                                    progress=progress)
         row = {"seed": seed, **result.to_dict()}
         done.write_text(json.dumps(row))
         results.append(row)
@@ -255,8 +288,8 @@ def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: s
 # --- baselines and transfer --------------------------------------------------------------------
 
 
-def baseline_configs(spec: ModelSpec) -> dict[str, PeftConfig | str]:
-    """Single-module baselines at standard sizes in all layers, plus full fine-tuning.
+def baseline_configs(spec: ModelSpec, full_finetuning: bool = True) -> dict[str, PeftConfig | str]:
+    """Single-module baselines at standard sizes in all layers, plus (optionally) full fine-tuning.
 
     SA and PA: bottleneck hidden/16 (reduction factor 16, Pfeiffer et al.); PT: length
     hidden/16; LoRA: rank 8 on query and value (Hu et al.).
@@ -268,7 +301,7 @@ def baseline_configs(spec: ModelSpec) -> dict[str, PeftConfig | str]:
         f"PA{d}": PeftConfig(parallel_adapter=d, layers=all_layers),
         f"PT{d}": PeftConfig(prefix_length=d, layers=all_layers),
         "LoRA8": PeftConfig(lora_rank=8, layers=all_layers),
-        "full fine-tuning": FULL_FINETUNE,
+        **({"full fine-tuning": FULL_FINETUNE} if full_finetuning else {}),
     }
 
 
@@ -278,12 +311,13 @@ def _stored_baselines(out_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def run_baselines(model: str, task: TaskData, fidelity: Fidelity, seeds: int, out_dir: Path, spec: ModelSpec,
-                  tokenizer) -> list[dict[str, Any]]:
+                  tokenizer, progress: bool = True, full_finetuning: bool = True) -> list[dict[str, Any]]:
     """Train the baselines (reusing finished seeds) and store them in out_dir/baselines.json."""
-    stored: dict[str, Any] = {}
-    for name, config in baseline_configs(spec).items():
+    path = out_dir / "baselines.json"
+    stored: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    for name, config in baseline_configs(spec, full_finetuning).items():
         slug = name.replace(" ", "_")
-        results = train_seeds(model, task, config, fidelity, seeds, out_dir / "baselines" / slug, tokenizer)
+        results = train_seeds(model, task, config, fidelity, seeds, out_dir / "baselines" / slug, tokenizer, progress)
         scores = [r["score"] for r in results]
         mean, std = _summary(scores)
         stored[name] = {"name": name, "score": mean, "std": std, "scores": scores, "percent": results[0]["percent"],

@@ -147,6 +147,8 @@ NUTS_DEFAULTS = {"warmup_steps": 256, "num_samples": 128, "thinning": 16, "max_t
 PROPOSAL_ATTR = "autopeft_proposal"
 RERUN_ATTR = "rerun_of"  # user attr of a re-queued trial: the number of the trial it re-runs
 SECONDS_ATTR = "autopeft_proposal_seconds"
+BUDGET_ATTR = "budget"  # study user attr: the budget of the running search (caps the replicates)
+REPLICATE_ATTR = "autopeft_replicate"  # system attr of a proposed replicate: {"of": first trial, "index": k}
 
 _BO_OPTIONS = {
     "mc_samples": 32,
@@ -160,6 +162,9 @@ _BO_OPTIONS = {
     "num_threads": 1,
     "percent_scale": "log",
     "score_floor_quantile": 0.0,
+    "replicates": 0.0,
+    "max_seeds": 4,
+    "calibration_pairs": 2,
 }
 _NUTS_OPTIONS = ("warmup_steps", "num_samples", "thinning", "max_tree_depth")
 
@@ -396,15 +401,31 @@ def _not_in(rows: np.ndarray, keys: set[bytes]) -> np.ndarray:
 # ----------------------------------------------------------------------------------
 @dataclass
 class _History:
-    obs_rows: list[np.ndarray]
+    obs_rows: list[np.ndarray]  # every evaluation: a replicated configuration appears once per seed
     obs_scores: list[float]
     obs_percents: list[float | None]
+    obs_numbers: list[int]
     pending_rows: list[np.ndarray]
     failed_rows: list[np.ndarray]
     n_started: int  # trials other than the current one that did not fail
+    n_replicates: int = 0  # of these, replicates (evaluated or pending)
 
     def seen_keys(self) -> set[bytes]:
         return {_key(r) for r in (*self.obs_rows, *self.pending_rows, *self.failed_rows)}
+
+    def configurations(self) -> dict[bytes, dict[str, Any]]:
+        """Evaluated configurations in order of first evaluation: row, first trial, scores, percent, and
+        ``n``, the evaluations done or pending (the next replicate's index)."""
+        out: dict[bytes, dict[str, Any]] = {}
+        for row, score, pct, number in zip(self.obs_rows, self.obs_scores, self.obs_percents, self.obs_numbers):
+            entry = out.setdefault(_key(row), {"row": row, "first": number, "scores": [], "percent": pct, "n": 0})
+            entry["scores"].append(score)
+            entry["first"] = min(entry["first"], number)
+            entry["n"] += 1
+        for row in self.pending_rows:
+            if _key(row) in out:
+                out[_key(row)]["n"] += 1
+        return dict(sorted(out.items(), key=lambda kv: kv[1]["first"]))
 
 
 # ----------------------------------------------------------------------------------
@@ -448,13 +469,14 @@ class ConfigSampler(BaseSampler):
             info["kind"] = "random (partially enqueued trial)"
         else:
             row = self._propose(study, trial, history, rng, info)
-        row = self._restrict(row, history.seen_keys(), rng, info)
+        if "replicate" not in info:  # a replicate is an evaluated configuration on purpose
+            row = self._restrict(row, history.seen_keys(), rng, info)
         params = self._grid.params(row)
         seconds = time.perf_counter() - start
         info["seconds"] = seconds
         self.last_proposal_seconds = seconds
         self.last_proposal = info
-        _set_system_attrs(study, trial, params, seconds)
+        _set_system_attrs(study, trial, params, seconds, info.get("replicate"))
         return {k: v for k, v in params.items() if k in search_space}
 
     def sample_independent(
@@ -536,15 +558,18 @@ class ConfigSampler(BaseSampler):
         return rows[0]
 
     def _history(self, study: optuna.Study, trial: FrozenTrial) -> _History:
-        obs_rows, scores, percents, pending, failed = [], [], [], [], []
-        n_started = 0
+        obs_rows, scores, percents, numbers, pending, failed = [], [], [], [], [], []
+        n_started = n_replicates = 0
         trials = study.get_trials(deepcopy=False)
         rerun = {t.user_attrs.get(RERUN_ATTR) for t in trials}
         for t in trials:
             if t.number == trial.number or (t.state == TrialState.FAIL and t.number in rerun):
                 continue
+            if t.state == TrialState.COMPLETE and "duplicate_of" in t.user_attrs:
+                continue  # told with an evaluated configuration's values: no new observation
             if t.state != TrialState.FAIL:
                 n_started += 1
+                n_replicates += "replicate_of" in t.user_attrs or REPLICATE_ATTR in t.system_attrs
             row = self._row_of(t)
             if row is None:
                 continue
@@ -557,11 +582,12 @@ class ConfigSampler(BaseSampler):
                 obs_rows.append(row)
                 scores.append(float(values[0]))
                 percents.append(None if pct is None else float(pct))
+                numbers.append(t.number)
             elif t.state in (TrialState.RUNNING, TrialState.WAITING):
                 pending.append(row)
             else:  # FAIL, PRUNED
                 failed.append(row)
-        return _History(obs_rows, scores, percents, pending, failed, n_started)
+        return _History(obs_rows, scores, percents, numbers, pending, failed, n_started, n_replicates)
 
     def _row_of(self, t: FrozenTrial) -> np.ndarray | None:
         row = self._grid.row_from_params(t.params)
@@ -572,10 +598,13 @@ class ConfigSampler(BaseSampler):
         return row
 
 
-def _set_system_attrs(study: optuna.Study, trial: FrozenTrial, params: Mapping[str, int], seconds: float) -> None:
+def _set_system_attrs(study: optuna.Study, trial: FrozenTrial, params: Mapping[str, int], seconds: float,
+                      replicate: Mapping[str, int] | None = None) -> None:
     try:
         study._storage.set_trial_system_attr(trial._trial_id, PROPOSAL_ATTR, dict(params))
         study._storage.set_trial_system_attr(trial._trial_id, SECONDS_ATTR, float(seconds))
+        if replicate is not None:
+            study._storage.set_trial_system_attr(trial._trial_id, REPLICATE_ATTR, dict(replicate))
     except Exception:  # noqa: BLE001 - bookkeeping only; a read-only/finished trial must not break sampling
         pass
 
@@ -637,6 +666,12 @@ class BayesOptSampler(ConfigSampler):
                 raise UserError(f"sampler option {k} must be a non-negative integer, got {opts[k]!r}")
         if opts["percent_scale"] not in ("log", "linear"):
             raise UserError(f"sampler option percent_scale must be 'log' or 'linear', got {opts['percent_scale']!r}")
+        r = opts["replicates"]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1:
+            raise UserError(f"sampler option replicates must be a fraction of the trials in [0, 1), got {r!r}")
+        for k in ("max_seeds", "calibration_pairs"):
+            if isinstance(opts[k], bool) or not isinstance(opts[k], int) or opts[k] < (2 if k == "max_seeds" else 0):
+                raise UserError(f"sampler option {k} must be an integer >= {2 if k == 'max_seeds' else 0}, got {opts[k]!r}")
         q = opts["score_floor_quantile"]
         if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q < 1:
             raise UserError(f"sampler option score_floor_quantile must be a number in [0, 1), got {q!r}")
@@ -658,6 +693,11 @@ class BayesOptSampler(ConfigSampler):
         if history.n_started < self.n_init or len(history.obs_rows) < 2:
             info["kind"] = "random (initial design)"
             return self._random_unseen(rng, seen)
+        if (replicate := self._replicate(history, study.user_attrs.get(BUDGET_ATTR))) is not None:
+            entry, kind = replicate
+            info["kind"] = kind
+            info["replicate"] = {"of": int(entry["first"]), "index": int(entry["n"])}
+            return entry["row"]
         torch_seed = int(rng.integers(2**31 - 1))
         try:
             import torch
@@ -675,6 +715,44 @@ class BayesOptSampler(ConfigSampler):
         if row is None:
             row = self._random_unseen(rng, seen)
         return row
+
+    def _replicate(self, history: _History, budget: int | None) -> tuple[dict[str, Any], str] | None:
+        """The configuration to train again with a new seed, and why; None: propose a new one.
+
+        Rule: replicates (evaluated or pending) are at most ``replicates`` x the study's budget
+        (its user attr BUDGET_ATTR, set by the search loop), and no configuration gets more
+        than ``max_seeds`` seeds. Right after the initial design, ``calibration_pairs``
+        replicates of the earliest configurations with one seed measure the seed noise across
+        the space (fewer if the budget's share allows fewer). After that, a replicate is made
+        while replicates stay at most ``replicates`` x (trials so far, this one included), so
+        they spread over the search: the member of the front of means whose mean has the
+        largest standard error, i.e. the fewest seeds (ties: the higher mean), so that the
+        reported front is the part measured best.
+        """
+        fraction = self.options["replicates"]
+        cap = math.floor(fraction * budget + 1e-9) if isinstance(budget, int) else math.inf
+        if fraction <= 0 or history.n_replicates + 1 > cap:
+            return None
+        configs = list(history.configurations().values())
+        if sum(c["n"] >= 2 for c in configs) < self.options["calibration_pairs"]:
+            single = [c for c in configs if c["n"] == 1]
+            return (single[0], "replicate (noise calibration)") if single else None
+        if history.n_replicates + 1 > fraction * (history.n_started + 1):
+            return None
+        if self.percent_fn is not None:
+            percents = [self._percent(c["row"]) for c in configs]
+        else:
+            configs = [c for c in configs if c["percent"] is not None]
+            percents = [c["percent"] for c in configs]
+        if not configs:
+            return None
+        means = np.array([np.mean(c["scores"]) for c in configs])
+        front = [(c, m) for c, m, on in zip(configs, means, pareto_mask(means, percents)) if on]
+        open_ = [(c, m) for c, m in front if c["n"] < self.options["max_seeds"]]
+        if not open_:
+            return None
+        best = min(open_, key=lambda cm: (cm[0]["n"], -cm[1], cm[0]["first"]))
+        return best[0], "replicate (front member with the largest standard error)"
 
     def _percent(self, row: np.ndarray) -> float:
         key = _key(row)
@@ -706,8 +784,14 @@ class BayesOptSampler(ConfigSampler):
         info["ref_point"] = (ref_score, ref_percent)
         ref = np.array([ref_score, float(self._percent_objective(np.array([ref_percent]))[0])])
 
-        # candidate pool
-        candidates = self._candidate_pool(obs, scores, percents, seen, rng)
+        # candidate pool: around the front of the configurations' mean scores
+        index_of: dict[bytes, int] = {}
+        inverse = np.array([index_of.setdefault(_key(r), len(index_of)) for r in obs])
+        uniq = _unique_rows(obs)  # in order of first appearance, as index_of
+        mean_scores = np.bincount(inverse, weights=scores) / np.bincount(inverse)
+        uniq_percents = np.zeros(len(uniq))
+        uniq_percents[inverse] = percents
+        candidates = self._candidate_pool(uniq, mean_scores, uniq_percents, seen, rng)
         info["n_candidates"] = int(len(candidates))
         if len(candidates) == 0:
             return None
@@ -720,7 +804,8 @@ class BayesOptSampler(ConfigSampler):
         t1 = time.perf_counter()
         pending = history.pending_rows
         X_pending = torch.as_tensor(grid.to_x(np.stack(pending)), dtype=torch.float64) if pending else None
-        acq = self._acquisition(model, sampler, ref, X, X_pending)
+        X_baseline = torch.as_tensor(grid.to_x(uniq), dtype=torch.float64)
+        acq = self._acquisition(model, sampler, ref, X_baseline, X_pending)
         evaluated = candidates
         values = self._evaluate(acq, candidates)
         evaluated_keys = {_key(r) for r in candidates}

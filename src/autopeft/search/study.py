@@ -23,6 +23,14 @@ to run first (user attr `rerun_of` on the new trial):
   stale trials. Optuna 5.0's journal storage has no heartbeat: there, trials of
   workers on other hosts are left alone.
 
+Replicates: a BO sampler may propose an evaluated configuration again, to train it with
+another seed (system attr REPLICATE_ATTR = {"of": first trial, "index": k}). Such a trial is
+evaluated, not told as a duplicate; it carries the user attrs `replicate_of` and
+`replicate_index` (k = 1, 2, ...; the first evaluation is 0), counts against the budget,
+and keeps them when it is re-queued. Two trials hold the same work when they have the same
+configuration and the same replicate index. The evaluation trains with seed
+`fidelity.seed + replicate_index(trial)`; the front reports each configuration's mean.
+
 SQLite storages take the write lock at the start of every transaction, so that
 Optuna's read-then-write updates (popping a queued trial, failing a stale one) are
 atomic between processes.
@@ -50,8 +58,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.errors import UserError, check_interrupt
+from autopeft.search.noise import NoiseEstimate, estimate_noise
 from autopeft.search.pareto import hypervolume, pareto_mask
-from autopeft.search.samplers import PROPOSAL_ATTR, RERUN_ATTR
+from autopeft.search.samplers import BUDGET_ATTR, PROPOSAL_ATTR, REPLICATE_ATTR, RERUN_ATTR
 from autopeft.space import SIZE_KEYS, PeftConfig, SearchSpace
 
 DIRECTIONS = ["maximize", "minimize"]  # values = (score, percent)
@@ -278,6 +287,10 @@ def _row(trial: FrozenTrial, retrained: dict[str, Any]) -> dict[str, Any]:
     }
     if "duplicate_of" in attrs:
         row["duplicate_of"] = attrs["duplicate_of"]
+    if "replicate_of" in attrs:
+        row["replicate_of"] = attrs["replicate_of"]
+    row["replicate_index"] = int(attrs.get("replicate_index", 0))
+    row["train_seed"] = attrs.get("train_seed")
     info = retrained.get(str(trial.number))
     if info:
         row["retrained_mean"] = info.get("mean")
@@ -290,7 +303,8 @@ def completed_trials(study: optuna.Study, include_duplicates: bool = False) -> l
     """One row per COMPLETE trial in trial order (duplicates left out unless asked).
 
     Keys: number, config (dict), score, percent, trainable_params, metrics,
-    wall_time_s, proposal_seconds, seed, extra; `duplicate_of` for duplicates;
+    wall_time_s, proposal_seconds, seed (the sampler's), train_seed, replicate_index,
+    extra; `duplicate_of` for duplicates, `replicate_of` for replicates;
     retrained_mean / retrained_std / retrained_scores when recorded.
     """
     retrained = study.user_attrs.get("retrained", {})
@@ -302,13 +316,41 @@ def completed_trials(study: optuna.Study, include_duplicates: bool = False) -> l
     return sorted(rows, key=lambda r: r["number"])
 
 
+def config_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per evaluated configuration: its trials (first evaluation and replicates) merged.
+
+    The row of its first trial (number, config, percent, ...), with ``score`` = the mean over
+    its seeds, ``score_std`` (ddof 1; 0 for one seed), ``n_seeds``, ``scores`` and
+    ``numbers`` (trial order), ``seeds`` (training seeds) and ``metrics`` averaged over seeds.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in completed_trials(study):
+        groups.setdefault(_config_key(row["config"]), []).append(row)
+    out = []
+    for trials in groups.values():
+        trials.sort(key=lambda r: (r["replicate_index"], r["number"]))
+        scores = [r["score"] for r in trials]
+        names = {k for r in trials for k in r["metrics"]}
+        metrics = {k: float(np.mean([r["metrics"][k] for r in trials if k in r["metrics"]])) for k in sorted(names)}
+        out.append({**trials[0], "score": float(np.mean(scores)),
+                    "score_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+                    "n_seeds": len(scores), "scores": scores, "numbers": [r["number"] for r in trials],
+                    "seeds": [r["train_seed"] for r in trials], "metrics": metrics})
+    return sorted(out, key=lambda r: r["number"])
+
+
 def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """Pareto-optimal rows, sorted by percent ascending (then score descending)."""
-    rows = completed_trials(study)
+    """The Pareto front of configuration means (`config_rows`), sorted by percent ascending (then score descending)."""
+    rows = config_rows(study)
     if not rows:
         return []
     mask = pareto_mask([r["score"] for r in rows], [r["percent"] for r in rows])
     return sorted((r for r, m in zip(rows, mask) if m), key=lambda r: (r["percent"], -r["score"], r["number"]))
+
+
+def noise_estimate(study: optuna.Study) -> NoiseEstimate:
+    """Seed noise of the study's scores, from its configurations with several seeds (`noise.estimate_noise`)."""
+    return estimate_noise([r["scores"] for r in config_rows(study)])
 
 
 def record_retrained(study: optuna.Study, number: int, scores: list[float]) -> None:
@@ -337,8 +379,8 @@ def reference_point(study: optuna.Study) -> tuple[float, float]:
 
 
 def front_summary(study: optuna.Study, ref: tuple[float, float] | None = None) -> tuple[int, float]:
-    """(Pareto front size, hypervolume) of the completed trials."""
-    rows = completed_trials(study)
+    """(Pareto front size, hypervolume) of the configuration means."""
+    rows = config_rows(study)
     ref = ref or reference_point(study)
     s, p = [r["score"] for r in rows], [r["percent"] for r in rows]
     return int(pareto_mask(s, p).sum()), hypervolume(s, p, *ref)
@@ -412,11 +454,33 @@ def _held_params(trial: FrozenTrial) -> dict[str, Any]:
             **trial.params}
 
 
+def replicate_index(trial: FrozenTrial | optuna.trial.Trial) -> int:
+    """Which evaluation of its configuration `trial` is: 0 for the first, k for the k-th replicate.
+
+    From the user attr (set when the trial is evaluated, and carried by a re-queued trial),
+    else from the sampler's proposal (system attr REPLICATE_ATTR of a FrozenTrial; a live Trial being
+    evaluated has the user attr).
+    """
+    if "replicate_index" in trial.user_attrs:
+        return int(trial.user_attrs["replicate_index"])
+    proposal = (getattr(trial, "system_attrs", None) or {}).get(REPLICATE_ATTR)
+    return int(proposal["index"]) if isinstance(proposal, dict) else 0
+
+
+def _replicate_proposal(trial: FrozenTrial) -> dict[str, int] | None:
+    """{"of": first trial, "index": k} when `trial` is meant as a replicate (proposed or re-queued)."""
+    if "replicate_of" in trial.user_attrs:
+        return {"of": int(trial.user_attrs["replicate_of"]), "index": replicate_index(trial)}
+    proposal = trial.system_attrs.get(REPLICATE_ATTR)
+    return {"of": int(proposal["of"]), "index": int(proposal["index"])} if isinstance(proposal, dict) else None
+
+
 def _held_elsewhere(study: optuna.Study, trial: FrozenTrial) -> int | None:
-    """Number of another trial that evaluated, runs or queued `trial`'s configuration."""
-    params = _held_params(trial)
+    """Number of another trial that evaluated, runs or queued `trial`'s work (configuration and replicate index)."""
+    params, index = _held_params(trial), replicate_index(trial)
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)):
-        if params and t.number != trial.number and _held_params(t) == params:
+        if (params and t.number != trial.number and "duplicate_of" not in t.user_attrs
+                and _held_params(t) == params and replicate_index(t) == index):
             return t.number
     return None
 
@@ -433,7 +497,9 @@ def _requeue(study: optuna.Study, frozen: FrozenTrial) -> bool:
         return False
     if any(t.user_attrs.get(RERUN_ATTR) == frozen.number for t in study.get_trials(deepcopy=False)):
         return False
-    study.enqueue_trial(params, user_attrs={RERUN_ATTR: frozen.number})
+    replicate = _replicate_proposal(frozen)
+    extra = {} if replicate is None else {"replicate_of": replicate["of"], "replicate_index": replicate["index"]}
+    study.enqueue_trial(params, user_attrs={RERUN_ATTR: frozen.number, **extra})
     return True
 
 
@@ -560,10 +626,10 @@ def _taken_over(study: optuna.Study, trial: optuna.trial.Trial) -> bool:
 
 
 def _evaluated_configs(study: optuna.Study, space: SearchSpace) -> dict[str, int]:
-    """Config key -> number of the first COMPLETE, non-duplicate trial with that configuration."""
+    """Config key -> number of the first COMPLETE trial with that configuration (not a duplicate or replicate)."""
     done: dict[str, int] = {}
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if "duplicate_of" not in frozen.user_attrs:
+        if "duplicate_of" not in frozen.user_attrs and replicate_index(frozen) == 0:
             config = frozen.user_attrs.get("config") or space.from_params(frozen.params)
             done.setdefault(_config_key(config), frozen.number)
     return done
@@ -632,6 +698,8 @@ def run_search(
         budget = size
 
     _recover_stale(study)  # also when the budget is met already
+    if study.user_attrs.get(BUDGET_ATTR) != budget:
+        study.set_user_attr(BUDGET_ATTR, budget)  # the BO samplers cap their replicates by it
     attrs = {"seed": study.user_attrs.get("seed"), "sampler": study.user_attrs.get("sampler")}  # stored on each trial
     ref = ref or reference_point(study)
 
@@ -683,7 +751,8 @@ def run_search(
                         n_done += 1
                         score, percent = told.values
                         size_, hv = front_summary(study, ref)
-                        bar.set_postfix_str(f"front {size_}, HV {hv:.4g}, last {score:.2f} @ {percent:.3g}%")
+                        bar.set_postfix_str(f"front {size_}, HV {hv:.4g}, last {score:.2f} @ {percent:.3g}%"
+                                            f"{_noise_postfix(study)}")
                         bar.update(1)
                     elif outcome == "failed":
                         skips, failures = 0, failures + 1
@@ -731,7 +800,11 @@ def _tell_one(
         for name, value in {"config": config.to_dict(), **attrs}.items():
             trial.set_user_attr(name, value)
         key = _config_key(config)
-        if key in done:
+        replicate = _replicate_proposal(_frozen(study, trial))
+        if replicate is not None:
+            trial.set_user_attr("replicate_of", replicate["of"])
+            trial.set_user_attr("replicate_index", replicate["index"])
+        elif key in done:
             first = study.get_trials(deepcopy=False)[done[key]]
             trial.set_user_attr("duplicate_of", done[key])
             for name in ("score", "percent", "metrics", "trainable_params"):
@@ -753,12 +826,20 @@ def _tell_one(
         _say(f"trial {trial.number} was failed as stale by another worker (late heartbeats) and queued again; "
              "its result here is dropped")
         return "lost", None
-    if frozen.state == TrialState.COMPLETE:
-        done[key] = frozen.number
-    else:
+    if frozen.state != TrialState.COMPLETE:
         _say(f"trial {frozen.number} failed: {frozen.user_attrs['fail_reason']}")
+    elif replicate is None:
+        done[key] = frozen.number
     finish(frozen)
     return ("complete" if frozen.state == TrialState.COMPLETE else "failed"), frozen
+
+
+def _noise_postfix(study: optuna.Study) -> str:
+    noise = noise_estimate(study)
+    if noise.seed_sd is None:
+        return ""
+    share = "?" if noise.config_share is None else f"{100 * noise.config_share:.0f}%"
+    return f", seed SD {noise.seed_sd:.2f}, config share {share}"
 
 
 def _invalid_reason(space: SearchSpace, config: PeftConfig) -> str:
