@@ -374,3 +374,37 @@ def test_live_search_command_line_searches_scores_fronts_and_resumes(live, monke
     with pytest.raises(SystemExit) as exc:
         live_search.main()
     assert exc.value.code == 2 and "other held-out seeds" in capsys.readouterr().err
+
+
+def test_replicate_replay_tells_each_seed_once_and_rescores_fronts_with_the_held_out_seed(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import replicate_replay as rr
+    from replay import _setup
+    from table import load_table
+
+    table_path = BENCHMARKS / "data" / "sst2_minilm_low_1050.csv"
+    by_key = {r["config"].to_json(): r for r in load_table(table_path)}
+    runs = [rr.run_one(str(table_path), arm, seed=1, budget=14, n_init=8) for arm in ("replicates", "none")]
+    with_rep, without = runs
+    assert [t["config"] for t in with_rep["trials"][:8]] == [t["config"] for t in without["trials"][:8]]  # paired
+    for run in runs:
+        seen = Counter((t["config"], t["train_seed"]) for t in run["trials"])
+        assert max(seen.values()) == 1 and all(s in (0, 1) for _, s in seen)
+        for t in run["trials"]:
+            assert t["score"] == by_key[t["config"]]["seed_scores"][t["train_seed"]]
+    # seed 1 % 2 = 1 is the first seed; the two calibration replicates (0.2 x 14 = 2) take seed 0
+    assert [t["train_seed"] for t in with_rep["trials"]].count(0) == 2
+    assert all(t["train_seed"] == 1 for t in without["trials"])
+    # held-out hypervolume: the front of means, each member scored by seed 2
+    from autopeft.search.pareto import hypervolume, pareto_mask
+
+    ref = _setup(table_path)[3]
+    own, heldout, n_rep = rr.hypervolumes(with_rep, 14, by_key, ref)
+    keys = list(dict.fromkeys(t["config"] for t in with_rep["trials"]))
+    means = np.array([np.mean([t["score"] for t in with_rep["trials"] if t["config"] == k]) for k in keys])
+    pct = np.array([by_key[k]["percent"] for k in keys])
+    front = pareto_mask(means, pct)
+    assert n_rep == 2 and own == pytest.approx(hypervolume(means[front], pct[front], *ref))
+    assert heldout == pytest.approx(hypervolume(np.array([by_key[k]["seed_scores"][2] for k in keys])[front], pct[front], *ref))
+    summary = rr.summarise(table_path, runs, [10, 14], tmp_path)
+    assert summary["seeds"] == [1] and summary["budgets"]["14"]["replicates_per_search"] == 2

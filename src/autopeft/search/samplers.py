@@ -722,8 +722,9 @@ class BayesOptSampler(ConfigSampler):
         Rule: replicates (evaluated or pending) are at most ``replicates`` x the study's budget
         (its user attr BUDGET_ATTR, set by the search loop), and no configuration gets more
         than ``max_seeds`` seeds. Right after the initial design, ``calibration_pairs``
-        replicates of the earliest configurations with one seed measure the seed noise across
-        the space (fewer if the budget's share allows fewer). After that, a replicate is made
+        replicates measure the seed noise: of the configurations with one seed, those with the
+        smallest % parameters (the cheapest to train again; ties: the earliest), fewer if the
+        budget's share allows fewer. After that, a replicate is made
         while replicates stay at most ``replicates`` x (trials so far, this one included), so
         they spread over the search: the member of the front of means whose mean has the
         largest standard error, i.e. the fewest seeds (ties: the higher mean), so that the
@@ -734,17 +735,17 @@ class BayesOptSampler(ConfigSampler):
         if fraction <= 0 or history.n_replicates + 1 > cap:
             return None
         configs = list(history.configurations().values())
-        if sum(c["n"] >= 2 for c in configs) < self.options["calibration_pairs"]:
-            single = [c for c in configs if c["n"] == 1]
-            return (single[0], "replicate (noise calibration)") if single else None
-        if history.n_replicates + 1 > fraction * (history.n_started + 1):
-            return None
         if self.percent_fn is not None:
             percents = [self._percent(c["row"]) for c in configs]
         else:
             configs = [c for c in configs if c["percent"] is not None]
             percents = [c["percent"] for c in configs]
         if not configs:
+            return None
+        if sum(c["n"] >= 2 for c in configs) < self.options["calibration_pairs"]:
+            single = [(p, c["first"], i) for i, (c, p) in enumerate(zip(configs, percents)) if c["n"] == 1]
+            return (configs[min(single)[2]], "replicate (noise calibration)") if single else None
+        if history.n_replicates + 1 > fraction * (history.n_started + 1):
             return None
         means = np.array([np.mean(c["scores"]) for c in configs])
         front = [(c, m) for c, m, on in zip(configs, means, pareto_mask(means, percents)) if on]
