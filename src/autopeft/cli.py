@@ -27,9 +27,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="minilm", help="'minilm' (embedded all-MiniLM-L6-v2), a local model folder, or a hub id")
 
 
-def _add_fidelity_args(p: argparse.ArgumentParser, default: str) -> None:
+def _add_fidelity_args(p: argparse.ArgumentParser, default: str, auto: bool = False) -> None:
     g = p.add_argument_group("fidelity (defaults: the preset; see `autopeft.train.FIDELITIES`)")
-    g.add_argument("--fidelity", default=default, choices=["low", "full"], help=f"preset (default {default})")
+    g.add_argument("--fidelity", default=default, choices=["low", "full", *(["auto"] if auto else [])],
+                   help=f"preset (default {default})" + ("; auto: from low, more examples and epochs until the "
+                   "configurations explain half of the score variance (autopeft.calibrate)" if auto else ""))
     g.add_argument("--train-examples", type=_count_or_fraction, help="train examples: a count, or a fraction in (0,1]")
     g.add_argument("--dev-examples", type=_count_or_fraction, help="dev examples: a count, or a fraction in (0,1]")
     g.add_argument("--epochs", type=float)
@@ -62,10 +64,14 @@ def _count_or_fraction(text: str) -> int | float:
 
 
 def _fidelity(args: argparse.Namespace):
+    """The fidelity the options ask for; with --fidelity auto, the base the calibration climbs from."""
     from autopeft.train import fidelity_from
 
+    if args.fidelity == "auto" and (args.train_examples is not None or args.epochs is not None):
+        raise UserError("--fidelity auto chooses the train examples and epochs itself; drop --train-examples/--epochs, "
+                        "or give a preset (low, full) with them")
     return fidelity_from(
-        args.fidelity, train_examples=args.train_examples, dev_examples=args.dev_examples, epochs=args.epochs,
+        "low" if args.fidelity == "auto" else args.fidelity, train_examples=args.train_examples, dev_examples=args.dev_examples, epochs=args.epochs,
         max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         precision=args.precision, dropout=args.dropout,
     )
@@ -135,7 +141,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         task_source=_task_source(args), ref_point=_ref_point(args.ref_point), baselines=args.baselines,
         heartbeat=args.heartbeat,
-        states_cache=args.states_cache, replicates=args.replicates,
+        states_cache=args.states_cache, replicates=args.replicates, fidelity_auto=args.fidelity == "auto",
     )
     search(settings)
 
@@ -246,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "3 intervals (its worker died) is run again by another worker (default 60; 0: off; journal "
                        "files have none)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
-        _add_fidelity_args(p, default="low")
+        _add_fidelity_args(p, default="low", auto=True)
         _add_states_cache_arg(p)
         _add_device_arg(p)
         p.set_defaults(func=cmd_worker if name == "worker" else cmd_search)

@@ -83,6 +83,7 @@ class SearchSettings:
     heartbeat: int | None = None  # seconds between trial heartbeats (database storages); None: the default, 0: off
     states_cache: str | Path | None = None  # folder for a disk copy of the lower-layer states (frozen.StatesCache)
     replicates: float | None = None  # saasbo/gp: at most this fraction of trials re-train a configuration; None: 0.2
+    fidelity_auto: bool = False  # choose examples x epochs by calibration (autopeft.calibrate); `fidelity` is the base
 
 
 def _sampler_options(nuts: str) -> dict[str, Any]:
@@ -114,6 +115,10 @@ def search(settings: SearchSettings):
         raise UserError(f"--init must be >= 1, got {s.n_init}")
     spec, tokenizer = describe_model(s.model, s.task.spec.num_labels)
     space = make_space(spec, s.space_file, s.lora)
+    cache = open_states_cache(s.states_cache)
+    fidelity, calibration = s.fidelity, None
+    if s.fidelity_auto:
+        fidelity, calibration = _auto_fidelity(s, space, tokenizer, cache)
     # Default: score 0 (chance level / lower bound of the metrics), percent = the space's maximum.
     ref = s.ref_point or default_reference_point(space_max_percent(space, spec))
     metadata = {
@@ -121,7 +126,7 @@ def search(settings: SearchSettings):
         "task": s.task.spec.name,
         "task_source": s.task_source or task_source(s.task),
         "space": space.to_dict(),
-        "fidelity": s.fidelity.to_dict(),
+        "fidelity": fidelity.to_dict(),
         "objectives": OBJECTIVES,
         "metric": s.task.spec.primary_metric,
         "sampler": s.sampler,
@@ -146,14 +151,15 @@ def search(settings: SearchSettings):
     if s.sampler in BO_SAMPLERS:
         options["replicates"] = DEFAULT_REPLICATES if s.replicates is None else s.replicates
     metadata["replicates"] = options.get("replicates", 0.0)
+    if calibration is not None:
+        metadata["calibration"] = calibration
     sampler = make_sampler(s.sampler, space, seed=s.search_seed, n_init=s.n_init, percent_fn=spec.percent, **options)
     study = open_study(s.storage, s.study_name, s.out_dir, metadata, sampler, heartbeat=s.heartbeat)
-    cache = open_states_cache(s.states_cache)
 
     def evaluate(config: PeftConfig, trial) -> TrialResult:
-        seed = s.fidelity.seed + replicate_index(trial)  # a replicate trains with a new seed
+        seed = fidelity.seed + replicate_index(trial)  # a replicate trains with a new seed
         trial.set_user_attr("train_seed", seed)
-        result = train_and_evaluate(s.model, s.task, config, replace(s.fidelity, seed=seed), progress=False,
+        result = train_and_evaluate(s.model, s.task, config, replace(fidelity, seed=seed), progress=False,
                                     tokenizer=tokenizer, cache=cache)
         return TrialResult(score=result.score, percent=result.percent, metrics=result.metrics,
                            wall_time_s=result.wall_time_s, trainable_params=result.trainable_params,
@@ -163,7 +169,7 @@ def search(settings: SearchSettings):
     if s.baselines not in (None, "peft", "all"):
         raise UserError(f"--baselines must be 'peft' or 'all', got {s.baselines!r}")
     if s.baselines:
-        run_baselines(s.model, s.task, s.fidelity, 1, s.out_dir, spec, tokenizer, progress=s.progress,
+        run_baselines(s.model, s.task, fidelity, 1, s.out_dir, spec, tokenizer, progress=s.progress,
                       full_finetuning=s.baselines == "all")
     if s.retrain_top:
         retrain_front(s.out_dir, s.storage, s.study_name, top=s.retrain_top, seeds=s.retrain_seeds)
@@ -173,13 +179,39 @@ def search(settings: SearchSettings):
     return study
 
 
+def _auto_fidelity(s: SearchSettings, space: SearchSpace, tokenizer, cache) -> tuple[Fidelity, list[dict[str, Any]]]:
+    """`--fidelity auto`: the stored choice when the study exists, else a calibration (`autopeft.calibrate`)."""
+    from autopeft.calibrate import calibrate, describe_calibration
+    from autopeft.search.study import stored_study_attrs
+
+    stored = stored_study_attrs(s.storage, s.study_name, s.out_dir)
+    if stored is not None:
+        if "calibration" not in stored:
+            raise UserError(
+                f"study '{s.study_name}' in {s.out_dir} was created with the fidelity {json.dumps(stored.get('fidelity'))}, "
+                "not --fidelity auto; resume it with its own fidelity options, or use a new --out dir")
+        return Fidelity(**stored["fidelity"]), stored["calibration"]
+
+    def train(config: PeftConfig, fidelity: Fidelity) -> float:
+        return train_and_evaluate(s.model, s.task, config, fidelity, progress=False, tokenizer=tokenizer, cache=cache).score
+
+    print("calibrating the fidelity (--fidelity auto): the same configurations, two seeds each, rung by rung")
+    fidelity, records = calibrate(train, space, s.fidelity, s.search_seed, Path(s.out_dir) / "calibration.json",
+                                  on_rung=lambda r: print(describe_calibration([r])))
+    return fidelity, records
+
+
 def report_text(study) -> str:
     """The front table, the seed-noise line and, when the noise swamps the configurations, a warning."""
     from autopeft.report import format_front_table
     from autopeft.search.study import front_rows, noise_estimate
 
+    from autopeft.calibrate import describe_calibration
+
     noise = noise_estimate(study)
     lines = [format_front_table(front_rows(study)), f"noise: {noise.describe()}"]
+    if study.user_attrs.get("calibration"):
+        lines.insert(1, "fidelity chosen by calibration (--fidelity auto):\n" + describe_calibration(study.user_attrs["calibration"]))
     if noise.too_noisy:
         lines.append(
             f"warning: at this fidelity seed noise explains more than half of the score differences (configuration "

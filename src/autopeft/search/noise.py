@@ -1,16 +1,17 @@
 """How much of a search's score differences is seed noise, from configurations trained with several seeds.
 
-Estimator (one-way random-effects view of the trials: score = configuration effect + seed noise):
+Estimator: the one-way random-effects ANOVA of the trials, score = configuration effect (variance
+sigma_c^2) + seed noise (variance sigma_s^2), for k configurations with n_c seeds each,
+N = sum n_c observations:
 
 - ``seed_sd``: the pooled within-configuration standard deviation,
-  ``sqrt(sum_c sum_i (y_ci - mean_c)^2 / sum_c (n_c - 1))`` over the configurations with
-  n_c >= 2 seeds; its degrees of freedom ``pairs = sum_c (n_c - 1)`` (a configuration with
-  two seeds is one pair).
-- ``config_share``: the share of the score variance across configurations that is not seed
-  noise, ``1 - seed_sd^2 / var(first scores)`` clipped to [0, 1], where ``var(first scores)``
-  is the sample variance (ddof 1) of one draw per configuration (its first seed), the spread
-  a single-seed search sees. It is the intraclass correlation: 1 means seeds do not matter,
-  0 means the ranking of single draws is noise.
+  ``sqrt(MSW)``, ``MSW = sum_c sum_i (y_ci - mean_c)^2 / (N - k)``; ``pairs = N - k`` is its
+  degrees of freedom (a configuration with two seeds is one pair).
+- ``config_share``: the share of a single draw's variance that the configuration explains,
+  ``sigma_c^2 / (sigma_c^2 + MSW)`` with ``sigma_c^2 = max(0, (MSB - MSW) / n0)``,
+  ``MSB = sum_c n_c (mean_c - mean)^2 / (k - 1)`` and ``n0 = (N - sum n_c^2 / N) / (k - 1)``
+  (the intraclass correlation ICC(1) for unbalanced groups). 1: seeds do not matter; 0: the
+  ranking of single draws is noise.
 
 Both are None until a pair exists (and ``config_share`` until two configurations do). With
 few pairs they are rough: the relative standard error of ``seed_sd`` is about
@@ -52,18 +53,20 @@ class NoiseEstimate:
 
 
 def estimate_noise(groups: Sequence[Sequence[float]]) -> NoiseEstimate:
-    """The noise estimate from each configuration's scores (one list per configuration, first seed first)."""
+    """The noise estimate from each configuration's scores (one list of scores per configuration)."""
     groups = [np.asarray(g, dtype=np.float64) for g in groups if len(g)]
-    pairs = sum(len(g) - 1 for g in groups)
+    n = np.array([len(g) for g in groups], dtype=np.float64)
+    k, total = len(groups), float(n.sum())
+    pairs = int(total - k)
     if pairs == 0:
         return NoiseEstimate(None, None, 0)
-    within = sum(float(((g - g.mean()) ** 2).sum()) for g in groups)
-    seed_var = within / pairs
+    msw = sum(float(((g - g.mean()) ** 2).sum()) for g in groups) / pairs
     share = None
-    if len(groups) >= 2:
-        total = float(np.var([g[0] for g in groups], ddof=1))
-        if total > 0:
-            share = float(np.clip(1.0 - seed_var / total, 0.0, 1.0))
-        else:  # every configuration's first draw is the same
-            share = 1.0 if seed_var == 0 else 0.0
-    return NoiseEstimate(math.sqrt(seed_var), share, pairs)
+    if k >= 2:
+        means = np.array([g.mean() for g in groups])
+        grand = float((n * means).sum() / total)
+        msb = float((n * (means - grand) ** 2).sum()) / (k - 1)
+        n0 = (total - float((n**2).sum()) / total) / (k - 1)
+        config_var = max(0.0, (msb - msw) / n0)
+        share = 1.0 if config_var + msw == 0 else config_var / (config_var + msw)
+    return NoiseEstimate(math.sqrt(msw), share, pairs)

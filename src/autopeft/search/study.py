@@ -199,6 +199,17 @@ def _serialise_sqlite(engine: Any) -> None:
     engine.dispose()  # connections opened before the hooks
 
 
+def stored_study_attrs(storage: str | None, study_name: str, out_dir: Path) -> dict[str, Any] | None:
+    """The user attrs of the stored study `study_name`, or None when there is none yet (nothing is created)."""
+    if storage is None and not (Path(out_dir) / "study.db").is_file():
+        return None
+    store = make_storage(storage, Path(out_dir), heartbeat=0)
+    try:
+        return store.get_study_user_attrs(store.get_study_id_from_name(study_name))
+    except KeyError:
+        return None
+
+
 def open_study(
     storage: str | None,
     study_name: str,

@@ -1,0 +1,105 @@
+"""`--fidelity auto`: the ladder climbs while seed noise swamps the configurations; the choice is stored."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+import autopeft.calibrate as calibrate_module
+from autopeft.calibrate import AUTO_LADDER, calibrate, calibration_configs
+from autopeft.cli import main
+from autopeft.train import FIDELITIES
+from conftest import SMALL_SPACE
+
+LOW = FIDELITIES["low"]
+
+
+def synthetic(noise_only_at: set[int]):
+    """train(config, fidelity): pure seed noise at the given train-example counts, else a configuration effect."""
+    calls = []
+
+    def train(config, fidelity):
+        calls.append((config.to_json(), fidelity.train_examples, fidelity.seed))
+        rng = np.random.default_rng([zlib.crc32(config.to_json().encode()), fidelity.seed, fidelity.train_examples])
+        if fidelity.train_examples in noise_only_at:
+            return 50 + 5 * rng.normal()
+        return 50 + 10 * (config.serial_adapter / 16 + sum(config.layers)) + 0.5 * rng.normal()
+
+    return train, calls
+
+
+def test_auto_climbs_past_a_fidelity_that_is_pure_noise(tmp_path):
+    train, calls = synthetic(noise_only_at={640})
+    chosen, records = calibrate(train, SMALL_SPACE, LOW, seed=0, path=tmp_path / "c.json")
+    assert (chosen.train_examples, chosen.epochs) == AUTO_LADDER[1]
+    assert chosen.precision == LOW.precision and chosen.dropout == LOW.dropout  # the rest of the base is kept
+    assert len(records) == 2 and [r["chosen"] for r in records] == [False, True]
+    assert records[0]["noise"]["config_share"] < 0.5 <= records[1]["noise"]["config_share"]
+    configs = calibration_configs(SMALL_SPACE, 0)
+    assert len({c.to_json() for c in configs}) == 6
+    assert len(calls) == 2 * 6 * 2 and {s for _, _, s in calls} == {0, 1}  # 2 rungs x 6 configurations x 2 seeds
+    # resumed from the file: nothing is trained again
+    again, again_records = calibrate(train, SMALL_SPACE, LOW, seed=0, path=tmp_path / "c.json")
+    assert again == chosen and again_records == records and len(calls) == 24
+
+
+def test_auto_stops_at_the_first_rung_that_shows_signal_and_at_the_end_of_the_ladder():
+    train, _ = synthetic(noise_only_at=set())
+    chosen, records = calibrate(train, SMALL_SPACE, LOW, seed=1)
+    assert chosen.train_examples == 640 and len(records) == 1
+    # the score depends on the seed only: the configurations explain nothing at any rung
+    chosen, records = calibrate(lambda config, f: 50.0 + 5 * (f.seed % 2), SMALL_SPACE, LOW, seed=1)
+    assert (chosen.train_examples, chosen.epochs) == AUTO_LADDER[-1] and len(records) == len(AUTO_LADDER)
+    assert records[-1]["chosen"] and all(r["noise"]["config_share"] == 0 for r in records)
+
+
+def test_a_pure_noise_rung_rarely_passes():
+    """With 6 configurations x 2 seeds of pure Gaussian noise, the share reaches 0.5 by chance about 10% of the time."""
+    passed = 0
+    for seed in range(200):
+        train, _ = synthetic(noise_only_at={640})
+        _, records = calibrate(train, SMALL_SPACE, LOW, seed=seed, ladder=[(640, 2)])
+        passed += records[0]["noise"]["config_share"] >= 0.5
+    assert passed / 200 < 0.2
+
+
+TINY = ["--dev-examples", "16", "--max-length", "32", "--quiet"]
+
+
+def test_auto_fidelity_is_stored_and_another_fidelity_is_refused_on_resume(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(calibrate_module, "AUTO_LADDER", ((16, 1), (24, 1)))
+    monkeypatch.setattr(calibrate_module, "CALIBRATION_CONFIGS", 3)
+    out = tmp_path / "s"
+    argv = ["search", "--model", str(tiny_model_dir), "--task", "RTE", "--budget", "2", "--sampler", "random",
+            "--fidelity", "auto", "--out", str(out), *TINY]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "fidelity chosen by calibration" in printed and "<- chosen" in printed
+    from autopeft.search.study import stored_study_attrs
+
+    attrs = stored_study_attrs(None, "autopeft", out)
+    chosen = [r for r in attrs["calibration"] if r["chosen"]]
+    assert len(chosen) == 1 and attrs["fidelity"] == chosen[0]["fidelity"]
+    assert (attrs["fidelity"]["train_examples"], attrs["fidelity"]["epochs"]) in ((16, 1), (24, 1))
+    assert len(json.loads((out / "calibration.json").read_text())) == 3 * 2 * len(attrs["calibration"])
+    before = (out / "study.db").read_bytes()
+    for other in (["--fidelity", "low"], ["--fidelity", "auto", "--epochs", "2"]):
+        assert main([a for a in argv if a not in ("--fidelity", "auto")] + other) == 2
+        assert "fidelity" in capsys.readouterr().err
+        assert (out / "study.db").read_bytes() == before
+    assert main([*argv, "--budget", "3"]) == 0  # auto again: resumes with the stored choice, one more trial
+    assert stored_study_attrs(None, "autopeft", out)["fidelity"] == attrs["fidelity"]
+
+
+def test_auto_on_a_study_made_with_a_preset_is_refused(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "s"
+    base = ["search", "--model", str(tiny_model_dir), "--task", "RTE", "--budget", "1", "--sampler", "random",
+            "--out", str(out), *TINY]
+    assert main([*base, "--train-examples", "16", "--epochs", "1"]) == 0
+    before = (out / "study.db").read_bytes()
+    assert main([*base, "--fidelity", "auto"]) == 2
+    assert "not --fidelity auto" in capsys.readouterr().err
+    assert (out / "study.db").read_bytes() == before
