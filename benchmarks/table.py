@@ -57,7 +57,8 @@ def export(study_dir: Path, csv_path: Path) -> int:
         writer.writeheader()
         for r in rows:
             writer.writerow(_format_row(r["number"], PeftConfig.from_dict(r["config"]), r["score"], r["percent"],
-                                        r["trainable_params"], r["seed"], r["wall_time_s"],
+                                        r["trainable_params"], r["seed"] if r["train_seed"] is None else r["train_seed"],
+                                        r["wall_time_s"],
                                         study.user_attrs.get("sampler", "random"), study.user_attrs["task"]))
     return len(rows)
 

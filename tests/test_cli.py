@@ -220,3 +220,60 @@ def test_quiet_silences_the_baselines_training_bars_too(tiny_model_dir, tmp_path
     assert sorted(json.loads((tmp_path / "s" / "baselines.json").read_text())) == ["LoRA8", "PA2", "PT2", "SA2"]
     assert main([*[a for a in argv if a != "--quiet"], "--budget", "3"]) == 0  # without --quiet: the bars are there
     assert "trial" in capsys.readouterr().err
+
+
+def _file_task(folder, rows, columns=("text", "label")):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("train.csv", "dev.csv"):
+        lines = [",".join(columns)] + [",".join(r) for r in rows]
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return folder / "train.csv", folder / "dev.csv"
+
+
+ROWS = [("good film", "pos"), ("bad film", "neg"), ("great plot", "pos"), ("dull plot", "neg")] * 4
+
+
+@pytest.mark.parametrize("change,needle", [
+    ("content", "task_identity.train_sha256"),
+    ("columns", "task_identity.columns"),
+    ("labels", "task_identity.labels"),
+])
+def test_resuming_with_another_task_by_content_is_refused(tiny_model_dir, tmp_path, capsys, change, needle):
+    """Both tasks are files called train.csv (same task name): the study tells them apart by what they hold."""
+    out = tmp_path / "study"
+    first = _file_task(tmp_path / "a", ROWS, ("text", "text2", "label") if change == "columns" else ("text", "label"))
+    if change == "columns":  # the same file content, another text column
+        first = _file_task(tmp_path / "a", [(t, t, y) for t, y in ROWS], ("text", "text2", "label"))
+        second, text_col = first, "text2"
+    elif change == "content":
+        second, text_col = _file_task(tmp_path / "b", [(t.upper(), y) for t, y in ROWS]), "text"
+    else:  # the same texts and class ids, other label names
+        second, text_col = _file_task(tmp_path / "b", [(t, {"neg": "bad", "pos": "good"}[y]) for t, y in ROWS]), "text"
+    base = ["search", "--model", str(tiny_model_dir), "--budget", "1", "--sampler", "random", "--out", str(out),
+            *TINY_SEARCH]
+    assert main([*base, "--task", str(first[0]), "--dev", str(first[1])]) == 0
+    before = (out / "study.db").read_bytes()
+    err = _error(capsys, [*base, "--task", str(second[0]), "--dev", str(second[1]), "--text-a", text_col])
+    assert needle in err and "new --out" in err
+    assert (out / "study.db").read_bytes() == before
+
+
+def test_resuming_after_the_model_folder_was_overwritten_is_refused(tmp_path, capsys):
+    from conftest import _save_tiny
+
+    model = _save_tiny(tmp_path / "model", "bert")
+    out = tmp_path / "study"
+    argv = ["search", "--model", str(model), "--task", "RTE", "--budget", "1", "--sampler", "random", "--out", str(out),
+            *TINY_SEARCH]
+    assert main(argv) == 0
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(1)  # other weights, the same folder
+    reloaded = AutoModelForSequenceClassification.from_pretrained(model)
+    for p in reloaded.parameters():
+        p.data.normal_()
+    reloaded.save_pretrained(model)
+    before = (out / "study.db").read_bytes()
+    assert "model_weights" in _error(capsys, argv)
+    assert (out / "study.db").read_bytes() == before

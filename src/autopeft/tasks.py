@@ -8,6 +8,7 @@ message naming the file, the line (1-based) and the problem, and how to fix it.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -99,6 +100,13 @@ class Split:
     def __len__(self) -> int:
         return len(self.text_a)
 
+    def sha256(self) -> str:
+        """A digest of the texts and labels, in order: two splits with the same digest hold the same data."""
+        digest = hashlib.sha256()
+        for part in (self.text_a, self.text_b, self.labels.tolist()):
+            digest.update(json.dumps(part, ensure_ascii=False).encode())
+        return digest.hexdigest()
+
     def subset(self, n_or_fraction: int | float, seed: int) -> Split:
         """A deterministic random subset, in the original order.
 
@@ -138,6 +146,15 @@ class TaskData:
     train: Split
     dev: Split
     source: str = ""
+
+    def identity(self) -> dict[str, Any]:
+        """What the task is, by content: digests of the loaded splits, columns, labels and metric.
+
+        A study stores it, and a resume with a different identity is refused.
+        """
+        return {"train_sha256": self.train.sha256(), "dev_sha256": self.dev.sha256(), "kind": self.spec.kind,
+                "columns": {"text": list(self.spec.text_columns), "label": self.spec.label_column},
+                "labels": list(self.spec.label_names), "metric": self.spec.primary_metric}
 
 
 # --------------------------------------------------------------------------- GLUE registry

@@ -16,7 +16,7 @@ import numpy as np
 
 from autopeft.errors import UserError
 from autopeft.metrics import majority_baseline
-from autopeft.models import load_model, load_tokenizer
+from autopeft.models import load_model, load_tokenizer, weights_fingerprint
 from autopeft.modules import model_spec
 from autopeft.space import ModelSpec, PeftConfig, SearchSpace
 from autopeft.tasks import TaskData, load_file_task, load_task
@@ -123,7 +123,9 @@ def search(settings: SearchSettings):
     ref = s.ref_point or default_reference_point(space_max_percent(space, spec))
     metadata = {
         "model": s.model,
+        "model_weights": weights_fingerprint(s.model),
         "task": s.task.spec.name,
+        "task_identity": s.task.identity(),
         "task_source": s.task_source or task_source(s.task),
         "space": space.to_dict(),
         "fidelity": fidelity.to_dict(),

@@ -90,10 +90,8 @@ Design of the BO samplers (`BayesOptSampler`)
 * Timing: ``sampler.last_proposal_seconds`` (and ``sampler.last_proposal``, a dict with
   the details) hold the duration of the latest proposal; the same number is stored on
   the trial as system attribute ``"autopeft_proposal_seconds"``.
-* The first qLogNEHVI in an environment compiles BoTorch's fused C++ kernel (about 23 s,
-  then cached). Unless ``TORCH_EXTENSIONS_DIR`` is set, it is pointed at
-  ``~/.cache/autopeft/torch_extensions/torch-<version>-py<XY>`` so that environments with
-  different torch builds never load each other's binaries.
+* The first qLogNEHVI in an environment needs BoTorch's fused C++ kernel: `search.kernel`
+  builds it safely (set-up builds it once), or falls back to BoTorch's pure-PyTorch path.
 """
 
 from __future__ import annotations
@@ -101,7 +99,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import os
 import sys
 import time
 import warnings
@@ -116,6 +113,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.errors import UserError
+from autopeft.search.kernel import prepare_fused_kernel
 from autopeft.search.pareto import pareto_mask
 from autopeft.space import SIZE_KEYS, PeftConfig, SearchSpace
 
@@ -940,7 +938,7 @@ class BayesOptSampler(ConfigSampler):
         import torch
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
 
-        _ensure_torch_extensions_dir()
+        prepare_fused_kernel()  # never stalls on a lock a killed compile left (search/kernel.py)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*not p.d., added jitter.*")
             warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -1013,16 +1011,6 @@ def _thread_limit(n: int):
             yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _ensure_torch_extensions_dir() -> None:
-    if "TORCH_EXTENSIONS_DIR" in os.environ:
-        return
-    import torch
-
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    tag = f"torch-{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
-    os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(base, "autopeft", "torch_extensions", tag)
 
 
 # ----------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ from autopeft.space import SIZE_KEYS, PeftConfig, SearchSpace
 
 DIRECTIONS = ["maximize", "minimize"]  # values = (score, percent)
 # Metadata keys that must match when a stored study is resumed.
-COMPARED_KEYS = ("model", "task", "space", "fidelity", "objectives")
+COMPARED_KEYS = ("model", "model_weights", "task", "task_identity", "space", "fidelity", "objectives")
 MAX_CONSECUTIVE_SKIPS = 50  # proposals not evaluated (duplicates, invalid) in a row
 MAX_CONSECUTIVE_FAILURES = 10  # evaluations raising in a row
 RESUME_HINT = "run the same search command again (same --study name and --out dir / storage) to resume"
@@ -262,7 +262,7 @@ def open_study(
     # A key not stored yet is not a difference: its creator is still writing it, or crashed before.
     differ = [k for k in COMPARED_KEYS if k in old and old[k] != new.get(k)]
     if differ:
-        lines = "; ".join(f"{k}: stored {json.dumps(old.get(k))} vs new {json.dumps(new.get(k))}" for k in differ)
+        lines = "; ".join(_difference(k, old.get(k), new.get(k)) for k in differ)
         raise UserError(
             f"study '{study_name}' already exists with a different {', '.join(differ)} ({lines}). "
             "Use a new --study name or a new --out dir to start another search, or rerun with the "
@@ -272,6 +272,14 @@ def open_study(
         if old.get(key) != value:
             study.set_user_attr(key, value)
     return study
+
+
+def _difference(key: str, stored: Any, new: Any) -> str:
+    """'key: stored X vs new Y', naming only the differing fields of a dict."""
+    if isinstance(stored, dict) and isinstance(new, dict):
+        fields = [f for f in dict.fromkeys([*stored, *new]) if stored.get(f) != new.get(f)]
+        return "; ".join(f"{key}.{f}: stored {json.dumps(stored.get(f))} vs new {json.dumps(new.get(f))}" for f in fields)
+    return f"{key}: stored {json.dumps(stored)} vs new {json.dumps(new)}"
 
 
 # --- rows -----------------------------------------------------------------------------
