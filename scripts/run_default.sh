@@ -9,5 +9,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . scripts/env.sh
-autopeft search --model minilm --task STS-B --train-examples 960 --epochs 3 --budget 14 --init 4 \
+autopeft search --model minilm --task STS-B --train-examples 960 --epochs 3 --budget 12 --init 4 \
   --baselines peft --out runs/default "$@"

@@ -6,7 +6,6 @@ import json
 import zlib
 
 import numpy as np
-import pytest
 
 import autopeft.calibrate as calibrate_module
 from autopeft.calibrate import AUTO_LADDER, calibrate, calibration_configs
