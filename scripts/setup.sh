@@ -16,4 +16,4 @@ fi
 pip install --disable-pip-version-check -q -e ".[test]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 python -c "import autopeft, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 # Build BoTorch's fused qLogNEHVI kernel now, so that no search compiles it (src/autopeft/search/kernel.py).
-AUTOPEFT_TORCH_EXTENSIONS_DIR="$PWD/.venv/torch_extensions" python -m autopeft.search.kernel
+AUTOPEFT_TORCH_EXTENSIONS_DIR="$PWD/.venv/torch_extensions" python -c "from autopeft.search.kernel import main; main()"

@@ -15,7 +15,7 @@ compile leaves behind, after which every later load sleeps forever. So `prepare_
   kernel in this one. If the compile fails or runs out of time (no compiler, say), BoTorch's
   pure-PyTorch path is used instead, with a one-line warning.
 
-`scripts/setup.sh` runs ``python -m autopeft.search.kernel`` so that a search never compiles.
+`scripts/setup.sh` calls `main` so that a search never compiles.
 """
 
 from __future__ import annotations
@@ -140,5 +140,10 @@ def prepare_fused_kernel(timeout_s: float = COMPILE_TIMEOUT_S) -> str:
     return _state
 
 
-if __name__ == "__main__":  # scripts/setup.sh: build it once, so that searches never compile
+def main() -> None:
+    """scripts/setup.sh: build the kernel once, so that searches never compile it."""
     print(f"BoTorch fused kernel in {extensions_dir()}: {prepare_fused_kernel()}")
+
+
+if __name__ == "__main__":
+    main()
