@@ -15,14 +15,16 @@ import pytest
 
 
 def _complete_configs(db_path) -> list[str]:
-    """Configurations of COMPLETE, non-duplicate trials."""
+    """Configurations of COMPLETE, non-duplicate trials, with their replicate index (a replicate trains
+    an evaluated configuration again with another seed)."""
     with sqlite3.connect(db_path) as db:
         rows = db.execute(
             "select t.trial_id, a.value_json from trials t join trial_user_attributes a on a.trial_id = t.trial_id "
             "where t.state = 'COMPLETE' and a.key = 'config'"
         ).fetchall()
         dups = {r[0] for r in db.execute("select trial_id from trial_user_attributes where key = 'duplicate_of'")}
-    return [json.dumps(json.loads(v), sort_keys=True) for tid, v in rows if tid not in dups]
+        index = dict(db.execute("select trial_id, value_json from trial_user_attributes where key = 'replicate_index'"))
+    return [json.dumps(json.loads(v), sort_keys=True) + f" #{index.get(tid, '0')}" for tid, v in rows if tid not in dups]
 
 
 def test_sigkill_at_random_moments_then_resume(tiny_model_dir, tmp_path):
@@ -56,7 +58,7 @@ def test_sigkill_at_random_moments_then_resume(tiny_model_dir, tmp_path):
     assert final.returncode == 0, final.stderr[-2000:]
     configs = _complete_configs(out / "study.db")
     assert len(configs) == budget  # every interrupted trial re-run, nothing beyond the budget
-    assert len(set(configs)) == len(configs), "a configuration was evaluated twice"
+    assert len(set(configs)) == len(configs), "a configuration was trained twice with the same seed"
 
 
 def test_sigint_stops_cleanly_and_says_how_to_resume(tiny_model_dir, tmp_path):
