@@ -121,32 +121,44 @@ def main() -> None:
         parser.error(f"unknown sampler label(s) {sorted(unknown)}; choose from {list(SAMPLERS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     runs_path = args.out / "runs.jsonl"
-    done = {}
-    if runs_path.exists():
-        for line in runs_path.read_text().splitlines():
-            r = json.loads(line)
-            if r.get("table", args.table.name) != args.table.name:  # runs before this field: the one table
-                raise SystemExit(f"{runs_path} holds replays of {r['table']}, not {args.table.name}; "
-                                 f"give another --out for this table")
-            done[(r["label"], r["seed"], r["budget"])] = r
+    key = lambda r: (r["label"], r["seed"], r["budget"])  # noqa: E731
+    done = read_runs(runs_path, args.table.name, key)
     todo = []
     for label in [] if args.summary_only else labels:
         budget = max(budgets + ([args.random_budget] if label == "random" else []))
         todo += [(label, seed, budget) for seed in range(args.seeds) if (label, seed, budget) not in done]
-    start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool, runs_path.open("a") as out:
-        futures = [pool.submit(run_one, str(args.table), label, seed, budget, args.init) for label, seed, budget in todo]
-        for fut in futures:
-            r = fut.result()
-            out.write(json.dumps(r) + "\n")
-            out.flush()
-            done[(r["label"], r["seed"], r["budget"])] = r
-            print(f"{r['label']:<11} seed {r['seed']:>2}: {len(r['scores'])} trials "
-                  f"({time.perf_counter() - start:.0f} s so far)", flush=True)
+    run_pending(run_one, [(str(args.table), *t, args.init) for t in todo], args.jobs, runs_path, done, key,
+                lambda r: f"{r['label']:<11} seed {r['seed']:>2}: {len(r['scores'])} trials")
     runs = [r for r in done.values() if r["label"] in labels]
     if not runs:
         raise SystemExit(f"no replays of {labels} in {runs_path}; run without --summary-only first")
     summarise(args.table, runs, budgets, args.random_budget, args.out)
+
+
+def read_runs(runs_path: Path, table_name: str, key) -> dict:
+    """The finished runs in `runs_path` (JSON lines) by `key(run)`; refuses a file of another table's replays."""
+    done = {}
+    if runs_path.exists():
+        for line in runs_path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("table", table_name) != table_name:  # runs before this field: the one table
+                raise SystemExit(f"{runs_path} holds replays of {r['table']}, not {table_name}; "
+                                 f"give another --out for this table")
+            done[key(r)] = r
+    return done
+
+
+def run_pending(run, arguments: list[tuple], jobs: int, runs_path: Path, done: dict, key, describe) -> None:
+    """`run(*args)` for each tuple in `arguments`, `jobs` processes at a time; each result is appended
+    to `runs_path` as it comes (a rerun skips it), added to `done` and announced with `describe(result)`."""
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=jobs) as pool, runs_path.open("a") as out:
+        for fut in [pool.submit(run, *args) for args in arguments]:
+            r = fut.result()
+            out.write(json.dumps(r) + "\n")
+            out.flush()
+            done[key(r)] = r
+            print(f"{describe(r)} ({time.perf_counter() - start:.0f} s so far)", flush=True)
 
 
 def first_reaching(curve: np.ndarray, target: float) -> int | None:

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -138,22 +136,14 @@ def main() -> None:
     args = parser.parse_args()
     budgets = sorted(int(b) for b in args.budgets.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
+    from replay import read_runs, run_pending
+
     runs_path = args.out / "runs.jsonl"
-    done = {}
-    if runs_path.exists():
-        for line in runs_path.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["arm"], r["seed"], r["budget"])] = r
+    key = lambda r: (r["arm"], r["seed"], r["budget"])  # noqa: E731
+    done = read_runs(runs_path, args.table.name, key)
     todo = [(arm, s, budgets[-1]) for s in range(args.seeds) for arm in ARMS if (arm, s, budgets[-1]) not in done]
-    start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool, runs_path.open("a") as out:
-        futures = [pool.submit(run_one, str(args.table), arm, s, b, args.init) for arm, s, b in todo]
-        for fut in futures:
-            r = fut.result()
-            out.write(json.dumps(r) + "\n")
-            out.flush()
-            done[(r["arm"], r["seed"], r["budget"])] = r
-            print(f"{r['arm']:<10} seed {r['seed']:>2} done ({time.perf_counter() - start:.0f} s so far)", flush=True)
+    run_pending(run_one, [(str(args.table), *t, args.init) for t in todo], args.jobs, runs_path, done, key,
+                lambda r: f"{r['arm']:<10} seed {r['seed']:>2} done")
     runs = [r for r in done.values() if r["budget"] == budgets[-1] and r["seed"] < args.seeds]
     summarise(args.table, runs, budgets, args.out)
 

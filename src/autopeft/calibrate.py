@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from autopeft.search.noise import MIN_CONFIG_SHARE, estimate_noise
+from autopeft.search.noise import MIN_CONFIG_SHARE, estimate_noise, format_share
 from autopeft.space import PeftConfig, SearchSpace
 from autopeft.train import Fidelity
 
@@ -97,7 +97,7 @@ def describe_calibration(records: Sequence[dict[str, Any]]) -> str:
     lines = []
     for r in records:
         f, n = r["fidelity"], r["noise"]
-        share = "?" if n["config_share"] is None else f"{100 * n['config_share']:.0f}%"
+        share = format_share(n["config_share"])
         sd = "?" if n["seed_sd"] is None else f"{n['seed_sd']:.2f}"
         lines.append(f"  {f['train_examples']} examples x {f['epochs']:g} epochs: configuration share {share}, "
                      f"seed SD {sd} ({len(r['scores'])} configurations x 2 seeds){'  <- chosen' if r['chosen'] else ''}")

@@ -45,11 +45,16 @@ class NoiseEstimate:
         return self.config_share is not None and self.config_share < MIN_CONFIG_SHARE
 
     def describe(self) -> str:
-        """One line for a report or a progress bar."""
+        """One line for a report."""
         if self.seed_sd is None:
             return "seed noise not measured yet (no configuration trained with two seeds)"
-        share = "?" if self.config_share is None else f"{100 * self.config_share:.0f}%"
-        return f"seed SD {self.seed_sd:.2f} ({self.pairs} pair{'s' * (self.pairs != 1)}), configuration share {share}"
+        return (f"seed SD {self.seed_sd:.2f} ({self.pairs} pair{'s' * (self.pairs != 1)}), "
+                f"configuration share {format_share(self.config_share)}")
+
+
+def format_share(share: float | None) -> str:
+    """A configuration share as a percentage, '?' when unknown."""
+    return "?" if share is None else f"{100 * share:.0f}%"
 
 
 def estimate_noise(groups: Sequence[Sequence[float]]) -> NoiseEstimate:

@@ -199,7 +199,10 @@ def make_sampler(
             ``n_random_candidates``, ``max_local_candidates``, ``climb_rounds``,
             ``climb_top_k``, ``max_batch_size``, ``ref_point`` ((score, percent)),
             ``prune_baseline``, ``num_threads``, ``percent_scale`` ("log" | "linear"),
-            ``score_floor_quantile`` (0 to < 1, default 0: see `floor_low_scores`);
+            ``score_floor_quantile`` (0 to < 1, default 0: see `floor_low_scores`),
+            ``replicates`` (fraction of the trials that may retrain an evaluated
+            configuration with a new seed, 0 to < 1, default 0: off), ``max_seeds`` (default 4)
+            and ``calibration_pairs`` (default 2): see `BayesOptSampler._replicate`;
             "nsga2"/"motpe": keyword arguments of
             Optuna's ``NSGAIISampler`` / ``TPESampler``. ``ref_point`` is accepted and
             ignored by "random", "nsga2" and "motpe".

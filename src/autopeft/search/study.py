@@ -58,7 +58,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.errors import UserError, check_interrupt
-from autopeft.search.noise import NoiseEstimate, estimate_noise
+from autopeft.search.noise import NoiseEstimate, estimate_noise, format_share
 from autopeft.search.pareto import hypervolume, pareto_mask
 from autopeft.search.samplers import BUDGET_ATTR, PROPOSAL_ATTR, REPLICATE_ATTR, RERUN_ATTR
 from autopeft.space import SIZE_KEYS, PeftConfig, SearchSpace
@@ -397,12 +397,15 @@ def reference_point(study: optuna.Study) -> tuple[float, float]:
     return 0.0, max(percents, default=100.0)
 
 
-def front_summary(study: optuna.Study, ref: tuple[float, float] | None = None) -> tuple[int, float]:
-    """(Pareto front size, hypervolume) of the configuration means."""
+def _progress_postfix(study: optuna.Study, ref: tuple[float, float], score: float, percent: float) -> str:
+    """The progress bar's text: the front of means (size, hypervolume), the last trial, the seed noise."""
     rows = config_rows(study)
-    ref = ref or reference_point(study)
     s, p = [r["score"] for r in rows], [r["percent"] for r in rows]
-    return int(pareto_mask(s, p).sum()), hypervolume(s, p, *ref)
+    text = f"front {int(pareto_mask(s, p).sum())}, HV {hypervolume(s, p, *ref):.4g}, last {score:.2f} @ {percent:.3g}%"
+    noise = estimate_noise([r["scores"] for r in rows])
+    if noise.seed_sd is not None:
+        text += f", seed SD {noise.seed_sd:.2f}, config share {format_share(noise.config_share)}"
+    return text
 
 
 # --- search ---------------------------------------------------------------------------
@@ -473,25 +476,24 @@ def _held_params(trial: FrozenTrial) -> dict[str, Any]:
             **trial.params}
 
 
-def replicate_index(trial: FrozenTrial | optuna.trial.Trial) -> int:
-    """Which evaluation of its configuration `trial` is: 0 for the first, k for the k-th replicate.
+def _replicate_proposal(trial: FrozenTrial | optuna.trial.Trial) -> dict[str, int] | None:
+    """{"of": first trial, "index": k} when `trial` is a replicate, else None.
 
-    From the user attr (set when the trial is evaluated, and carried by a re-queued trial),
-    else from the sampler's proposal (system attr REPLICATE_ATTR of a FrozenTrial; a live Trial being
-    evaluated has the user attr).
+    From the user attrs (set when the trial is evaluated, and carried by a re-queued trial),
+    else from the sampler's proposal (system attr REPLICATE_ATTR of a FrozenTrial; a live Trial
+    being evaluated has the user attrs).
     """
-    if "replicate_index" in trial.user_attrs:
-        return int(trial.user_attrs["replicate_index"])
+    attrs = trial.user_attrs
+    if "replicate_of" in attrs:
+        return {"of": int(attrs["replicate_of"]), "index": int(attrs["replicate_index"])}
     proposal = (getattr(trial, "system_attrs", None) or {}).get(REPLICATE_ATTR)
-    return int(proposal["index"]) if isinstance(proposal, dict) else 0
-
-
-def _replicate_proposal(trial: FrozenTrial) -> dict[str, int] | None:
-    """{"of": first trial, "index": k} when `trial` is meant as a replicate (proposed or re-queued)."""
-    if "replicate_of" in trial.user_attrs:
-        return {"of": int(trial.user_attrs["replicate_of"]), "index": replicate_index(trial)}
-    proposal = trial.system_attrs.get(REPLICATE_ATTR)
     return {"of": int(proposal["of"]), "index": int(proposal["index"])} if isinstance(proposal, dict) else None
+
+
+def replicate_index(trial: FrozenTrial | optuna.trial.Trial) -> int:
+    """Which evaluation of its configuration `trial` is: 0 for the first, k for the k-th replicate."""
+    proposal = _replicate_proposal(trial)
+    return 0 if proposal is None else proposal["index"]
 
 
 def _held_elsewhere(study: optuna.Study, trial: FrozenTrial) -> int | None:
@@ -769,9 +771,7 @@ def run_search(
                         skips = failures = 0
                         n_done += 1
                         score, percent = told.values
-                        size_, hv = front_summary(study, ref)
-                        bar.set_postfix_str(f"front {size_}, HV {hv:.4g}, last {score:.2f} @ {percent:.3g}%"
-                                            f"{_noise_postfix(study)}")
+                        bar.set_postfix_str(_progress_postfix(study, ref, score, percent))
                         bar.update(1)
                     elif outcome == "failed":
                         skips, failures = 0, failures + 1
@@ -851,14 +851,6 @@ def _tell_one(
         done[key] = frozen.number
     finish(frozen)
     return ("complete" if frozen.state == TrialState.COMPLETE else "failed"), frozen
-
-
-def _noise_postfix(study: optuna.Study) -> str:
-    noise = noise_estimate(study)
-    if noise.seed_sd is None:
-        return ""
-    share = "?" if noise.config_share is None else f"{100 * noise.config_share:.0f}%"
-    return f", seed SD {noise.seed_sd:.2f}, config share {share}"
 
 
 def _invalid_reason(space: SearchSpace, config: PeftConfig) -> str:
