@@ -101,7 +101,6 @@ def _sampler_options(nuts: str) -> dict[str, Any]:
 def search(settings: SearchSettings):
     """Run (or resume) a search, write its report, optionally retrain part of the front."""
     from autopeft.frozen import open_states_cache
-    from autopeft.report import write_report
     from autopeft.search.pareto import default_reference_point, space_max_percent
     from autopeft.search.samplers import make_sampler
     from autopeft.search.study import TrialResult, open_study, replicate_index, run_search
@@ -175,6 +174,8 @@ def search(settings: SearchSettings):
                       full_finetuning=s.baselines == "all")
     if s.retrain_top:
         retrain_front(s.out_dir, s.storage, s.study_name, top=s.retrain_top, seeds=s.retrain_seeds)
+    from autopeft.report import write_report  # matplotlib: imported once trials are done, not at start-up
+
     paths = write_report(study, s.out_dir, ref=ref, baselines=_stored_baselines(s.out_dir))
     print(report_text(study))
     print(f"report: {', '.join(str(p) for p in paths.values())}")
