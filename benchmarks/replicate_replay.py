@@ -5,11 +5,11 @@ search does, restricted to the table's configurations (`make_sampler(..., candid
 and tells each trial a stored score instead of training:
 
 - a configuration's first evaluation takes the score of training seed ``w = replay seed % 2``;
-- a replicate (arm "replicates": ``replicates=0.2``, ``max_seeds=2``) takes the other seed of
+- a replicate (arm "replicates": ``calibration_pairs=2``, ``replicates=0.2``, ``max_seeds=2``) takes the other seed of
   0-1, ``1 - w``, the one the configuration has not used yet;
 - seed 2 is never seen by a search: it is held out to rescore the fronts.
 
-The arm "none" is the same sampler with ``replicates=0``. Both arms of a replay seed share
+The arm "none" is the same sampler with ``calibration_pairs=0``, ``replicates=0``. Both arms of a replay seed share
 the sampler seed, so their initial designs are the same and the comparison is paired.
 
 At each budget (the first k trials of one run of the largest budget; the sampler is
@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 TABLE = HERE / "data" / "sst2_minilm_low_1050.csv"
 RESULTS = HERE / "results" / "replicate_replay"
 HELDOUT_SEED = 2
-ARMS = {"replicates": 0.2, "none": 0.0}
+ARMS = {"replicates": 0.2, "none": 0.0}  # replicates' fraction; the "replicates" arm also has 2 calibration pairs
 
 
 def run_one(table_path: str, arm: str, seed: int, budget: int, n_init: int) -> dict:
@@ -54,7 +54,8 @@ def run_one(table_path: str, arm: str, seed: int, budget: int, n_init: int) -> d
     rows, spec, space, _ = _setup(Path(table_path))
     by_key = {r["config"].to_json(): r for r in rows}
     sampler = make_sampler("saasbo", space, seed=seed, n_init=n_init, percent_fn=spec.percent, fit="map",
-                           replicates=ARMS[arm], max_seeds=2, candidates=[r["config"] for r in rows])
+                           replicates=ARMS[arm], calibration_pairs=2 if ARMS[arm] else 0, max_seeds=2,
+                           candidates=[r["config"] for r in rows])
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     study.set_user_attr("budget", budget)
     first_seed = seed % 2

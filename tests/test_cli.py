@@ -14,11 +14,11 @@ TINY_SEARCH = ["--train-examples", "32", "--dev-examples", "32", "--epochs", "1"
 
 @pytest.fixture(scope="module")
 def searched(tiny_model_dir, tmp_path_factory):
-    """A finished 6-trial search on RTE with the tiny model: 2 random, 2 replicates of them (the noise
-    calibration pairs: 0.34 x 6 = 2 replicates at most), 2 MAP-SAAS proposals."""
+    """A finished 6-trial search on RTE with the tiny model: 2 random, 2 replicates of them (the default
+    noise calibration pairs), 2 MAP-SAAS proposals."""
     out = tmp_path_factory.mktemp("search")
     argv = ["search", "--model", str(tiny_model_dir), "--task", "RTE", "--budget", "6", "--init", "2",
-            "--nuts", "map", "--replicates", "0.34", "--out", str(out), *TINY_SEARCH]
+            "--nuts", "map", "--out", str(out), *TINY_SEARCH]
     assert main([*argv, "--baselines"]) == 0
     return out, argv
 
@@ -120,6 +120,8 @@ def test_resuming_with_another_task_is_refused_and_changes_nothing(searched, cap
     (["--sampler", "random", "--percent-scale", "linear"], "--percent-scale applies to the saasbo and gp"),
     (["--sampler", "random", "--replicates", "0.2"], "--replicates applies to the saasbo and gp"),
     (["--replicates", "1.5"], "--replicates must be a fraction"),
+    (["--sampler", "random", "--calibration-pairs", "3"], "--calibration-pairs applies to the saasbo and gp"),
+    (["--calibration-pairs", "-1"], "--calibration-pairs must be >= 0"),
     (["--ref-point", "50"], "--ref-point"),
     (["--heartbeat", "-1"], "--heartbeat must be a whole number"),
     (["--storage", "journal:/nonexistent/study.log", "--heartbeat", "5"], "journal storage"),  # refused before writing

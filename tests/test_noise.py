@@ -51,8 +51,9 @@ class NoisyEvaluator:
         return TrialResult(score=float(score), percent=SMALL_SPEC.percent(config), metrics={"accuracy": float(score)})
 
 
-def bo_study(path: Path, seed: int = 0, replicates: float = 0.2, name: str = "gp") -> optuna.Study:
-    options = {**CHEAP, "fit": "map"} if name == "saasbo" else dict(CHEAP)
+def bo_study(path: Path, seed: int = 0, replicates: float = 0.2, name: str = "gp", calibration_pairs: int = 2,
+             **options) -> optuna.Study:
+    options = {**CHEAP, "calibration_pairs": calibration_pairs, **({"fit": "map"} if name == "saasbo" else {}), **options}
     sampler = make_sampler(name, SMALL_SPACE, seed=seed, n_init=4, percent_fn=SMALL_SPEC.percent,
                            replicates=replicates, **options)
     return open_study(None, "s", path, study_metadata(sampler=name), sampler)
@@ -80,7 +81,7 @@ def check_replicates(study: optuna.Study, budget: int, fraction: float) -> list[
         assert first.user_attrs["config"] == t.user_attrs["config"] and replicate_index(first) == 0
         assert t.user_attrs["replicate_index"] >= 1 and t.user_attrs["train_seed"] == t.user_attrs["replicate_index"]
     assert all(replicate_index(t) == 0 for t in done if "replicate_of" not in t.user_attrs)
-    assert 2 <= len(replicas) <= fraction * budget
+    assert 2 <= len(replicas) <= max(2, fraction * budget)
     return replicas
 
 
@@ -127,8 +128,17 @@ def test_bo_search_spends_part_of_the_budget_on_replicates(tmp_path, name):
     assert noise.pairs == len(replicas) and noise.seed_sd > 0
 
 
-def test_replicates_zero_turns_them_off(tmp_path):
+def test_replicates_zero_leaves_only_the_calibration_pairs(tmp_path):
     study = bo_study(tmp_path, replicates=0.0)
+    run_search(study, SMALL_SPACE, NoisyEvaluator(), budget=10, progress=False)
+    replicas = check_replicates(study, 10, 0.0)
+    assert sorted(t.number for t in replicas) == [4, 5]
+    assert sorted(t.user_attrs["replicate_of"] for t in replicas) == cheapest(study, 2)
+    assert noise_estimate(study).pairs == 2
+
+
+def test_no_calibration_pairs_and_no_replicates_turns_them_off(tmp_path):
+    study = bo_study(tmp_path, replicates=0.0, calibration_pairs=0)
     run_search(study, SMALL_SPACE, NoisyEvaluator(), budget=10, progress=False)
     assert not any("replicate_of" in t.user_attrs for t in study.trials)
     assert noise_estimate(study).pairs == 0

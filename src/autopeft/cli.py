@@ -141,7 +141,8 @@ def cmd_search(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         task_source=_task_source(args), ref_point=_ref_point(args.ref_point), baselines=args.baselines,
         heartbeat=args.heartbeat,
-        states_cache=args.states_cache, replicates=args.replicates, fidelity_auto=args.fidelity == "auto",
+        states_cache=args.states_cache, replicates=args.replicates,
+        calibration_pairs=args.calibration_pairs, fidelity_auto=args.fidelity == "auto",
     )
     search(settings)
 
@@ -237,10 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--percent-scale",
                        help="saasbo/gp: the %% objective the acquisition improves: 'log' (default; spreads the trials "
                             "over the whole front) or 'linear' (the scale of the reported hypervolume)")
+        p.add_argument("--calibration-pairs", type=int, metavar="N",
+                       help="saasbo/gp: right after the initial design, re-train its N smallest configurations with a "
+                       "second seed to measure the seed noise (default 2; 0: none)")
         p.add_argument("--replicates", type=float, metavar="FRACTION",
-                       help="saasbo/gp: at most this fraction of the trials re-train an evaluated configuration with "
-                       "a new seed: 2 noise-calibration pairs after the initial design, then the front member with "
-                       "the fewest seeds (default 0.2; 0: off)")
+                       help="saasbo/gp: up to this fraction of the trials also re-train the front member with the "
+                       "fewest seeds (default 0: only the calibration pairs)")
         p.add_argument("--baselines", nargs="?", const="all", choices=["peft", "all"],
                        help="also train SA, PA, PT, LoRA alone ('peft') and full fine-tuning ('all', the default "
                        "when the flag has no value) at the search fidelity; marked in the plot")

@@ -162,7 +162,7 @@ _BO_OPTIONS = {
     "score_floor_quantile": 0.0,
     "replicates": 0.0,
     "max_seeds": 4,
-    "calibration_pairs": 2,
+    "calibration_pairs": 0,
 }
 _NUTS_OPTIONS = ("warmup_steps", "num_samples", "thinning", "max_tree_depth")
 
@@ -200,9 +200,11 @@ def make_sampler(
             ``climb_top_k``, ``max_batch_size``, ``ref_point`` ((score, percent)),
             ``prune_baseline``, ``num_threads``, ``percent_scale`` ("log" | "linear"),
             ``score_floor_quantile`` (0 to < 1, default 0: see `floor_low_scores`),
-            ``replicates`` (fraction of the trials that may retrain an evaluated
-            configuration with a new seed, 0 to < 1, default 0: off), ``max_seeds`` (default 4)
-            and ``calibration_pairs`` (default 2): see `BayesOptSampler._replicate`;
+            ``calibration_pairs`` (configurations retrained with a second seed right after
+            the initial design, to measure the noise; default 0, the CLI's 2), ``replicates``
+            (fraction of the trials that may retrain an evaluated configuration with a new
+            seed, 0 to < 1, default 0) and ``max_seeds`` (default 4): see
+            `BayesOptSampler._replicate`;
             "nsga2"/"motpe": keyword arguments of
             Optuna's ``NSGAIISampler`` / ``TPESampler``. ``ref_point`` is accepted and
             ignored by "random", "nsga2" and "motpe".
@@ -720,20 +722,22 @@ class BayesOptSampler(ConfigSampler):
     def _replicate(self, history: _History, budget: int | None) -> tuple[dict[str, Any], str] | None:
         """The configuration to train again with a new seed, and why; None: propose a new one.
 
-        Rule: replicates (evaluated or pending) are at most ``replicates`` x the study's budget
-        (its user attr BUDGET_ATTR, set by the search loop), and no configuration gets more
-        than ``max_seeds`` seeds. Right after the initial design, ``calibration_pairs``
-        replicates measure the seed noise: of the configurations with one seed, those with the
-        smallest % parameters (the cheapest to train again; ties: the earliest), fewer if the
-        budget's share allows fewer. After that, a replicate is made
+        Rule: right after the initial design, ``calibration_pairs`` replicates measure the seed
+        noise: of the configurations with one seed, those with the smallest % parameters (the
+        cheapest to train again; ties: the earliest). Replicates (evaluated or pending) are at
+        most max(``calibration_pairs``, ``replicates`` x the study's budget), the budget being
+        its user attr BUDGET_ATTR, set by the search loop, and no configuration gets more
+        than ``max_seeds`` seeds. After the calibration, a replicate is made
         while replicates stay at most ``replicates`` x (trials so far, this one included), so
         they spread over the search: the member of the front of means whose mean has the
         largest standard error, i.e. the fewest seeds (ties: the higher mean), so that the
-        reported front is the part measured best.
+        reported front is the part measured best. ``replicates=0``: calibration only; with
+        ``calibration_pairs=0`` as well, no replicates.
         """
         fraction = self.options["replicates"]
-        cap = math.floor(fraction * budget + 1e-9) if isinstance(budget, int) else math.inf
-        if fraction <= 0 or history.n_replicates + 1 > cap:
+        pairs = self.options["calibration_pairs"]
+        cap = max(pairs, math.floor(fraction * budget + 1e-9)) if isinstance(budget, int) else math.inf
+        if history.n_replicates + 1 > cap:
             return None
         configs = list(history.configurations().values())
         if self.percent_fn is not None:
@@ -743,10 +747,10 @@ class BayesOptSampler(ConfigSampler):
             percents = [c["percent"] for c in configs]
         if not configs:
             return None
-        if sum(c["n"] >= 2 for c in configs) < self.options["calibration_pairs"]:
+        if sum(c["n"] >= 2 for c in configs) < pairs:
             single = [(p, c["first"], i) for i, (c, p) in enumerate(zip(configs, percents)) if c["n"] == 1]
             return (configs[min(single)[2]], "replicate (noise calibration)") if single else None
-        if history.n_replicates + 1 > fraction * (history.n_started + 1):
+        if fraction <= 0 or history.n_replicates + 1 > fraction * (history.n_started + 1):
             return None
         means = np.array([np.mean(c["scores"]) for c in configs])
         front = [(c, m) for c, m, on in zip(configs, means, pareto_mask(means, percents)) if on]
