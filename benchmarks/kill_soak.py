@@ -6,8 +6,9 @@ dies too) and started again, `--kills` times, then run to the end. Kill moments:
 
 1. 0.3 s after the launch: before the first trial;
 2. while the first BO proposal compiles BoTorch's kernel (its compile process is seen);
-3. then at uniformly random moments within a restart's first `--window` seconds;
-4. last, while the report is being written (its temporary files are seen in the folder).
+3. as soon as the next launch has built the kernel (its .so appears): during that proposal;
+4. then at uniformly random moments within a restart's first `--window` seconds;
+5. last, while the report is being written (its temporary files are seen in the folder).
 
 Then it asserts: SQLite's integrity_check is ok; exactly `--budget` trials are evaluated
 (COMPLETE, not duplicates); no configuration is trained twice with the same seed (replicates
@@ -17,7 +18,7 @@ trial's start.
 
 Usage:
     python benchmarks/kill_soak.py --kills 20 --budget 12 --out /tmp/soak
-    python benchmarks/kill_soak.py --kills 3 --budget 6 --out /tmp/soak-smoke   # the CI-sized version
+    python benchmarks/kill_soak.py --kills 4 --budget 6 --out /tmp/soak-smoke   # a smoke-sized version
 Writes OUT/soak.json and prints a summary; exits 1 if an assertion fails.
 """
 
@@ -87,6 +88,8 @@ def restart(argv: list[str], env: dict, out: Path, moment: str, window: float, h
         due = now >= deadline
         if moment == "compile":
             due = due or _compiling(proc.pid)
+        elif moment == "built":
+            due = due or any(Path(env["TORCH_EXTENSIONS_DIR"]).glob("*/logei_fused_ext*.so"))
         elif moment == "report":
             due = due or (out.exists() and _writing_report(out))
         if due and moment != "none":
@@ -143,8 +146,8 @@ def main() -> None:
     env.pop("AUTOPEFT_TORCH_EXTENSIONS_DIR", None)
     argv = [sys.executable, "-m", "autopeft.cli", "search", "--model", args.model, "--budget", str(args.budget),
             "--out", str(study_dir), *SEARCH]
-    randoms = ["random"] * max(0, args.kills - 3)
-    moments = (["start", "compile", *randoms, "report"])[: args.kills]
+    randoms = ["random"] * max(0, args.kills - 4)
+    moments = (["start", "compile", "built", *randoms, "report"])[: args.kills]
     rng = random.Random(args.seed)
     restarts = []
     for moment in moments:
