@@ -1,0 +1,217 @@
+"""The results table: found configurations against SA, PA, PT, LoRA and full fine-tuning, over seeds, on GLUE.
+
+Every run trains one configuration on one task at one fidelity with one seed and appends one JSON
+line to OUT (default benchmarks/results/glue_table.jsonl): task, method, config (its JSON, or
+"full"), percent, seed, fidelity, metrics, score, wall_s, source. A rerun skips the runs already
+there, so the table is built across sessions; `--workers N` runs N processes with one torch
+thread each.
+
+Methods (per task, all layers for the single modules, sizes as in `workflow.baseline_configs`):
+- full_ft; SA, PA, PT at hidden/16; LoRA r=8;
+- found: two configurations spread along the front of a search on that task (`--study
+  TASK=DIR`, the search's --out folder), each at <= the largest single module's %;
+- transferred: `--transfer-from TASK`'s found configuration with the higher mean over its
+  seeds here (runs on TASK must be done), trained on the other tasks.
+
+Fidelity: the `full` preset (whole train split, 3 epochs, max length 128), the same for every
+method of a task. SST-2 trains on a fixed 10,000-example subset of its train split (subset seed
+0, whatever the training seed; `--sst2-train`) and scores on the full dev split.
+
+Usage:
+    python benchmarks/glue_table.py --methods SA --seeds 10 --tasks MRPC,STS-B,CoLA,SST-2   # one run per task
+    python benchmarks/glue_table.py --workers 2 --seeds 10,11,12 \\
+        --study MRPC=benchmarks/results/glue_searches/MRPC ... --transfer-from MRPC
+    python benchmarks/glue_table.py --summary        # the table of means and stds, from OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "results" / "glue_table.jsonl"
+TASKS = ("MRPC", "STS-B", "CoLA", "SST-2")
+METHODS = ("full_ft", "SA", "PA", "PT", "LoRA", "found", "transferred")
+MODEL = "minilm"
+FOUND_PER_TASK = 2
+
+
+def load(task_name: str, sst2_train: int):
+    """The task's data, SST-2's train split cut to a fixed subset."""
+    from autopeft.tasks import load_task
+
+    task = load_task(task_name)
+    if task.spec.name == "SST-2" and sst2_train < len(task.train):
+        task = replace(task, train=task.train.subset(sst2_train, 0))
+    return task
+
+
+def single_modules(spec) -> dict[str, Any]:
+    """method -> configuration of the standard baselines (full_ft: "full")."""
+    from autopeft.workflow import baseline_configs
+
+    named = baseline_configs(spec, full_finetuning=True)
+    by_method = {"full_ft": named.pop("full fine-tuning")}
+    for name, config in named.items():
+        by_method[name.rstrip("0123456789")] = config
+    return by_method
+
+
+def found_configs(study_dir: str, spec, max_percent: float) -> list[tuple[Any, str]]:
+    """Two configurations spread along the study's front of means, each at <= max_percent; with their source."""
+    from autopeft.search.study import front_rows
+    from autopeft.space import PeftConfig
+    from autopeft.workflow import open_existing, spread_along_front
+
+    study = open_existing(study_dir, None, "autopeft")
+    rows = [r for r in front_rows(study) if spec.percent(PeftConfig.from_dict(r["config"])) <= max_percent]
+    if not rows:
+        raise SystemExit(f"{study_dir}: no front member at <= {max_percent:.3f} % parameters")
+    return [(PeftConfig.from_dict(r["config"]), f"{study_dir} trial {r['number']}")
+            for r in spread_along_front(rows, FOUND_PER_TASK)]
+
+
+def key(task: str, method: str, config: Any, seed: int) -> str:
+    return json.dumps([task, method, config if isinstance(config, str) else config.to_dict(), seed], sort_keys=True)
+
+
+def read_rows(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.is_file() else []
+
+
+def plan(args, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs still to do: dicts with task, method, config, seed, source."""
+    from autopeft.models import load_model
+    from autopeft.modules import model_spec
+    from autopeft.space import PeftConfig
+
+    studies = dict(s.split("=", 1) for s in args.study)
+    spec = model_spec(load_model(MODEL, 2))  # % parameters do not depend on the head's size here
+    singles = single_modules(spec)
+    max_percent = max(spec.percent(c) for m, c in singles.items() if m != "full_ft")
+    runs = []
+    found: dict[str, list[tuple[Any, str]]] = {}
+    for task in args.tasks:
+        for method in args.methods:
+            if method in singles:
+                configs = [(singles[method], "")]
+            elif method == "found":
+                if task not in studies:
+                    continue  # its search is not done yet
+                found[task] = configs = found_configs(studies[task], spec, max_percent)
+            else:  # transferred
+                source = args.transfer_from
+                if not source or task == source or source not in studies:
+                    continue
+                source_found = found.get(source) or found_configs(studies[source], spec, max_percent)
+                means = []
+                for config, origin in source_found:
+                    scores = [r["score"] for r in rows if r["task"] == source and r["method"] == "found"
+                              and r["config"] == config.to_dict()]
+                    if len(scores) < len(args.seeds):
+                        break
+                    means.append((float(np.mean(scores)), config, origin))
+                else:
+                    best = max(means, key=lambda m: m[0])
+                    configs = [(best[1], f"{best[2]} (found on {source})")]
+                if len(means) < len(source_found):
+                    continue  # the source's found runs are not all done yet
+            for config, source_name in configs:
+                for seed in args.seeds:
+                    runs.append({"task": task, "method": method, "config": config, "seed": seed, "source": source_name})
+    done = {key(r["task"], r["method"], r["config"] if r["config"] == "full" else PeftConfig.from_dict(r["config"]), r["seed"])
+            for r in rows}
+    return [r for r in runs if key(r["task"], r["method"], r["config"], r["seed"]) not in done]
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run(job: dict[str, Any], sst2_train: int) -> dict[str, Any]:
+    """Train one run; its JSON line."""
+    from autopeft.train import FIDELITIES, train_and_evaluate
+
+    task = load(job["task"], sst2_train)
+    fidelity = replace(FIDELITIES["full"], seed=job["seed"])
+    result = train_and_evaluate(MODEL, task, job["config"], fidelity, progress=False)
+    config = job["config"]
+    return {"task": job["task"], "method": job["method"], "config": config if isinstance(config, str) else config.to_dict(),
+            "percent": result.percent, "seed": job["seed"], "fidelity": {**fidelity.to_dict(), "train_size": len(task.train)},
+            "metrics": result.metrics, "score": result.score, "wall_s": result.wall_time_s, "source": job["source"]}
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """Markdown: mean ± std (n) and % parameters per task and method, and the average over tasks."""
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        name = r["method"] if r["method"] not in ("found", "transferred") else f"{r['method']} {json.dumps(r['config'], sort_keys=True)}"
+        cells.setdefault((name, r["task"]), []).append(r)
+    tasks = [t for t in TASKS if any(t == task for _, task in cells)]
+    names = sorted({n for n, _ in cells}, key=lambda n: (METHODS.index(n.split(" ")[0]), n))
+    lines = ["| method | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    for name in names:
+        out = []
+        for task in tasks:
+            rs = cells.get((name, task))
+            if not rs:
+                out.append("")
+                continue
+            s = [r["score"] for r in rs]
+            std = np.std(s, ddof=1) if len(s) > 1 else 0.0
+            out.append(f"{np.mean(s):.2f} ± {std:.2f} (n={len(s)}) @ {rs[0]['percent']:.2f} %")
+        lines.append(f"| {name} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=",".join(TASKS), type=lambda s: s.split(","))
+    parser.add_argument("--methods", default=",".join(METHODS), type=lambda s: s.split(","))
+    parser.add_argument("--seeds", default="10,11,12", type=lambda s: [int(x) for x in s.split(",")],
+                        help="training seeds; the searches use 0 and 1")
+    parser.add_argument("--study", action="append", default=[], metavar="TASK=DIR", help="the search of a task's 'found'")
+    parser.add_argument("--transfer-from", metavar="TASK", help="the source task of 'transferred'")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--sst2-train", type=int, default=10_000)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--summary", action="store_true", help="print the table from OUT and stop")
+    args = parser.parse_args()
+    bad = [m for m in args.methods if m not in METHODS] + [t for t in args.tasks if t not in TASKS]
+    if bad:
+        raise SystemExit(f"unknown method or task {bad}; methods: {', '.join(METHODS)}; tasks: {', '.join(TASKS)}")
+    rows = read_rows(args.out)
+    if args.summary:
+        print(summary(rows))
+        return
+    jobs = plan(args, rows)
+    print(f"{len(jobs)} run(s) to do, {len(rows)} in {args.out}", flush=True)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    spawn = multiprocessing.get_context("spawn")  # not fork: this process has torch's thread pools running
+    with ProcessPoolExecutor(max_workers=args.workers, initializer=_init_worker, mp_context=spawn) as pool:
+        futures = [pool.submit(run, job, args.sst2_train) for job in jobs]
+        for future in as_completed(futures):
+            row = future.result()
+            with args.out.open("a") as f:  # only this process writes: whole lines, one per run
+                f.write(json.dumps(row) + "\n")
+            print(f"{row['task']:<6} {row['method']:<11} seed {row['seed']}: {row['score']:.2f} "
+                  f"@ {row['percent']:.3f} % in {row['wall_s']:.0f} s", flush=True)
+    if "transferred" in args.methods and args.transfer_from and jobs:
+        print("rerun to add the transferred runs once the source's found runs are in", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
