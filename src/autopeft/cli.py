@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from autopeft.errors import UserError, interrupts_recorded
 
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("task")
-    g.add_argument("--task", default="RTE", help="GLUE task (RTE, MRPC, STS-B, CoLA, SST-2, WNLI) or a train CSV/TSV/JSONL file")
+    g.add_argument("--task", default="RTE",
+                   help="GLUE task (RTE, MRPC, STS-B, CoLA, SST-2, WNLI) or a train CSV/TSV/JSONL file")
     g.add_argument("--dev", help="dev file for a file task")
     g.add_argument("--text-a", default="text", help="column of the first text (file tasks)")
     g.add_argument("--text-b", help="column of the optional second text (file tasks)")
     g.add_argument("--label", default="label", help="label column (file tasks)")
     g.add_argument("--regression", action="store_true", help="file task with a numeric target")
-    g.add_argument("--data-dir", help="folder with <TASK>/{train,dev}.tsv GLUE files (default: packaged copies, then ../shared/data/glue)")
+    g.add_argument("--data-dir", help="folder with <TASK>/{train,dev}.tsv GLUE files "
+                   "(default: packaged copies, then ../shared/data/glue)")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="minilm", help="'minilm' (embedded all-MiniLM-L6-v2), a local model folder, or a hub id")
+    p.add_argument("--model", default="minilm",
+                   help="'minilm' (embedded all-MiniLM-L6-v2), a local model folder, or a hub id")
 
 
 def _add_fidelity_args(p: argparse.ArgumentParser, default: str, auto: bool = False) -> None:
@@ -46,7 +51,8 @@ def _add_fidelity_args(p: argparse.ArgumentParser, default: str, auto: bool = Fa
 
 def _add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
-                   help="where trials train: auto (default: the GPU when PyTorch sees one, else the CPU), cpu, cuda, cuda:N")
+                   help="where trials train: auto (default: the GPU when PyTorch sees one, else the CPU), "
+                   "cpu, cuda, cuda:N")
 
 
 def _add_states_cache_arg(p: argparse.ArgumentParser) -> None:
@@ -71,7 +77,8 @@ def _fidelity(args: argparse.Namespace):
         raise UserError("--fidelity auto chooses the train examples and epochs itself; drop --train-examples/--epochs, "
                         "or give a preset (low, full) with them")
     return fidelity_from(
-        "low" if args.fidelity == "auto" else args.fidelity, train_examples=args.train_examples, dev_examples=args.dev_examples, epochs=args.epochs,
+        "low" if args.fidelity == "auto" else args.fidelity, train_examples=args.train_examples,
+        dev_examples=args.dev_examples, epochs=args.epochs,
         max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         precision=args.precision, dropout=args.dropout,
     )
@@ -118,14 +125,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     task, fidelity = _task(args), _fidelity(args)
     name = config if isinstance(config, str) else config.describe()
     print(f"training {name} on {task.spec.name} ({len(task.train)} train / {len(task.dev)} dev) with {args.model}")
-    result = train_and_evaluate(args.model, task, config, fidelity, out_dir=out, cache=open_states_cache(args.states_cache))
+    cache = open_states_cache(args.states_cache)
+    result = train_and_evaluate(args.model, task, config, fidelity, out_dir=out, cache=cache)
     (out / "result.json").write_text(json.dumps(
         {"config": config if isinstance(config, str) else config.to_dict(), "task": task.spec.name, "model": args.model,
          "fidelity": fidelity.to_dict(), **result.to_dict()}, indent=2))
     plot_loss_curve(result.loss_curve, out / "loss.png", title=f"{name} on {task.spec.name}")
     metrics = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items() if k != "score")
     print(f"dev {task.spec.primary_metric}: {result.score:.2f} ({metrics})")
-    print(f"trainable parameters: {result.trainable_params:,} ({result.percent:.3f}% of the backbone; prefix counted folded)")
+    print(f"trainable parameters: {result.trainable_params:,} "
+          f"({result.percent:.3f}% of the backbone; prefix counted folded)")
     print(f"wall time: {result.wall_time_s:.1f} s, {result.steps} steps, final loss {result.loss_curve[-1]:.4f}")
     print(f"saved: {out}/result.json, {out}/loss.png and the trained weights")
 
@@ -144,7 +153,14 @@ def cmd_search(args: argparse.Namespace) -> None:
         states_cache=args.states_cache, replicates=args.replicates,
         calibration_pairs=args.calibration_pairs, fidelity_auto=args.fidelity == "auto",
     )
-    search(settings)
+    _print_report(search(settings))
+
+
+def _print_report(result) -> None:
+    from autopeft.workflow import report_text
+
+    print(report_text(result.study))
+    print(f"report: {', '.join(str(p) for p in result.paths.values())}")
 
 
 def _ref_point(text: str | None) -> tuple[float, float] | None:
@@ -173,33 +189,44 @@ def cmd_retrain(args: argparse.Namespace) -> None:
 def cmd_transfer(args: argparse.Namespace) -> None:
     from autopeft.workflow import transfer
 
-    transfer(source_dir=args.from_dir, storage=args.storage, study_name=args.study, task=_task(args),
-             out_dir=_writable_dir(args.out), top=args.top, seeds=args.seeds, fidelity=_fidelity(args), model=args.model)
+    start, task, out_dir = time.perf_counter(), _task(args), _writable_dir(args.out)
+    rows = transfer(source_dir=args.from_dir, storage=args.storage, study_name=args.study, task=task,
+                    out_dir=out_dir, top=args.top, seeds=args.seeds, fidelity=_fidelity(args), model=args.model)
+    metric = task.spec.primary_metric
+    print(f"{'configuration':<58} {'%params':>8} {metric:>10}  (mean ± std over {args.seeds} seed(s))")
+    for r in rows:
+        print(f"{r['name'][:58]:<58} {r['percent']:>8.3f} {r['score']:>6.2f} ± {r['std']:.2f}")
+    print(f"transfer took {time.perf_counter() - start:.0f} s; "
+          f"results: {out_dir}/transfer.json, {out_dir}/transfer.png")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from autopeft.workflow import report
 
-    report(args.out, storage=args.storage, study_name=args.study)
+    _print_report(report(args.out, storage=args.storage, study_name=args.study))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from autopeft.workflow import export
 
-    export(args.out, pick=args.pick, path=args.to, storage=args.storage, study_name=args.study)
+    written = export(args.out, pick=args.pick, path=args.to, storage=args.storage, study_name=args.study)
+    print(f"wrote {written}; train it with: autopeft train --config {written} --out DIR")
 
 
 def _fidelity_overrides(args: argparse.Namespace) -> dict:
-    keys = ("train_examples", "dev_examples", "epochs", "max_length", "batch_size", "lr", "seed", "precision", "dropout")
+    keys = ("train_examples", "dev_examples", "epochs", "max_length", "batch_size", "lr", "seed", "precision",
+            "dropout")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
 def _add_study_args(p: argparse.ArgumentParser, positional: bool = False) -> None:
     if positional:
-        p.add_argument("out", metavar="STUDY_DIR", help="the --out folder of a search (holds study.db, reports, weights)")
+        p.add_argument("out", metavar="STUDY_DIR",
+                       help="the --out folder of a search (holds study.db, reports, weights)")
     else:
         p.add_argument("--out", required=True, help="study folder (holds study.db by default, reports, weights)")
-    p.add_argument("--storage", help="Optuna storage: sqlite:///file.db, postgresql://..., mysql://..., or a journal file *.log")
+    p.add_argument("--storage",
+                   help="Optuna storage: sqlite:///file.db, postgresql://..., mysql://..., or a journal file *.log")
     p.add_argument("--study", default="autopeft", help="study name inside the storage (default autopeft)")
 
 
@@ -247,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--baselines", nargs="?", const="all", choices=["peft", "all"],
                        help="also train SA, PA, PT, LoRA alone ('peft') and full fine-tuning ('all', the default "
                        "when the flag has no value) at the search fidelity; marked in the plot")
-        p.add_argument("--retrain", type=int, default=0, help="retrain K configurations spread along the front at full fidelity")
+        p.add_argument("--retrain", type=int, default=0,
+                       help="retrain K configurations spread along the front at full fidelity")
         p.add_argument("--seeds", type=int, default=3, help="seeds per retrained configuration")
         p.add_argument("--resume", action="store_true", help="accepted for clarity: a search always resumes its study")
         p.add_argument("--heartbeat", type=int, metavar="SECONDS",
@@ -264,8 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(p, positional=True)
     p.add_argument("--top", type=int, default=0, help="K configurations spread along the front (0 = all)")
     p.add_argument("--seeds", type=int, default=3)
-    for flag, kind in (("--train-examples", _count_or_fraction), ("--dev-examples", _count_or_fraction), ("--epochs", float),
-                       ("--max-length", int), ("--batch-size", int), ("--lr", float)):
+    for flag, kind in (("--train-examples", _count_or_fraction), ("--dev-examples", _count_or_fraction),
+                       ("--epochs", float), ("--max-length", int), ("--batch-size", int), ("--lr", float)):
         p.add_argument(flag, type=kind)
     p.add_argument("--precision", choices=["fp32", "bf16"])
     p.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=None)
@@ -300,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    progress = logging.StreamHandler(sys.stdout)  # the library's progress notes (logger "autopeft")
+    logger = logging.getLogger("autopeft")
+    level = logger.level
+    logger.addHandler(progress)
+    logger.setLevel(logging.INFO)
     with interrupts_recorded():  # a Ctrl-C Python swallows still stops at the next check_interrupt
         try:
             if getattr(args, "device", None):
@@ -317,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("autopeft: interrupted", file=sys.stderr)
             return 130
+        finally:
+            logger.removeHandler(progress)
+            logger.setLevel(level)
     return 0
 
 

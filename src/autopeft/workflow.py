@@ -7,10 +7,10 @@ study's metadata, so `retrain`, `report` and `export` take just the study folder
 from __future__ import annotations
 
 import json
-import time
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from autopeft.tasks import TaskData, load_file_task, load_task
 from autopeft.train import FIDELITIES, FULL_FINETUNE, Fidelity, train_and_evaluate
 
 OBJECTIVES = ["score:maximize", "percent:minimize"]
+logger = logging.getLogger("autopeft")  # progress of long jobs: the CLI shows it; a library user configures logging
 BO_SAMPLERS = ("saasbo", "gp")
 # Replicates beyond these pairs cost held-out hypervolume in the replay of BENCHMARKS.md, so by default
 # a search only re-trains this many configurations, to measure the seed noise.
@@ -101,7 +102,14 @@ def _sampler_options(nuts: str) -> dict[str, Any]:
     return {"warmup_steps": warmup, "num_samples": samples, "thinning": thinning}
 
 
-def search(settings: SearchSettings):
+class StudyReport(NamedTuple):
+    """A study and the report files written for it (name -> path)."""
+
+    study: Any  # optuna.Study
+    paths: dict[str, Path]
+
+
+def search(settings: SearchSettings) -> StudyReport:
     """Run (or resume) a search, write its report, optionally retrain part of the front."""
     from autopeft.frozen import open_states_cache
     from autopeft.search.pareto import default_reference_point, space_max_percent
@@ -185,9 +193,7 @@ def search(settings: SearchSettings):
     from autopeft.report import write_report  # matplotlib: imported once trials are done, not at start-up
 
     paths = write_report(study, s.out_dir, ref=ref, baselines=_stored_baselines(s.out_dir))
-    print(report_text(study))
-    print(f"report: {', '.join(str(p) for p in paths.values())}")
-    return study
+    return StudyReport(study, paths)
 
 
 def _auto_fidelity(s: SearchSettings, space: SearchSpace, tokenizer, cache) -> tuple[Fidelity, list[dict[str, Any]]]:
@@ -199,16 +205,18 @@ def _auto_fidelity(s: SearchSettings, space: SearchSpace, tokenizer, cache) -> t
     if stored is not None:
         if "calibration" not in stored:
             raise UserError(
-                f"study '{s.study_name}' in {s.out_dir} was created with the fidelity {json.dumps(stored.get('fidelity'))}, "
-                "not --fidelity auto; resume it with its own fidelity options, or use a new --out dir")
+                f"study '{s.study_name}' in {s.out_dir} was created with the fidelity "
+                f"{json.dumps(stored.get('fidelity'))}, not --fidelity auto; "
+                "resume it with its own fidelity options, or use a new --out dir")
         return Fidelity(**stored["fidelity"]), stored["calibration"]
 
     def train(config: PeftConfig, fidelity: Fidelity) -> float:
-        return train_and_evaluate(s.model, s.task, config, fidelity, progress=False, tokenizer=tokenizer, cache=cache).score
+        result = train_and_evaluate(s.model, s.task, config, fidelity, progress=False, tokenizer=tokenizer, cache=cache)
+        return result.score
 
-    print("calibrating the fidelity (--fidelity auto): the same configurations, two seeds each, rung by rung")
+    logger.info("calibrating the fidelity (--fidelity auto): the same configurations, two seeds each, rung by rung")
     fidelity, records = calibrate(train, space, s.fidelity, s.search_seed, Path(s.out_dir) / "calibration.json",
-                                  on_rung=lambda r: print(describe_calibration([r])))
+                                  on_rung=lambda r: logger.info(describe_calibration([r])))
     return fidelity, records
 
 
@@ -222,7 +230,8 @@ def report_text(study) -> str:
     noise = noise_estimate(study)
     lines = [format_front_table(front_rows(study)), f"noise: {noise.describe()}"]
     if study.user_attrs.get("calibration"):
-        lines.insert(1, "fidelity chosen by calibration (--fidelity auto):\n" + describe_calibration(study.user_attrs["calibration"]))
+        calibration = describe_calibration(study.user_attrs["calibration"])
+        lines.insert(1, "fidelity chosen by calibration (--fidelity auto):\n" + calibration)
     if noise.too_noisy:
         lines.append(
             f"warning: at this fidelity seed noise explains more than half of the score differences (configuration "
@@ -245,23 +254,20 @@ def open_existing(out_dir: str | Path, storage: str | None, study_name: str):
         raise UserError(f"storage has no study named '{study_name}'; check --study") from None
 
 
-def report(out_dir: str | Path, storage: str | None = None, study_name: str = "autopeft") -> dict[str, Path]:
+def report(out_dir: str | Path, storage: str | None = None, study_name: str = "autopeft") -> StudyReport:
+    """(Re)write a study's tables and plots in out_dir."""
     from autopeft.report import write_report
 
     study = open_existing(out_dir, storage, study_name)
-    paths = write_report(study, Path(out_dir), baselines=_stored_baselines(out_dir))
-    print(report_text(study))
-    print(f"report: {', '.join(str(p) for p in paths.values())}")
-    return paths
+    return StudyReport(study, write_report(study, Path(out_dir), baselines=_stored_baselines(out_dir)))
 
 
-def export(out_dir: str | Path, pick: int, path: str | Path, storage: str | None = None, study_name: str = "autopeft") -> Path:
+def export(out_dir: str | Path, pick: int, path: str | Path, storage: str | None = None,
+           study_name: str = "autopeft") -> Path:
     from autopeft.report import export_config
 
     study = open_existing(out_dir, storage, study_name)
-    written = export_config(study, pick, Path(path))
-    print(f"wrote {written}; train it with: autopeft train --config {written} --out DIR")
-    return written
+    return export_config(study, pick, Path(path))
 
 
 # --- retraining -----------------------------------------------------------------------------
@@ -285,8 +291,8 @@ def train_seeds(model: str, task: TaskData, config: PeftConfig | str, fidelity: 
         if done.is_file():
             results.append(json.loads(done.read_text()))
             continue
-        result = train_and_evaluate(model, task, config, replace(fidelity, seed=seed), out_dir=run_dir, tokenizer=tokenizer,
-                                    progress=progress)
+        result = train_and_evaluate(model, task, config, replace(fidelity, seed=seed), out_dir=run_dir,
+                                    tokenizer=tokenizer, progress=progress)
         row = {"seed": seed, **result.to_dict()}
         done.write_text(json.dumps(row))
         results.append(row)
@@ -315,15 +321,17 @@ def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: s
     fidelity = replace(FIDELITIES["full"], **(fidelity_overrides or {}))
     tokenizer = load_tokenizer(meta["model"])
     picked = spread_along_front(front_rows(study), top)
-    print(f"retraining {len(picked)} front configuration(s) x {seeds} seed(s) at full fidelity")
+    logger.info(f"retraining {len(picked)} front configuration(s) x {seeds} seed(s) at full fidelity")
     rows = []
     for row in picked:
         config = PeftConfig.from_dict(row["config"])
-        results = train_seeds(meta["model"], task, config, fidelity, seeds, out_dir / "retrained" / f"trial_{row['number']}", tokenizer)
+        run_dir = out_dir / "retrained" / f"trial_{row['number']}"
+        results = train_seeds(meta["model"], task, config, fidelity, seeds, run_dir, tokenizer)
         scores = [r["score"] for r in results]
         record_retrained(study, row["number"], scores)
         mean, std = _summary(scores)
-        print(f"  trial {row['number']:>3} {config.describe():<40} search {row['score']:.2f} -> retrained {mean:.2f} ± {std:.2f}")
+        logger.info(f"  trial {row['number']:>3} {config.describe():<40} search {row['score']:.2f} "
+                    f"-> retrained {mean:.2f} ± {std:.2f}")
         rows.append({**row, "retrained_mean": mean, "retrained_std": std, "retrained_scores": scores})
     return rows
 
@@ -369,8 +377,9 @@ def run_baselines(model: str, task: TaskData, fidelity: Fidelity, seeds: int, ou
     return list(stored.values())
 
 
-def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str | None = None, storage: str | None = None,
-             study_name: str = "autopeft", top: int = 0, seeds: int = 3, fidelity: Fidelity | None = None) -> list[dict[str, Any]]:
+def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str | None = None,
+             storage: str | None = None, study_name: str = "autopeft", top: int = 0, seeds: int = 3,
+             fidelity: Fidelity | None = None) -> list[dict[str, Any]]:
     """Retrain the source study's front on `task`, beside the single-module baselines there."""
     from autopeft.report import plot_points
     from autopeft.search.study import front_rows
@@ -378,27 +387,25 @@ def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str |
     study = open_existing(source_dir, storage, study_name)
     model = model or study.user_attrs["model"]
     if model != study.user_attrs["model"]:
-        print(f"note: the front was found with {study.user_attrs['model']}; retraining with {model}")
+        logger.warning(f"note: the front was found with {study.user_attrs['model']}; retraining with {model}")
     fidelity = fidelity or FIDELITIES["full"]
     spec, tokenizer = describe_model(model, task.spec.num_labels)
     picked = spread_along_front(front_rows(study), top)
-    start = time.perf_counter()
     rows = []
     for row in picked:
         config = PeftConfig.from_dict(row["config"])
-        results = train_seeds(model, task, config, fidelity, seeds, out_dir / "transferred" / f"trial_{row['number']}", tokenizer)
+        run_dir = out_dir / "transferred" / f"trial_{row['number']}"
+        results = train_seeds(model, task, config, fidelity, seeds, run_dir, tokenizer)
         scores = [r["score"] for r in results]
         mean, std = _summary(scores)
-        rows.append({"name": f"front #{row['number']}: {config.describe()}", "score": mean, "std": std, "scores": scores,
-                     "percent": results[0]["percent"], "source_score": row["score"], "config": config.to_dict()})
+        rows.append({"name": f"front #{row['number']}: {config.describe()}", "score": mean, "std": std,
+                     "scores": scores, "percent": results[0]["percent"], "source_score": row["score"],
+                     "config": config.to_dict()})
     baselines = run_baselines(model, task, fidelity, seeds, out_dir, spec, tokenizer)
     all_rows = rows + [{**b, "name": f"baseline: {b['name']}"} for b in baselines]
-    (out_dir / "transfer.json").write_text(json.dumps({"source": str(source_dir), "task": task.spec.name, "model": model,
-                                                        "fidelity": fidelity.to_dict(), "rows": all_rows}, indent=2))
-    plot_points(rows, baselines, out_dir / "transfer.png",
-                title=f"{study.user_attrs['task']} front transferred to {task.spec.name}", metric=task.spec.primary_metric)
-    print(f"{'configuration':<58} {'%params':>8} {task.spec.primary_metric:>10}  (mean ± std over {seeds} seed(s))")
-    for r in all_rows:
-        print(f"{r['name'][:58]:<58} {r['percent']:>8.3f} {r['score']:>6.2f} ± {r['std']:.2f}")
-    print(f"transfer took {time.perf_counter() - start:.0f} s; results: {out_dir}/transfer.json, {out_dir}/transfer.png")
+    record = {"source": str(source_dir), "task": task.spec.name, "model": model, "fidelity": fidelity.to_dict(),
+              "rows": all_rows}
+    (out_dir / "transfer.json").write_text(json.dumps(record, indent=2))
+    plot_points(rows, baselines, out_dir / "transfer.png", metric=task.spec.primary_metric,
+                title=f"{study.user_attrs['task']} front transferred to {task.spec.name}")
     return all_rows
