@@ -8,7 +8,7 @@ import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from autopeft import PeftConfig, SearchSpace, UserError
-from autopeft.modules import ATTENTIONS, fold, inject, load_peft, model_spec, save_peft, trainable_params
+from autopeft.modules import attention_implementation, fold, inject, load_peft, model_spec, save_peft, trainable_params
 from autopeft.modules.inject import _matmul_attention
 from conftest import make_tiny, tiny_batch
 
@@ -32,7 +32,7 @@ EVERY_MODULE = [
 def _base_model(family):
     """The tiny base model with the attention `inject` sets (matmul, compared with SDPA below)."""
     model = make_tiny(family)
-    model.set_attn_implementation(ATTENTIONS["matmul"])
+    model.set_attn_implementation(attention_implementation("matmul"))
     return model
 
 
@@ -69,7 +69,7 @@ def test_matmul_attention_matches_sdpa(family, config, padded, precision):
         with torch.no_grad():
             for p in model.autopeft.parameters():
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.3)
-        model.set_attn_implementation(ATTENTIONS[attention])
+        model.set_attn_implementation(attention_implementation(attention))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(**batch).logits.float()
         logits.square().sum().backward()

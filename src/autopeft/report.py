@@ -8,18 +8,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
+import optuna
+from matplotlib.figure import Figure  # not pyplot: no global backend or figure state, saved with Agg
+from matplotlib.ticker import FuncFormatter, LogLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
-import optuna  # noqa: E402
-
-from autopeft.errors import UserError  # noqa: E402
-from autopeft.search.pareto import hypervolume  # noqa: E402
-from autopeft.search.study import completed_trials, config_rows, front_rows, noise_estimate, reference_point  # noqa: E402
-from autopeft.space import SIZE_KEYS, PeftConfig  # noqa: E402
+from autopeft.errors import UserError
+from autopeft.search.pareto import hypervolume
+from autopeft.search.study import completed_trials, config_rows, front_rows, noise_estimate, reference_point
+from autopeft.space import SIZE_KEYS, PeftConfig
 
 
 def _name(value: Any, *keys: str) -> str | None:
@@ -115,7 +112,8 @@ def plot_front(
     line, error bars = std over seeds (log-scale x); the constant predictor's score as a dashed line."""
     rows, front = completed_trials(study), front_rows(study)
     labels = labels or study_labels(study)
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
+    fig = Figure(figsize=(9, 5), dpi=120)
+    ax = fig.subplots()
     ax.scatter(
         [r["percent"] for r in rows], [r["score"] for r in rows],
         s=18, color="0.65", alpha=0.8, label=f"trials ({len(rows)})", zorder=2,
@@ -132,7 +130,8 @@ def plot_front(
         ax.annotate(str(k), (x, y), textcoords="offset points", xytext=offset, fontsize=7, color="tab:red")
     xs = [r["percent"] for r in rows] + [b["percent"] for b in baselines or []]
     for b in baselines or []:
-        ax.scatter([b["percent"]], [b["score"]], marker="*", s=140, color="tab:blue", edgecolor="black", lw=0.6, zorder=5)
+        ax.scatter([b["percent"]], [b["score"]], marker="*", s=140, color="tab:blue", edgecolor="black", lw=0.6,
+                   zorder=5)
         rightmost = b["percent"] >= max(xs)  # label on the left so it stays inside the axes
         ax.annotate(
             str(b["name"]), (b["percent"], b["score"]), textcoords="offset points", xytext=(-7 if rightmost else 7, 5),
@@ -149,10 +148,10 @@ def plot_front(
     ax.set_ylabel(f"{labels['metric']} ({labels['task']} dev)")
     ax.set_title(f"AutoPEFT search: {labels['task']}, {labels['model']} — {study.study_name}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)  # outside: labels never under it
+    # outside the axes: no point's label ever lies under it
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -167,7 +166,8 @@ def plot_hypervolume(study: optuna.Study, path: Path, ref: tuple[float, float]) 
         scores.setdefault(key, []).append(r["score"])
         percents[key] = r["percent"]
         hv.append(hypervolume([np.mean(v) for v in scores.values()], list(percents.values()), *ref))
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
+    fig = Figure(figsize=(6.5, 4), dpi=120)
+    ax = fig.subplots()
     ax.plot([r["number"] for r in rows], hv, drawstyle="steps-post", marker=".", color="tab:green")
     ax.set_xlabel("trial number")
     ax.set_ylabel("hypervolume (score × % params)")
@@ -175,7 +175,6 @@ def plot_hypervolume(study: optuna.Study, path: Path, ref: tuple[float, float]) 
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -183,9 +182,11 @@ def plot_points(
     rows: list[dict], baselines: list[dict], path: Path, title: str = "", metric: str = "score"
 ) -> Path:
     """Configurations and baselines (dicts with name, score, percent, optional std) on one plot."""
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    fig = Figure(figsize=(7.5, 5), dpi=120)
+    ax = fig.subplots()
     xs = [p["percent"] for p in [*rows, *baselines]]
-    for points, style in ((rows, {"marker": "o", "color": "tab:red"}), (baselines, {"marker": "*", "color": "tab:blue"})):
+    styles = ((rows, {"marker": "o", "color": "tab:red"}), (baselines, {"marker": "*", "color": "tab:blue"}))
+    for points, style in styles:
         for p in points:
             ax.errorbar(p["percent"], p["score"], yerr=p.get("std") or 0.0, ms=9 if style["marker"] == "*" else 6,
                         mec="black", mew=0.6, capsize=3, ls="none", zorder=3, **style)
@@ -202,13 +203,13 @@ def plot_points(
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return Path(path)
 
 
 def plot_loss_curve(losses: list[float], path: Path, title: str = "") -> Path:
     """Training loss per logged window."""
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
+    fig = Figure(figsize=(6.5, 4), dpi=120)
+    ax = fig.subplots()
     ax.plot(range(1, len(losses) + 1), losses, color="tab:purple", marker="." if len(losses) < 60 else None)
     ax.set_xlabel("logged window")
     ax.set_ylabel("training loss")
@@ -216,7 +217,6 @@ def plot_loss_curve(losses: list[float], path: Path, title: str = "") -> Path:
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return Path(path)
 
 
@@ -297,7 +297,8 @@ def format_front_table(rows: list[dict[str, Any]]) -> str:
     left = {2}  # the configuration column reads better left-aligned
 
     def fmt(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        padded = (c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(padded).rstrip()
 
     note = ("params = PEFT modules + task head, prefix counted folded (its reparametrisation MLP is dropped "
             "after training); % params = params / backbone parameters")

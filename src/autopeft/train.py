@@ -11,7 +11,8 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -24,7 +25,16 @@ from autopeft.errors import UserError, check_interrupt
 from autopeft.frozen import SHARED_CACHE, StatesCache, lower_states, set_lower_layers_eval, skip_lower_layers
 from autopeft.metrics import compute_metrics
 from autopeft.models import load_model, load_tokenizer
-from autopeft.modules import ATTENTIONS, fold, full_finetune, inject, model_spec, save_peft, trainable_params
+from autopeft.modules import (
+    ATTENTIONS,
+    attention_implementation,
+    fold,
+    full_finetune,
+    inject,
+    model_spec,
+    save_peft,
+    trainable_params,
+)
 from autopeft.space import ModelSpec, PeftConfig
 from autopeft.tasks import Split, TaskData
 
@@ -141,7 +151,8 @@ def batches(data: Encoded, batch_size: int, pad_id: int, shuffle: bool, seed: in
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(data))
         chunk = batch_size * 50
-        order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in np.split(order, range(chunk, len(order), chunk))])
+        chunks = np.split(order, range(chunk, len(order), chunk))
+        order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
         groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         groups = [groups[i] for i in rng.permutation(len(groups))]
     else:
@@ -158,7 +169,8 @@ def batches(data: Encoded, batch_size: int, pad_id: int, shuffle: bool, seed: in
             mask[row, :n] = 1
             if types is not None:
                 types[row, :n] = torch.tensor(data.token_type_ids[i])
-        batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.as_tensor(data.labels[idx]), "index": torch.as_tensor(idx)}
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.as_tensor(data.labels[idx]),
+                 "index": torch.as_tensor(idx)}
         if types is not None:
             batch["token_type_ids"] = types
         yield batch
@@ -253,7 +265,8 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: Encoded, pad_id: int, batch_size: int = 64, feed=None, precision: str = "fp32") -> np.ndarray:
+def predict(model: nn.Module, data: Encoded, pad_id: int, batch_size: int = 64, feed=None,
+            precision: str = "fp32") -> np.ndarray:
     """Predictions in the split's order: class ids (n,) or regression values (n,), on the model's device."""
     model.eval()
     device = _device_of(model)
@@ -266,7 +279,8 @@ def predict(model: nn.Module, data: Encoded, pad_id: int, batch_size: int = 64, 
     return preds
 
 
-def evaluate(model: nn.Module, task: TaskData, data: Encoded, pad_id: int, feed=None, precision: str = "fp32") -> dict[str, float]:
+def evaluate(model: nn.Module, task: TaskData, data: Encoded, pad_id: int, feed=None,
+             precision: str = "fp32") -> dict[str, float]:
     preds = predict(model, data, pad_id, feed=feed, precision=precision)
     if not task.spec.is_regression:
         preds = preds.astype(np.int64)
@@ -306,7 +320,7 @@ def build_model(model_name: str, task: TaskData, config: PeftConfig | str, seed:
         full_finetune(model)
     else:
         inject(model, config, seed=seed)
-    model.set_attn_implementation(ATTENTIONS[attention])
+    model.set_attn_implementation(attention_implementation(attention))
     return model, spec
 
 
@@ -340,7 +354,8 @@ def train_and_evaluate(
     start = time.perf_counter()
     torch.manual_seed(fidelity.seed)
     tokenizer = tokenizer or load_tokenizer(model_name)
-    train_split = task.train if fidelity.train_examples is None else task.train.subset(fidelity.train_examples, fidelity.seed)
+    train_split = (task.train if fidelity.train_examples is None
+                   else task.train.subset(fidelity.train_examples, fidelity.seed))
     dev_split = task.dev if fidelity.dev_examples is None else task.dev.subset(fidelity.dev_examples, fidelity.seed)
     train_data = encode(train_split, tokenizer, fidelity.max_length)
     dev_data = encode(dev_split, tokenizer, fidelity.max_length)
@@ -368,10 +383,13 @@ def train_and_evaluate(
     step, epoch = 0, 0
     model.train()
     set_lower_layers_eval(model, lowest)
-    with skip_lower_layers(model, lowest, train_states) if reuse else nullcontext() as feed, _sdpa_kernels(device, training=True):
+    lower = skip_lower_layers(model, lowest, train_states) if reuse else nullcontext()
+    pad_to = fidelity.max_length if pad_to_max_length else None
+    with lower as feed, _sdpa_kernels(device, training=True):
         while step < total_steps:
-            for batch in _on(device, batches(train_data, fidelity.batch_size, pad_id, shuffle=True, seed=fidelity.seed + epoch,
-                                             pad_to=fidelity.max_length if pad_to_max_length else None)):
+            epoch_batches = batches(train_data, fidelity.batch_size, pad_id, shuffle=True, seed=fidelity.seed + epoch,
+                                    pad_to=pad_to)
+            for batch in _on(device, epoch_batches):
                 check_interrupt()
                 with _autocast(fidelity.precision, device):
                     loss = _loss(_logits(model, batch, feed), batch["labels"])

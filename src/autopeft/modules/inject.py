@@ -13,6 +13,7 @@ All modules live under `model.autopeft` (an nn.ModuleDict), so they are in its s
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,8 @@ def _matmul_attention(module: nn.Module, query, key, value, attention_mask, drop
 
     Why not SDPA: on CPU its math kernel (the one usable for training, see train.py) adds a
     "safe softmax" (isneginf, all, where over every (batch, heads, q, kv) score tensor) and a
-    bool -> float mask conversion per layer; this plain version made training steps a median
-    1.33x faster over 5 configurations (benchmarks/attention_speed.py, BENCHMARKS.md).
+    bool -> float mask conversion per layer; this plain version trains faster
+    (benchmarks/attention_speed.py; the figures are in BENCHMARKS.md).
     Returns ((batch, q_len, heads, head_dim), None).
     """
     groups = getattr(module, "num_key_value_groups", 1)
@@ -110,9 +111,13 @@ def _mask_with_prefix(mask, query: torch.Tensor, kv_len: int, n_prefix: int, mod
     return torch.cat([pad, mask], dim=-1)
 
 
-for _name, _attend in ((ATTENTIONS["matmul"], _matmul_attention), (ATTENTIONS["sdpa"], sdpa_attention_forward)):
-    AttentionInterface.register(_name, _with_prefix(_attend))
-    AttentionMaskInterface.register(_name, sdpa_mask)  # bool masks, or None when nothing is masked
+@functools.cache
+def attention_implementation(attention: str) -> str:
+    """The transformers name of autopeft's `attention` ("matmul" | "sdpa"), registered on first use."""
+    name, attend = ATTENTIONS[attention], {"matmul": _matmul_attention, "sdpa": sdpa_attention_forward}[attention]
+    AttentionInterface.register(name, _with_prefix(attend))
+    AttentionMaskInterface.register(name, sdpa_mask)  # bool masks, or None when nothing is masked
+    return name
 
 
 def _head_prefixes(model: nn.Module, arch: ArchMap) -> tuple[str, ...]:
@@ -132,7 +137,8 @@ def model_spec(model: nn.Module) -> ModelSpec:
     arch = arch_map_for(model)
     first_layer = get_submodule(model.base_model, arch.layers)[0]
     head = sum(
-        p.numel() for n, p in model.named_parameters() if _is_head_param(model, arch, n) and not n.startswith("autopeft.")
+        p.numel() for n, p in model.named_parameters()
+        if _is_head_param(model, arch, n) and not n.startswith("autopeft.")
     )
     return ModelSpec(
         model_type=model.config.model_type,
@@ -191,9 +197,10 @@ def inject(model: nn.Module, config: PeftConfig, folded_prefix: bool = False, se
         if config.prefix_length:
             prefix = modules["prefix"]
             # A plain function attribute, not a submodule: the encoder is stored once, under autopeft.
-            object.__setattr__(get_submodule(layer, arch.attention), "_autopeft_prefix", lambda s=slot, p=prefix: p.layer_prefix(s))
+            object.__setattr__(get_submodule(layer, arch.attention), "_autopeft_prefix",
+                               lambda s=slot, p=prefix: p.layer_prefix(s))
     model.autopeft = modules
-    model.set_attn_implementation(ATTENTIONS["matmul"])
+    model.set_attn_implementation(attention_implementation("matmul"))
     for name, param in model.named_parameters():
         param.requires_grad = name.startswith("autopeft.") or _is_head_param(model, arch, name)
     return model
@@ -253,7 +260,8 @@ def read_saved_config(saved_dir: str | Path) -> tuple[PeftConfig, dict[str, Any]
     """The configuration and metadata saved by `save_peft`."""
     path = Path(saved_dir) / CONFIG_FILE
     if not path.is_file():
-        raise UserError(f"{saved_dir} holds no trained configuration ({CONFIG_FILE} missing); pass the --out folder of `autopeft train`")
+        raise UserError(f"{saved_dir} holds no trained configuration ({CONFIG_FILE} missing); "
+                        "pass the --out folder of `autopeft train`")
     data = json.loads(path.read_text())
     return PeftConfig.from_dict(data["config"]), data
 
@@ -266,6 +274,7 @@ def load_peft(model: nn.Module, saved_dir: str | Path) -> nn.Module:
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     if set(state) != expected:
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
-        raise UserError(f"saved weights in {saved_dir} do not match the model: missing {missing[:5]}, unexpected {extra[:5]}")
+        raise UserError(f"saved weights in {saved_dir} do not match the model: "
+                        f"missing {missing[:5]}, unexpected {extra[:5]}")
     model.load_state_dict(state, strict=False)
     return model
