@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -72,7 +73,8 @@ def calibrate(
         for config in configs:
             pair = []
             for s in (rung.seed, rung.seed + 1):
-                key = json.dumps({"config": config.to_dict(), "fidelity": replace(rung, seed=s).to_dict()}, sort_keys=True)
+                run = {"config": config.to_dict(), "fidelity": replace(rung, seed=s).to_dict()}
+                key = json.dumps(run, sort_keys=True)
                 if key not in done:
                     done[key] = float(train(config, replace(rung, seed=s)))
                     if path is not None:
@@ -100,5 +102,6 @@ def describe_calibration(records: Sequence[dict[str, Any]]) -> str:
         share = format_share(n["config_share"])
         sd = "?" if n["seed_sd"] is None else f"{n['seed_sd']:.2f}"
         lines.append(f"  {f['train_examples']} examples x {f['epochs']:g} epochs: configuration share {share}, "
-                     f"seed SD {sd} ({len(r['scores'])} configurations x 2 seeds){'  <- chosen' if r['chosen'] else ''}")
+                     f"seed SD {sd} ({len(r['scores'])} configurations x 2 seeds)"
+                     f"{'  <- chosen' if r['chosen'] else ''}")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ other processes (several search workers) and later runs find them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,7 +27,7 @@ import zlib
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import safetensors.torch
@@ -84,10 +85,8 @@ def lower_states(model: nn.Module, k: int, batches: Iterator[dict[str, torch.Ten
     handle = layer_k.register_forward_pre_hook(grab)
     try:
         for batch in batches:
-            try:
+            with contextlib.suppress(_Stop):  # the hook stops the forward pass at layer k
                 model(**{k_: v for k_, v in batch.items() if k_ not in ("labels", "index")})
-            except _Stop:
-                pass
             lengths = batch["attention_mask"].sum(1).tolist()
             for row, i in enumerate(batch["index"].tolist()):
                 # Right padding: the real tokens come first.
@@ -232,10 +231,8 @@ class StatesCache:
         except Exception as exc:  # truncated, corrupt, or not ours: a miss; put() overwrites it
             warnings.warn(f"states cache: ignoring unreadable {path.name} ({exc}); recomputing", stacklevel=3)
             return None
-        try:
+        with contextlib.suppress(OSError):
             os.utime(path)  # recently used: evicted last
-        except OSError:
-            pass
         return states
 
     def _write(self, key: tuple, states: list[torch.Tensor]) -> None:

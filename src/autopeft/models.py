@@ -59,7 +59,8 @@ def _load_error(name_or_path: str, exc: Exception) -> UserError:
         else "it is neither a local folder nor a hub id that could be downloaded (no network, or a typo?); "
         f"use '{DEFAULT_MODEL}' for the embedded model or a local model folder"
     )
-    return UserError(f"cannot load model '{name_or_path}': {hint}. ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+    detail = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return UserError(f"cannot load model '{name_or_path}': {hint}. ({detail})")
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:

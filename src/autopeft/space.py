@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -81,9 +82,10 @@ class PeftConfig:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PeftConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> PeftConfig:
         if not isinstance(data, Mapping):
-            raise UserError(f"configuration must be a JSON object with keys {list(CONFIG_KEYS)}, got {type(data).__name__}")
+            raise UserError(f"configuration must be a JSON object with keys {list(CONFIG_KEYS)}, "
+                            f"got {type(data).__name__}")
         unknown = sorted(set(data) - set(CONFIG_KEYS))
         if unknown:
             raise UserError(f"configuration has unknown key(s) {unknown}; allowed keys are {list(CONFIG_KEYS)}")
@@ -95,7 +97,7 @@ class PeftConfig:
         return cls(**{k: data.get(k, 0) for k in SIZE_KEYS}, layers=tuple(layers))
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "PeftConfig":
+    def from_json_file(cls, path: str | Path) -> PeftConfig:
         return cls.from_dict(_read_json(path, "configuration"))
 
     def describe(self) -> str:
@@ -125,7 +127,8 @@ class SearchSpace:
         for key in SIZE_KEYS:
             sizes = getattr(self, key)
             if not sizes or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in sizes):
-                raise UserError(f"search space: '{key}' must be a non-empty list of non-negative integers, got {sizes!r}")
+                raise UserError(f"search space: '{key}' must be a non-empty list of non-negative integers, "
+                                f"got {sizes!r}")
             object.__setattr__(self, key, tuple(sorted({int(s) for s in sizes})))
         fixed = self.fixed_layers or (None,) * self.n_layers
         if len(fixed) != self.n_layers:
@@ -138,13 +141,13 @@ class SearchSpace:
 
     # --- construction -------------------------------------------------------------
     @classmethod
-    def default(cls, hidden_size: int, n_layers: int, lora: bool = False) -> "SearchSpace":
+    def default(cls, hidden_size: int, n_layers: int, lora: bool = False) -> SearchSpace:
         """The paper's space (SA, PA, PT); LoRA is added only when `lora` is True."""
         sizes = default_sizes(hidden_size)
         return cls(n_layers, sizes, sizes, sizes, default_lora_ranks(hidden_size) if lora else (0,))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], hidden_size: int, n_layers: int) -> "SearchSpace":
+    def from_dict(cls, data: Mapping[str, Any], hidden_size: int, n_layers: int) -> SearchSpace:
         """Build from a mapping (parsed YAML/JSON). Missing size lists take the paper's
         defaults; the string "default" does too; `[0]` or `false` switches a module off.
 
@@ -157,7 +160,8 @@ class SearchSpace:
         if unknown:
             raise UserError(f"search space file has unknown key(s) {unknown}; allowed keys are {list(SPACE_FILE_KEYS)}")
         if "n_layers" in data and data["n_layers"] != n_layers:
-            raise UserError(f"search space file is for a {data['n_layers']}-layer model, but the model has {n_layers} layers")
+            raise UserError(f"search space file is for a {data['n_layers']}-layer model, "
+                            f"but the model has {n_layers} layers")
         defaults = {
             "serial_adapter": default_sizes(hidden_size),
             "parallel_adapter": default_sizes(hidden_size),
@@ -191,7 +195,7 @@ class SearchSpace:
         return cls(n_layers, **sizes, fixed_layers=tuple(fixed))
 
     @classmethod
-    def from_file(cls, path: str | Path, hidden_size: int, n_layers: int) -> "SearchSpace":
+    def from_file(cls, path: str | Path, hidden_size: int, n_layers: int) -> SearchSpace:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"search space file {path} does not exist; pass an existing .yaml/.json file")
@@ -224,7 +228,8 @@ class SearchSpace:
             )
         for key in SIZE_KEYS:
             if getattr(config, key) not in getattr(self, key):
-                raise UserError(f"configuration '{key}'={getattr(config, key)} is not in the space; allowed: {list(getattr(self, key))}")
+                raise UserError(f"configuration '{key}'={getattr(config, key)} is not in the space; "
+                                f"allowed: {list(getattr(self, key))}")
         for i, (bit, fixed) in enumerate(zip(config.layers, self.fixed_layers)):
             if fixed is not None and bit != fixed:
                 raise UserError(f"configuration sets layer {i} to {int(bit)} but the space fixes it to {int(fixed)}")

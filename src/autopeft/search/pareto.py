@@ -16,7 +16,7 @@ benchmarks; see `default_reference_point`):
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -103,7 +103,8 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import optuna
@@ -659,7 +660,8 @@ class BayesOptSampler(ConfigSampler):
             if isinstance(v, bool) or not isinstance(v, int) or v < (1 if k != "warmup_steps" else 0):
                 raise UserError(f"sampler 'saasbo': option {k} must be a positive integer, got {v!r}")
         if self.nuts["num_samples"] < self.nuts["thinning"]:
-            raise UserError("sampler 'saasbo': num_samples must be >= thinning (num_samples // thinning draws are kept)")
+            raise UserError("sampler 'saasbo': num_samples must be >= thinning "
+                            "(num_samples // thinning draws are kept)")
         opts = {k: options.get(k, v) for k, v in _BO_OPTIONS.items()}
         for k in ("mc_samples", "max_batch_size", "climb_top_k", "num_threads"):
             if isinstance(opts[k], bool) or not isinstance(opts[k], int) or opts[k] < 1:
@@ -674,7 +676,8 @@ class BayesOptSampler(ConfigSampler):
             raise UserError(f"sampler option replicates must be a fraction of the trials in [0, 1), got {r!r}")
         for k in ("max_seeds", "calibration_pairs"):
             if isinstance(opts[k], bool) or not isinstance(opts[k], int) or opts[k] < (2 if k == "max_seeds" else 0):
-                raise UserError(f"sampler option {k} must be an integer >= {2 if k == 'max_seeds' else 0}, got {opts[k]!r}")
+                least = 2 if k == "max_seeds" else 0
+                raise UserError(f"sampler option {k} must be an integer >= {least}, got {opts[k]!r}")
         q = opts["score_floor_quantile"]
         if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q < 1:
             raise UserError(f"sampler option score_floor_quantile must be a number in [0, 1), got {q!r}")

@@ -38,6 +38,7 @@ atomic between processes.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
@@ -49,9 +50,10 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import optuna
@@ -231,7 +233,8 @@ def open_study(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create output directory {out_dir}: {exc.strerror}; pass a writable --out dir") from None
+        raise UserError(f"cannot create output directory {out_dir}: {exc.strerror}; "
+                        "pass a writable --out dir") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise UserError(f"output directory {out_dir} is not writable; pass a writable --out dir")
     store = make_storage(storage, out_dir, heartbeat)
@@ -278,7 +281,8 @@ def _difference(key: str, stored: Any, new: Any) -> str:
     """'key: stored X vs new Y', naming only the differing fields of a dict."""
     if isinstance(stored, dict) and isinstance(new, dict):
         fields = [f for f in dict.fromkeys([*stored, *new]) if stored.get(f) != new.get(f)]
-        return "; ".join(f"{key}.{f}: stored {json.dumps(stored.get(f))} vs new {json.dumps(new.get(f))}" for f in fields)
+        return "; ".join(f"{key}.{f}: stored {json.dumps(stored.get(f))} vs new {json.dumps(new.get(f))}"
+                         for f in fields)
     return f"{key}: stored {json.dumps(stored)} vs new {json.dumps(new)}"
 
 
@@ -419,7 +423,8 @@ def n_valid_configs(space: SearchSpace) -> int:
     return (combos - all_off) * layer_combos
 
 
-def _say(message: str) -> None:
+def _notify(message: str) -> None:
+    """A status line on stderr, above the progress bar."""
     from tqdm import tqdm
 
     tqdm.write(message, file=sys.stderr)
@@ -441,7 +446,7 @@ def _fail(study: optuna.Study, trial: optuna.trial.Trial, reason: str, **attrs: 
     return study.tell(trial, state=TrialState.FAIL)
 
 
-def _me() -> dict[str, Any]:
+def _this_worker() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
@@ -459,13 +464,13 @@ def _other_worker_alive(worker: dict[str, Any] | None) -> bool:
     """Whether `worker` (host, pid) may still be running and is not this process."""
     if not worker:
         return False
-    me = _me()
+    me = _this_worker()
     if worker.get("host") != me["host"]:
         return True  # cannot check another host: assume it is alive (the heartbeat decides)
     return worker.get("pid") != me["pid"] and _pid_alive(int(worker.get("pid", -1)))
 
 
-def _who(worker: dict[str, Any] | None) -> str:
+def _worker_label(worker: dict[str, Any] | None) -> str:
     return f"worker {worker.get('host')}:{worker.get('pid')}" if worker else "an unknown worker"
 
 
@@ -528,8 +533,8 @@ def _requeue_heartbeat_stale(study: optuna.Study, frozen: FrozenTrial) -> None:
     """Optuna's callback for a trial it failed for want of heartbeats (`fail_stale_trials`)."""
     grace = HEARTBEAT_GRACE * (study._storage.get_heartbeat_interval() or 0)
     queued = " and queued to run first" if _requeue(study, frozen) else ""
-    _say(f"trial {frozen.number} ({_who(frozen.user_attrs.get('worker'))}) sent no heartbeat for over {grace} s: "
-         f"marked FAIL{queued}")
+    owner = _worker_label(frozen.user_attrs.get("worker"))
+    _notify(f"trial {frozen.number} ({owner}) sent no heartbeat for over {grace} s: marked FAIL{queued}")
 
 
 def _recover_stale(study: optuna.Study, quiet: bool = False) -> None:
@@ -547,8 +552,8 @@ def _recover_stale(study: optuna.Study, quiet: bool = False) -> None:
         owner = frozen.user_attrs.get("worker")
         if _other_worker_alive(owner) or (owner is None and others):
             if not quiet:
-                where = _who(owner) if owner else "another live worker"
-                _say(f"trial {frozen.number} is running in {where}; left alone")
+                where = _worker_label(owner) if owner else "another live worker"
+                _notify(f"trial {frozen.number} is running in {where}; left alone")
             continue
         # No public API sets attrs on an existing trial by number; Trial(study, id) is the handle ask() returns.
         try:
@@ -556,15 +561,15 @@ def _recover_stale(study: optuna.Study, quiet: bool = False) -> None:
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker failed it first
         queued = " and queued to run first" if _requeue(study, failed) else ""
-        _say(f"trial {frozen.number} was left running by an interrupted run: marked FAIL{queued}")
+        _notify(f"trial {frozen.number} was left running by an interrupted run: marked FAIL{queued}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # no-op without a heartbeat
 
 
 def _register(study: optuna.Study, active: bool) -> None:
-    me = _me()
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    me = _this_worker()
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     study.set_user_attr(f"worker:{me['host']}:{me['pid']}", {**me, "active": active, "updated": now})
 
 
@@ -611,10 +616,9 @@ class _Heartbeat:
                 self._beat(trial_id)
 
     def _beat(self, trial_id: int) -> None:
-        try:
+        # e.g. a busy database: HEARTBEAT_GRACE intervals leave room to retry
+        with contextlib.suppress(Exception):
             self._storage.record_heartbeat(trial_id)
-        except Exception:  # noqa: BLE001 - e.g. a busy database: HEARTBEAT_GRACE intervals leave room to retry
-            pass
 
 
 def _frozen(study: optuna.Study, trial: optuna.trial.Trial) -> FrozenTrial:
@@ -640,7 +644,7 @@ def _over_budget(study: optuna.Study, number: int, budget: int) -> bool:
     return sum(map(_is_evaluated, trials)) + ahead > budget
 
 
-def _taken_over(study: optuna.Study, trial: optuna.trial.Trial) -> bool:
+def _failed_as_stale_elsewhere(study: optuna.Study, trial: optuna.trial.Trial) -> bool:
     """Whether another worker failed this worker's running trial as stale (late heartbeats)."""
     frozen = _frozen(study, trial)
     return frozen.state == TrialState.FAIL and "fail_reason" not in frozen.user_attrs
@@ -664,7 +668,7 @@ def _ask(
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")  # _Heartbeat records it
         trial = study.ask()
     try:
-        trial.set_user_attr("worker", _me())
+        trial.set_user_attr("worker", _this_worker())
         heart.add(trial._trial_id)
         if _over_budget(study, trial.number, budget):
             # Another worker asked at the same moment: give this trial back (and what it popped from the queue).
@@ -715,7 +719,7 @@ def run_search(
             raise UserError(f"{name} must be a positive integer, got {value!r}")
     size = n_valid_configs(space)
     if budget > size:
-        _say(f"the search space holds only {size} valid configurations; budget lowered from {budget} to {size}")
+        _notify(f"the search space holds only {size} valid configurations; budget lowered from {budget} to {size}")
         budget = size
 
     _recover_stale(study)  # also when the budget is met already
@@ -751,8 +755,8 @@ def run_search(
                     asked.append(one)
                 if not asked:
                     if not waiting:
-                        _say(f"{n_done} trials done; the rest of the budget of {budget} is running in other workers: "
-                             "waiting for them (a dead worker's trial is run again here)")
+                        _notify(f"{n_done} trials done; the rest of the budget of {budget} is running in other "
+                                "workers: waiting for them (a dead worker's trial is run again here)")
                     waiting = True
                     time.sleep(WAIT_POLL_S)
                     continue
@@ -783,13 +787,13 @@ def run_search(
                 _interrupted(study, [t for t, _, _ in asked])
                 raise
             if skips >= MAX_CONSECUTIVE_SKIPS:
-                _say(
+                _notify(
                     f"stopping: the last {skips} proposals were duplicates of evaluated configurations or invalid; "
                     f"the sampler has little left to propose ({n_done} of {size} configurations evaluated)"
                 )
                 break
     except KeyboardInterrupt:
-        _say(f"interrupted after {n_done} completed trials; completed trials are kept: {RESUME_HINT}")
+        _notify(f"interrupted after {n_done} completed trials; completed trials are kept: {RESUME_HINT}")
         raise
     finally:
         heart.close()
@@ -840,13 +844,13 @@ def _tell_one(
             return "skipped", None
         frozen = _evaluate(study, trial, config, evaluate)
     except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
-        if not _taken_over(study, trial):
+        if not _failed_as_stale_elsewhere(study, trial):
             raise
-        _say(f"trial {trial.number} was failed as stale by another worker (late heartbeats) and queued again; "
+        _notify(f"trial {trial.number} was failed as stale by another worker (late heartbeats) and queued again; "
              "its result here is dropped")
         return "lost", None
     if frozen.state != TrialState.COMPLETE:
-        _say(f"trial {frozen.number} failed: {frozen.user_attrs['fail_reason']}")
+        _notify(f"trial {frozen.number} failed: {frozen.user_attrs['fail_reason']}")
     elif replicate is None:
         done[key] = frozen.number
     finish(frozen)
