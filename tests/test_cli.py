@@ -260,6 +260,30 @@ def test_resuming_with_another_task_by_content_is_refused(tiny_model_dir, tmp_pa
     assert (out / "study.db").read_bytes() == before
 
 
+def test_file_task_name_and_metric_are_stored_and_a_new_metric_is_refused(tiny_model_dir, tmp_path, capsys):
+    import optuna
+
+    train, dev = _file_task(tmp_path / "reviews", ROWS)
+    base = ["search", "--model", str(tiny_model_dir), "--budget", "1", "--sampler", "random", *TINY_SEARCH,
+            "--task", str(train), "--dev", str(dev)]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0  # train.csv: named after its folder
+    attrs = optuna.load_study(study_name="autopeft", storage=f"sqlite:///{tmp_path / 'plain' / 'study.db'}").user_attrs
+    assert attrs["task"] == "reviews" and attrs["metric"] == "accuracy"
+
+    out = tmp_path / "study"
+    assert main([*base, "--out", str(out), "--name", "film reviews", "--metric", "mcc"]) == 0
+    study = optuna.load_study(study_name="autopeft", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.user_attrs["task"] == "film reviews" and study.user_attrs["metric"] == "mcc"
+    assert study.user_attrs["task_source"]["primary_metric"] == "mcc"
+    assert "mcc" in study.trials[0].user_attrs["metrics"]
+    before = (out / "study.db").read_bytes()
+    err = _error(capsys, [*base, "--out", str(out), "--name", "film reviews", "--metric", "f1"])
+    assert "task_identity.metric" in err and "new --out" in err
+    assert (out / "study.db").read_bytes() == before
+    assert "--metric is for file tasks" in _error(capsys, ["search", "--model", str(tiny_model_dir), "--task", "RTE",
+                                                          "--metric", "f1", "--out", str(tmp_path / "glue")])
+
+
 def test_resuming_after_the_model_folder_was_overwritten_is_refused(tmp_path, capsys):
     from conftest import _save_tiny
 

@@ -23,6 +23,10 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--text-b", help="column of the optional second text (file tasks)")
     g.add_argument("--label", default="label", help="label column (file tasks)")
     g.add_argument("--regression", action="store_true", help="file task with a numeric target")
+    g.add_argument("--metric", choices=["accuracy", "f1", "mcc", "pearson", "spearman", "pearson_spearman"],
+                   help="file tasks: the score the search ranks by (default: accuracy; regression: pearson_spearman)")
+    g.add_argument("--name", help="file tasks: the name in titles and tables (default: the folder's name for "
+                   "train.*, else the file's stem)")
     g.add_argument("--data-dir", help="folder with <TASK>/{train,dev}.tsv GLUE files "
                    "(default: packaged copies, then ../shared/data/glue)")
 
@@ -86,14 +90,19 @@ def _fidelity(args: argparse.Namespace):
 
 def _task_source(args: argparse.Namespace) -> dict:
     """Where the task comes from: a GLUE name (+ data dir), or a file task's arguments."""
-    from autopeft.tasks import resolve_glue_name
+    from autopeft.tasks import file_task_name, resolve_glue_name
 
     if resolve_glue_name(args.task) is not None or not Path(args.task).suffix:
+        for flag, value in (("--metric", args.metric), ("--name", args.name)):
+            if value is not None:
+                raise UserError(f"{flag} is for file tasks; GLUE task {args.task} keeps its standard metric and name")
         return {"name": args.task, "data_dir": args.data_dir}  # an unknown name fails with the known list
     if not args.dev:
         raise UserError(f"file task {args.task} needs --dev with the dev file")
-    return {"name": Path(args.task).stem, "train_path": args.task, "dev_path": args.dev, "text_a": args.text_a,
-            "text_b": args.text_b, "label": args.label, "kind": "regression" if args.regression else "classification"}
+    source = {"name": args.name or file_task_name(args.task), "train_path": args.task, "dev_path": args.dev,
+              "text_a": args.text_a, "text_b": args.text_b, "label": args.label,
+              "kind": "regression" if args.regression else "classification"}
+    return {**source, "primary_metric": args.metric} if args.metric else source
 
 
 def _task(args: argparse.Namespace):

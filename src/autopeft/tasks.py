@@ -530,11 +530,14 @@ def load_file_task(
     ``primary_metric`` defaults to accuracy (classification) / pearson_spearman (regression).
     """
     train, dev = _read_user_file(train_path), _read_user_file(dev_path)
-    if name is None:
-        p = Path(train_path)
-        name = p.resolve().parent.name if p.stem.lower() == "train" else p.stem
-    return _build_task(train, dev, text_a, label, text_b, kind, label_names, name, primary_metric,
-                       source=f"{train_path}, {dev_path}")
+    return _build_task(train, dev, text_a, label, text_b, kind, label_names, name or file_task_name(train_path),
+                       primary_metric, source=f"{train_path}, {dev_path}")
+
+
+def file_task_name(train_path: str | os.PathLike) -> str:
+    """A file task's default name: its folder's name for train.* (data/reviews/train.csv: reviews), else the stem."""
+    path = Path(train_path)
+    return path.resolve().parent.name if path.stem.lower() == "train" else path.stem
 
 
 def load_hf_task(
