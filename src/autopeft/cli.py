@@ -1,4 +1,4 @@
-"""The `autopeft` command: train | search | worker | retrain | transfer | report | export."""
+"""The `autopeft` command: train | search | worker | retrain | transfer | report | export | predict | evaluate."""
 
 from __future__ import annotations
 
@@ -222,6 +222,40 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {written}; train it with: autopeft train --config {written} --out DIR")
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    import csv
+
+    from autopeft.tasks import read_texts
+    from autopeft.trained import predict
+
+    text_a, text_b = read_texts(args.input, args.text_a, args.text_b)
+    result = predict(args.run, text_a, text_b, progress=not args.quiet)
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", newline="") as f:
+            writer = csv.writer(f)
+            if "value" in result:
+                writer.writerow(["value"])
+                writer.writerows([f"{v:.6g}"] for v in result["value"])
+            else:
+                writer.writerow(["label", *(f"p_{name}" for name in result["label_names"])])
+                for label, probs in zip(result["label"], result["probabilities"]):
+                    writer.writerow([label, *(f"{p:.6f}" for p in probs)])
+    except OSError as exc:
+        raise UserError(f"cannot write {out} ({exc.strerror}); choose another --out") from None
+    print(f"wrote {len(text_a)} prediction(s) to {out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from autopeft.trained import evaluate_trained
+
+    task = _task(args)
+    metrics = evaluate_trained(args.run, task)
+    print(f"{task.spec.name} dev ({len(task.dev)} examples): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+
+
 def _fidelity_overrides(args: argparse.Namespace) -> dict:
     keys = ("train_examples", "dev_examples", "epochs", "max_length", "batch_size", "lr", "seed", "precision",
             "dropout")
@@ -331,6 +365,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pick", type=int, required=True, help="K: row of the front table (1 = fewest parameters)")
     p.add_argument("--to", required=True, help="configuration JSON to write")
     p.set_defaults(func=cmd_export)
+    run_help = "folder of a trained run (the --out of `autopeft train`, or retrained/trial_N/seed_S of a study)"
+
+    p = sub.add_parser("predict", help="label (or score) new texts with a trained run")
+    p.add_argument("run", metavar="RUN_DIR", help=run_help)
+    p.add_argument("--input", required=True, help="CSV/TSV/JSONL file with the texts (no labels needed)")
+    p.add_argument("--text-a", default="text", help="column of the first text")
+    p.add_argument("--text-b", help="column of the optional second text")
+    p.add_argument("--out", required=True, help="CSV to write: label and one probability per label (or value)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score a trained run on a task's dev split")
+    p.add_argument("run", metavar="RUN_DIR", help=run_help)
+    _add_task_args(p)
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -458,6 +458,15 @@ def _make_split(table: _Table, text_a: str, text_b: str | None, label: str,
     return Split(a, b, labels)
 
 
+def read_texts(path: str | os.PathLike, text_a: str, text_b: str | None = None) -> tuple[list[str], list[str] | None]:
+    """The input texts of a .csv/.tsv/.jsonl file (no labels needed): column text_a, and text_b if given."""
+    table = _read_user_file(path)
+    _check_columns(table, [text_a] if text_b is None else [text_a, text_b])
+    a = [_get(table, line, rec, text_a) for line, rec in table.records]
+    b = None if text_b is None else [_get(table, line, rec, text_b) for line, rec in table.records]
+    return a, b
+
+
 def _sorted_labels(labels: Iterable[str]) -> tuple[str, ...]:
     """Sort label strings; numerically when they are all integers ("2" before "10")."""
     uniq = set(labels)

@@ -6,6 +6,7 @@ by length inside shuffled chunks), so short tasks like RTE pay for their real le
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import nullcontext
@@ -35,6 +36,7 @@ from autopeft.modules import (
     save_peft,
     trainable_params,
 )
+from autopeft.modules.inject import CONFIG_FILE
 from autopeft.space import ModelSpec, PeftConfig
 from autopeft.tasks import Split, TaskData
 
@@ -265,18 +267,29 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: Encoded, pad_id: int, batch_size: int = 64, feed=None,
-            precision: str = "fp32") -> np.ndarray:
-    """Predictions in the split's order: class ids (n,) or regression values (n,), on the model's device."""
+def logits(model: nn.Module, data: Encoded, pad_id: int, batch_size: int = 64, feed=None,
+           precision: str = "fp32", progress: bool = False) -> np.ndarray:
+    """The model's outputs in the split's order, (n, num_labels) (num_labels 1: regression)."""
     model.eval()
     device = _device_of(model)
-    preds = np.zeros(len(data), dtype=np.float64)
+    out: np.ndarray | None = None
+    bar = tqdm(total=len(data), desc="predict", unit="example", disable=not progress, leave=False)
     for batch in _on(device, batches(data, batch_size, pad_id, shuffle=False)):
         with _autocast(precision, device), _sdpa_kernels(device, training=False):
-            logits = _logits(model, batch, feed)
-        values = logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1)
-        preds[batch["index"].numpy()] = values.float().cpu().numpy()
-    return preds
+            values = _logits(model, batch, feed).float().cpu().numpy()
+        if out is None:
+            out = np.zeros((len(data), values.shape[-1]), dtype=np.float64)
+        out[batch["index"].numpy()] = values
+        bar.update(len(values))
+    bar.close()
+    return out if out is not None else np.zeros((0, 1))
+
+
+def predict(model: nn.Module, data: Encoded, pad_id: int, batch_size: int = 64, feed=None,
+            precision: str = "fp32") -> np.ndarray:
+    """Predictions in the split's order: class ids (n,) or regression values (n,)."""
+    values = logits(model, data, pad_id, batch_size, feed, precision)
+    return values[:, 0] if values.shape[-1] == 1 else values.argmax(-1).astype(np.float64)
 
 
 def evaluate(model: nn.Module, task: TaskData, data: Encoded, pad_id: int, feed=None,
@@ -436,6 +449,9 @@ def _save(model: nn.Module, config: PeftConfig | str, out_dir: str | Path, model
             "fidelity": fidelity.to_dict(), "result": result.to_dict()}
     if config == FULL_FINETUNE:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
+        model.config.id2label = dict(enumerate(task.spec.label_names)) or model.config.id2label
+        model.config.label2id = {name: i for i, name in model.config.id2label.items()}
         model.save_pretrained(Path(out_dir) / "model")
+        (Path(out_dir) / CONFIG_FILE).write_text(json.dumps({"config": FULL_FINETUNE, **info}, indent=2))
     else:
         save_peft(model, config, out_dir, info)
