@@ -101,3 +101,59 @@ def test_bad_runs_and_inputs_get_clear_errors(trained, tmp_path, capsys):
     other_train, other_dev = _file_task(tmp_path / "other", [(t, {"pos": "good", "neg": "bad"}[y]) for t, y in ROWS])
     assert main(["evaluate", str(run), "--task", str(other_train), "--dev", str(other_dev)]) == 2
     assert "predicts labels ['neg', 'pos']" in capsys.readouterr().err
+
+
+def test_a_lora_run_exported_to_peft_gives_the_same_logits(tiny_model_dir, tmp_path):
+    import peft  # in the test extra
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from autopeft.tasks import Split, read_texts
+    from autopeft.train import encode, logits
+
+    train, dev = _file_task(tmp_path / "reviews", ROWS)
+    config = tmp_path / "lora.json"
+    config.write_text(json.dumps({"lora_rank": 4, "layers": [0, 1]}))  # LoRA in the second layer only
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(tiny_model_dir), "--task", str(train), "--dev", str(dev),
+                 "--config", str(config), "--out", str(run), *SMALL]) == 0
+    # One step leaves B near its zero start; give every LoRA and head weight a clearly non-zero value, so that
+    # a weight not carried over (or carried to the wrong place) moves the logits far beyond the tolerance.
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(run / "peft_weights.safetensors")
+    torch.manual_seed(0)
+    save_file({k: torch.randn_like(v) * 0.3 for k, v in weights.items()}, run / "peft_weights.safetensors")
+    assert main(["export", str(run), "--format", "peft", "--to", str(tmp_path / "adapter")]) == 0
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
+    exported = peft.PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    ours, tokenizer = load_trained(run)
+    texts, _ = read_texts(dev, "text")
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        theirs = exported(**batch).logits.numpy()
+    mine = logits(ours, encode(Split(texts, None, np.zeros(len(texts))), tokenizer, 32), tokenizer.pad_token_id)
+    assert np.abs(theirs - mine).max() < 1e-4
+    base_only = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).eval()
+    with torch.no_grad():
+        assert np.abs(base_only(**batch).logits.numpy() - mine).max() > 0.1  # the exported weights matter
+
+
+@pytest.mark.parametrize("config,needle", [
+    ({"serial_adapter": 4, "layers": [1, 1]}, "serial adapter"),
+    ({"prefix_length": 2, "lora_rank": 2, "layers": [1, 1]}, "prefix"),
+])
+def test_what_peft_cannot_represent_is_refused(tiny_model_dir, tmp_path, capsys, config, needle):
+    train, dev = _file_task(tmp_path / "reviews", ROWS)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(tiny_model_dir), "--task", str(train), "--dev", str(dev),
+                 "--config", str(path), "--out", str(run), *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "peft", "--to", str(tmp_path / "adapter")]) == 2
+    err = capsys.readouterr().err
+    assert "PEFT export covers LoRA-only configurations" in err and needle in err
+    assert not (tmp_path / "adapter" / "adapter_config.json").exists()

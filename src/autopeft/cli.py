@@ -216,8 +216,20 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    if args.format == "peft":
+        from autopeft.export import export_peft
+
+        if args.pick is not None:
+            raise UserError("--format peft exports a trained run (the --out of `autopeft train`), not a study row; "
+                            "drop --pick")
+        written = export_peft(args.out, _writable_dir(args.to))
+        print(f"wrote a PEFT adapter to {written}; load it with "
+              f"peft.PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base), '{written}')")
+        return
     from autopeft.workflow import export
 
+    if args.pick is None:
+        raise UserError("--pick K is needed: the row of the front table to write as a configuration file")
     written = export(args.out, pick=args.pick, path=args.to, storage=args.storage, study_name=args.study)
     print(f"wrote {written}; train it with: autopeft train --config {written} --out DIR")
 
@@ -360,10 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(p, positional=True)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export", help="write the K-th front configuration as a file for `autopeft train`")
+    p = sub.add_parser("export", help="write the K-th front configuration as a file for `autopeft train`, or a "
+                       "trained run as a PEFT adapter (--format peft)")
     _add_study_args(p, positional=True)
-    p.add_argument("--pick", type=int, required=True, help="K: row of the front table (1 = fewest parameters)")
-    p.add_argument("--to", required=True, help="configuration JSON to write")
+    p.add_argument("--pick", type=int, help="K: row of the front table (1 = fewest parameters)")
+    p.add_argument("--to", required=True, help="configuration JSON to write (--format peft: the adapter folder)")
+    p.add_argument("--format", choices=["config", "peft"], default="config",
+                   help="config (default): STUDY_DIR's K-th front configuration; peft: STUDY_DIR is instead a "
+                   "trained run (LoRA-only configurations), written as a Hugging Face PEFT adapter")
     p.set_defaults(func=cmd_export)
     run_help = "folder of a trained run (the --out of `autopeft train`, or retrained/trial_N/seed_S of a study)"
 
