@@ -21,7 +21,7 @@ import torch
 
 from autopeft.modules import ATTENTIONS
 from autopeft.tasks import load_task
-from autopeft.train import (_autocast, _logits, _loss, _sdpa_kernels, batches, build_model, disable_dropout, encode,
+from autopeft.training import (_autocast, _logits, _loss, _sdpa_kernels, batches, build_model, disable_dropout, encode,
                             fidelity_from)
 from autopeft.workflow import describe_model, make_space
 

@@ -35,7 +35,7 @@ def main() -> None:
     from autopeft.models import load_tokenizer
     from autopeft.search.study import completed_trials, front_rows
     from autopeft.space import PeftConfig
-    from autopeft.train import Fidelity, train_and_evaluate
+    from autopeft.training import Fidelity, train_and_evaluate
     from autopeft.workflow import load_task_source, open_existing
 
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -142,7 +142,7 @@ def _init_worker() -> None:
 
 def run(job: dict[str, Any], sst2_train: int) -> dict[str, Any]:
     """Train one run; its JSON line."""
-    from autopeft.train import FIDELITIES, train_and_evaluate
+    from autopeft.training import FIDELITIES, train_and_evaluate
 
     task = load(job["task"], sst2_train)
     fidelity = replace(FIDELITIES["full"], seed=job["seed"])

@@ -16,7 +16,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-import autopeft.train as train
+import autopeft.training as train
 from autopeft.tasks import load_task
 from autopeft.workflow import describe_model, make_space
 

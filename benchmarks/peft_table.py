@@ -22,7 +22,7 @@ from autopeft import PeftConfig
 from autopeft.metrics import majority_baseline
 from autopeft.modules import ATTENTIONS
 from autopeft.tasks import load_task
-from autopeft.train import fidelity_from, train_and_evaluate
+from autopeft.training import fidelity_from, train_and_evaluate
 from autopeft.workflow import baseline_configs, describe_model
 
 OUT = Path(__file__).resolve().parent / "results" / "peft_table"

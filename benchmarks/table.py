@@ -75,7 +75,7 @@ def seed_trainer(task_name: str):
     from autopeft.frozen import StatesCache
     from autopeft.models import load_tokenizer
     from autopeft.tasks import load_task
-    from autopeft.train import fidelity_from, train_and_evaluate
+    from autopeft.training import fidelity_from, train_and_evaluate
 
     task, tokenizer, cache, low = load_task(task_name), load_tokenizer("minilm"), StatesCache(), fidelity_from("low")
 

@@ -2,7 +2,7 @@
 
 plain  = full forward every step, every batch padded to 128 tokens, no length grouping, fp32,
          the model's dropout on, torch's SDPA attention with its math kernel (a standard
-         fine-tuning loop; SDPA's default CPU kernel would be slower still, see train.py);
+         fine-tuning loop; SDPA's default CPU kernel would be slower still, see training.py);
 fast   = the default low-fidelity trial: padding to the longest in the batch, length grouping,
          lower-layer states computed once and reused (cache shared across trials), bf16 autocast,
          no backbone dropout, autopeft's matmul attention (see modules/inject.py).
@@ -32,7 +32,7 @@ import torch
 
 from autopeft.frozen import StatesCache
 from autopeft.tasks import load_task
-from autopeft.train import fidelity_from, train_and_evaluate, use_device
+from autopeft.training import fidelity_from, train_and_evaluate, use_device
 from autopeft.workflow import describe_model, make_space
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=1, help="plain/fast pairs per configuration (min time kept)")
     parser.add_argument("--fp32-check", action="store_true")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (see autopeft.train.resolve_device)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (see autopeft.training.resolve_device)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "trial_speed.json")
     args = parser.parse_args()
     if args.threads:

@@ -144,7 +144,7 @@ def test_extend_trains_the_same_new_configurations_in_every_process(monkeypatch,
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import table as table_module
     from autopeft.space import SearchSpace
-    from autopeft.train import TrainResult
+    from autopeft.training import TrainResult
 
     rows = table_module.load_table(TABLE)
     drawn = table_module.new_configurations(rows, 12, draw_seed=3)
@@ -229,7 +229,7 @@ def live(monkeypatch, tmp_path):
     whose mean is seed 0's score. Returns (module, table path, list of (config key, seed) trained)."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import live_search
-    from autopeft.train import TrainResult
+    from autopeft.training import TrainResult
 
     table = tmp_path / "table.csv"
     with TABLE.open(newline="") as f:

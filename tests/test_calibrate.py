@@ -10,7 +10,7 @@ import numpy as np
 import autopeft.calibrate as calibrate_module
 from autopeft.calibrate import AUTO_LADDER, calibrate, calibration_configs
 from autopeft.cli import main
-from autopeft.train import FIDELITIES
+from autopeft.training import FIDELITIES
 from conftest import SMALL_SPACE
 
 LOW = FIDELITIES["low"]

@@ -12,7 +12,7 @@ from autopeft import PeftConfig
 from autopeft.cli import build_parser, main
 from autopeft.frozen import StatesCache
 from autopeft.tasks import load_task
-from autopeft.train import Fidelity, train_and_evaluate
+from autopeft.training import Fidelity, train_and_evaluate
 
 FIDELITY = Fidelity(train_examples=48, dev_examples=40, epochs=1, max_length=64, batch_size=16)
 CONFIG = PeftConfig(serial_adapter=8, prefix_length=2, layers=(0, 1))  # lowest modified layer 1: states reused
@@ -26,16 +26,16 @@ def rte():
 @pytest.fixture
 def computations(monkeypatch):
     """Counts the calls that compute lower-layer states (one per split not found in a cache)."""
-    import autopeft.train
+    import autopeft.training
 
     calls = []
-    real = autopeft.train.lower_states
+    real = autopeft.training.lower_states
 
     def counting(*args, **kwargs):
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(autopeft.train, "lower_states", counting)
+    monkeypatch.setattr(autopeft.training, "lower_states", counting)
     return calls
 
 
@@ -120,7 +120,7 @@ def test_a_damaged_file_is_a_miss_and_is_rewritten(tmp_path, damage):
     with pytest.warns(UserWarning, match="recomputing"):
         assert cache.get(key) is None
     assert cache.misses == 1
-    cache.put(key, _states(0))  # what train.py does after a miss
+    cache.put(key, _states(0))  # what training.py does after a miss
     got = StatesCache(directory=tmp_path).get(key)
     assert all(torch.equal(a, b) for a, b in zip(got, _states(0)))
 

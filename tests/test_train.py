@@ -13,7 +13,7 @@ from autopeft.cli import main
 from autopeft.models import load_model, load_tokenizer
 from autopeft.modules import load_peft
 from autopeft.tasks import load_task
-from autopeft.train import (Fidelity, batches, build_model, default_attention, encode, fidelity_from, predict,
+from autopeft.training import (Fidelity, batches, build_model, default_attention, encode, fidelity_from, predict,
                             resolve_device, train_and_evaluate)
 
 TINY_FIDELITY = Fidelity(train_examples=48, dev_examples=40, epochs=1, max_length=64, batch_size=16)
@@ -127,7 +127,7 @@ def test_fixed_padding_baseline_pads_every_batch(rte):
 
 
 def test_low_fidelity_switches_dropout_off(tiny_model_dir, rte):
-    from autopeft.train import disable_dropout
+    from autopeft.training import disable_dropout
 
     model = load_model(str(tiny_model_dir), 2, seed=0)
     disable_dropout(model)

@@ -109,7 +109,7 @@ def test_a_lora_run_exported_to_peft_gives_the_same_logits(tiny_model_dir, tmp_p
     from transformers import AutoModelForSequenceClassification
 
     from autopeft.tasks import Split, read_texts
-    from autopeft.train import encode, logits
+    from autopeft.training import encode, logits
 
     train, dev = _file_task(tmp_path / "reviews", ROWS)
     config = tmp_path / "lora.json"

@@ -23,7 +23,7 @@ import numpy as np
 
 from autopeft.search.noise import MIN_CONFIG_SHARE, estimate_noise, format_share
 from autopeft.space import PeftConfig, SearchSpace
-from autopeft.train import Fidelity
+from autopeft.training import Fidelity
 
 #: (train examples, epochs) of each rung; the first is the `low` preset's.
 AUTO_LADDER: tuple[tuple[int, float], ...] = ((640, 2), (1280, 3), (2560, 3), (5120, 3))

@@ -37,7 +37,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_fidelity_args(p: argparse.ArgumentParser, default: str, auto: bool = False) -> None:
-    g = p.add_argument_group("fidelity (defaults: the preset; see `autopeft.train.FIDELITIES`)")
+    g = p.add_argument_group("fidelity (defaults: the preset; see `autopeft.training.FIDELITIES`)")
     g.add_argument("--fidelity", default=default, choices=["low", "full", *(["auto"] if auto else [])],
                    help=f"preset (default {default})" + ("; auto: from low, more examples and epochs until the "
                    "configurations explain half of the score variance (autopeft.calibrate)" if auto else ""))
@@ -75,7 +75,7 @@ def _count_or_fraction(text: str) -> int | float:
 
 def _fidelity(args: argparse.Namespace):
     """The fidelity the options ask for; with --fidelity auto, the base the calibration climbs from."""
-    from autopeft.train import fidelity_from
+    from autopeft.training import fidelity_from
 
     if args.fidelity == "auto" and (args.train_examples is not None or args.epochs is not None):
         raise UserError("--fidelity auto chooses the train examples and epochs itself; drop --train-examples/--epochs, "
@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from autopeft.frozen import open_states_cache
     from autopeft.report import plot_loss_curve
     from autopeft.space import PeftConfig
-    from autopeft.train import FULL_FINETUNE, train_and_evaluate
+    from autopeft.training import FULL_FINETUNE, train_and_evaluate
 
     out = _writable_dir(args.out)
     config = FULL_FINETUNE if args.config == FULL_FINETUNE else PeftConfig.from_json_file(args.config)
@@ -410,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with interrupts_recorded():  # a Ctrl-C Python swallows still stops at the next check_interrupt
         try:
             if getattr(args, "device", None):
-                from autopeft.train import use_device
+                from autopeft.training import use_device
 
                 device = use_device(args.device)
                 if device.type == "cuda":

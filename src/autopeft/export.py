@@ -18,7 +18,7 @@ from autopeft.modules.arch import arch_map_for, get_submodule
 from autopeft.modules.inject import WEIGHTS_FILE
 from autopeft.space import PeftConfig
 from autopeft.trained import run_info
-from autopeft.train import FULL_FINETUNE
+from autopeft.training import FULL_FINETUNE
 
 
 def export_peft(run_dir: str | Path, out_dir: str | Path) -> Path:

@@ -143,7 +143,7 @@ class StatesCache:
 
     Disk (only when `directory` is given): every computed entry is also written to
     `directory`, one safetensors file per key named by the SHA-256 of the key (model name,
-    with the precision, as train.py builds it; k; the token ids), so that other processes
+    with the precision, as training.py builds it; k; the token ids), so that other processes
     using the same directory (several search workers) and later runs read it instead of
     computing it. A memory miss looks on disk first. Files are written to a temporary file
     in the same directory and renamed into place, so a reader never sees a partial file;

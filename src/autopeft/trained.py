@@ -15,7 +15,7 @@ from autopeft.models import load_model, load_tokenizer
 from autopeft.modules import attention_implementation, load_peft
 from autopeft.modules.inject import CONFIG_FILE
 from autopeft.tasks import Split, TaskData
-from autopeft.train import FULL_FINETUNE, encode, evaluate, logits
+from autopeft.training import FULL_FINETUNE, encode, evaluate, logits
 
 
 def run_info(run_dir: str | Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from autopeft.models import load_model, load_tokenizer, weights_fingerprint
 from autopeft.modules import model_spec
 from autopeft.space import ModelSpec, PeftConfig, SearchSpace
 from autopeft.tasks import TaskData, load_file_task, load_task
-from autopeft.train import FIDELITIES, FULL_FINETUNE, Fidelity, train_and_evaluate
+from autopeft.training import FIDELITIES, FULL_FINETUNE, Fidelity, train_and_evaluate
 
 OBJECTIVES = ["score:maximize", "percent:minimize"]
 logger = logging.getLogger("autopeft")  # progress of long jobs: the CLI shows it; a library user configures logging

@@ -42,7 +42,7 @@ def _matmul_attention(module: nn.Module, query, key, value, attention_mask, drop
                       scaling: float | None = None, is_causal: bool | None = None, **_kwargs):
     """Attention as two matmuls and a softmax; shapes and arguments as `sdpa_attention_forward`.
 
-    Why not SDPA: on CPU its math kernel (the one usable for training, see train.py) adds a
+    Why not SDPA: on CPU its math kernel (the one usable for training, see training.py) adds a
     "safe softmax" (isneginf, all, where over every (batch, heads, q, kv) score tensor) and a
     bool -> float mask conversion per layer; this plain version trains faster
     (benchmarks/attention_speed.py; the figures are in BENCHMARKS.md).

@@ -1,0 +1,183 @@
+"""The Python API: search, train, load and apply, in the style of `optuna.create_study` and `peft.get_peft_model`.
+
+    search = autopeft.create_search("minilm", "MRPC", "runs/mrpc")
+    search.optimize(budget=30)
+    best = search.front()[-1]
+
+Nothing here prints; progress bars only with ``progress=True``. The CLI is built on the same jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from autopeft.errors import UserError
+from autopeft.space import PeftConfig
+from autopeft.training import FIDELITIES, Fidelity, TrainResult, fidelity_from
+from autopeft.trained import load_trained
+
+TaskSource = str | dict[str, Any]  # a GLUE name, or load_file_task's arguments (train_path, dev_path, text_a, ...)
+_FIDELITY_FIELDS = {f.name for f in fields(Fidelity)}
+
+
+@dataclass(frozen=True)
+class FrontMember:
+    """One configuration on a search's front of configuration means."""
+
+    config: PeftConfig
+    score: float  # mean over its training seeds
+    score_std: float  # ddof 1; 0 for one seed
+    n_seeds: int
+    scores: tuple[float, ...]
+    percent: float  # trainable parameters, % of the backbone
+    trainable_params: int
+    trials: tuple[int, ...]  # its trial numbers (first evaluation, then replicates)
+
+
+def _source(task: TaskSource) -> dict[str, Any]:
+    if isinstance(task, str):
+        return {"name": task}
+    if isinstance(task, dict) and "train_path" in task:
+        from autopeft.tasks import file_task_name
+
+        return {"name": file_task_name(task["train_path"]), **task}
+    raise UserError(f"task must be a GLUE name or a dict of load_file_task arguments (train_path, dev_path, text_a, "
+                    f"label, ...), got {task!r}")
+
+
+def _fidelity(preset: str | Fidelity, overrides: dict[str, Any]) -> Fidelity:
+    unknown = sorted(set(overrides) - _FIDELITY_FIELDS)
+    if unknown:
+        raise UserError(f"unknown setting(s) {unknown}; fidelity fields: {sorted(_FIDELITY_FIELDS)}")
+    if isinstance(preset, Fidelity):
+        return replace(preset, **overrides)
+    return fidelity_from(preset, **overrides)
+
+
+class Search:
+    """A search stored in `out_dir` (its study.db, reports and weights); see `create_search`."""
+
+    def __init__(self, settings: Any) -> None:
+        self._settings = settings
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self._settings.out_dir)
+
+    @property
+    def study(self):
+        """The Optuna study (trial attributes: docs in autopeft.search.study)."""
+        from autopeft.workflow import open_existing
+
+        return open_existing(self.out_dir, self._settings.storage, self._settings.study_name)
+
+    def optimize(self, budget: int) -> Search:
+        """Run (or resume) until the study holds `budget` evaluated trials; rewrite its report."""
+        from autopeft.workflow import search
+
+        search(replace(self._settings, budget=budget))
+        return self
+
+    def front(self) -> list[FrontMember]:
+        """The front of configuration means, fewest parameters first."""
+        from autopeft.search.study import front_rows
+
+        return [FrontMember(PeftConfig.from_dict(r["config"]), r["score"], r["score_std"], r["n_seeds"],
+                            tuple(r["scores"]), r["percent"], r["trainable_params"], tuple(r["numbers"]))
+                for r in front_rows(self.study)]
+
+    def trials(self) -> list[dict[str, Any]]:
+        """Every evaluated trial (replicates included), as `search.study.completed_trials` rows."""
+        from autopeft.search.study import completed_trials
+
+        return completed_trials(self.study)
+
+    def plot(self, path: str | Path) -> Path:
+        """The front plot (score against % parameters) at `path`."""
+        from autopeft.report import plot_front
+
+        return plot_front(self.study, Path(path))
+
+    def retrain(self, top: int = 0, seeds: int = 3, **fidelity: Any) -> list[dict[str, Any]]:
+        """Retrain `top` front configurations (0: all) at full fidelity with `seeds` seeds; see `retrain_front`."""
+        from autopeft.workflow import retrain_front
+
+        _fidelity("full", fidelity)  # checks the names
+        return retrain_front(self.out_dir, self._settings.storage, self._settings.study_name, top=top, seeds=seeds,
+                             fidelity_overrides=fidelity)
+
+    def transfer(self, task: TaskSource, out_dir: str | Path, top: int = 0, seeds: int = 3,
+                 **fidelity: Any) -> list[dict[str, Any]]:
+        """Retrain the front on another task beside the single-module baselines; see `workflow.transfer`."""
+        from autopeft.workflow import load_task_source, transfer
+
+        return transfer(self.out_dir, load_task_source(_source(task)), Path(out_dir), storage=self._settings.storage,
+                        study_name=self._settings.study_name, top=top, seeds=seeds,
+                        fidelity=_fidelity("full", fidelity))
+
+
+def create_search(model: str = "minilm", task: TaskSource = "RTE", out_dir: str | Path = "runs/search",
+                  fidelity: str | Fidelity = "low", progress: bool = False, **settings: Any) -> Search:
+    """A search for `model` on `task`, kept in `out_dir` (resumed if it is there with the same settings).
+
+    `settings`: fidelity fields (train_examples, epochs, ...) and the CLI's search options by their
+    `workflow.SearchSettings` names (sampler, n_init, search_seed, lora, replicates, calibration_pairs, ...).
+    """
+    from autopeft.workflow import SearchSettings, load_task_source
+
+    known = {f.name for f in fields(SearchSettings)} - {"model", "task", "fidelity", "out_dir", "budget", "task_source"}
+    fidelity_overrides = {k: settings.pop(k) for k in list(settings) if k in _FIDELITY_FIELDS}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise UserError(f"unknown setting(s) {unknown}; search settings: {sorted(known)}, "
+                        f"fidelity fields: {sorted(_FIDELITY_FIELDS)}")
+    source = _source(task)
+    return Search(SearchSettings(model=model, task=load_task_source(source), fidelity=_fidelity(fidelity,
+                                 fidelity_overrides), out_dir=Path(out_dir), task_source=source, progress=progress,
+                                 **settings))
+
+
+def load_search(out_dir: str | Path, storage: str | None = None, study_name: str = "autopeft") -> Search:
+    """The search stored in `out_dir` (or `storage`), with the model, task, fidelity and sampler it was made with."""
+    from autopeft.workflow import SearchSettings, load_task_source, open_existing
+
+    meta = open_existing(out_dir, storage, study_name).user_attrs
+    settings = SearchSettings(model=meta["model"], task=load_task_source(meta["task_source"]),
+                              fidelity=Fidelity(**meta["fidelity"]), out_dir=Path(out_dir), storage=storage,
+                              study_name=study_name, sampler=meta["sampler"], search_seed=meta.get("seed", 0),
+                              task_source=meta["task_source"], replicates=meta.get("replicates"),
+                              calibration_pairs=meta.get("calibration_pairs"), progress=False)
+    return Search(settings)
+
+
+def train(model: str, task: TaskSource, config: PeftConfig | dict[str, Any] | str, out_dir: str | Path | None = None,
+          fidelity: str | Fidelity = "full", progress: bool = False, **overrides: Any) -> TrainResult:
+    """Train one configuration (or "full" fine-tuning) and score it on the task's dev split.
+
+    With `out_dir`, the trained run is saved there (load it with `load_trained`).
+    """
+    from autopeft.training import train_and_evaluate
+    from autopeft.workflow import load_task_source
+
+    if isinstance(config, dict):
+        config = PeftConfig.from_dict(config)
+    return train_and_evaluate(model, load_task_source(_source(task)), config, _fidelity(fidelity, overrides),
+                              out_dir=out_dir, progress=progress)
+
+
+def apply(model: nn.Module, config: PeftConfig | dict[str, Any], seed: int | None = None) -> nn.Module:
+    """Add `config`'s modules to a transformers model you hold, in place, and freeze all but modules and head."""
+    from autopeft.modules import attention_implementation, inject
+
+    if isinstance(config, dict):
+        config = PeftConfig.from_dict(config)
+    inject(model, config, seed=seed)
+    model.set_attn_implementation(attention_implementation("matmul"))
+    return model
+
+
+__all__ = ["FIDELITIES", "FrontMember", "Search", "apply", "create_search", "load_search", "load_trained", "train"]

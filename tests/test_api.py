@@ -1,0 +1,69 @@
+"""The Python API: the README's example, resume, file-task sources that reload, apply, and bad settings."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import autopeft
+from autopeft.models import load_model
+from autopeft.modules import model_spec, trainable_params
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TINY = {"train_examples": 16, "dev_examples": 16, "epochs": 1, "max_length": 32}
+
+
+def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    code = re.search(r"<!-- api-example -->\n```python\n(.*?)```", README.read_text(), re.S).group(1)
+    assert len(code.strip().splitlines()) <= 10
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own lines
+    search, best, model = namespace["search"], namespace["best"], namespace["model"]
+    assert len(search.trials()) == 3 and best in search.front()
+    assert 0 < best.percent and best.n_seeds >= 1 and best.trials
+    assert model.config.id2label == {0: "entailment", 1: "not_entailment"}
+    assert "@" in capsys.readouterr().out  # the example's own print; the library printed nothing else
+    assert (tmp_path / "runs" / "api" / "front.csv").is_file()
+
+
+def _file_task(folder: Path) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [("good film", "pos"), ("bad film", "neg"), ("great plot", "pos"), ("dull plot", "neg")] * 4
+    for name in ("train.csv", "dev.csv"):
+        (folder / name).write_text("text,label\n" + "\n".join(f"{t},{y}" for t, y in rows) + "\n")
+    return {"train_path": str(folder / "train.csv"), "dev_path": str(folder / "dev.csv"), "text_a": "text",
+            "label": "label"}
+
+
+def test_a_file_task_search_reloads_for_resume_and_retrain(tiny_model_dir, tmp_path, capsys):
+    task = _file_task(tmp_path / "reviews")
+    out = tmp_path / "s"
+    search = autopeft.create_search(str(tiny_model_dir), task, out, sampler="random", **TINY).optimize(budget=2)
+    assert capsys.readouterr().out == ""  # the library prints nothing
+    again = autopeft.load_search(out)
+    assert again.study.user_attrs["task"] == "reviews"
+    again.optimize(budget=3)
+    assert len(again.trials()) == 3 and len(search.trials()) == 3
+    rows = again.retrain(top=1, seeds=1, epochs=1, max_length=32)
+    assert len(rows) == 1 and "retrained_mean" in rows[0]
+
+
+def test_apply_adds_the_modules_to_a_model_you_hold(tiny_model_dir):
+    config = {"serial_adapter": 4, "lora_rank": 2, "layers": [0, 1]}
+    model = autopeft.apply(load_model(str(tiny_model_dir), 2), config)
+    spec = model_spec(load_model(str(tiny_model_dir), 2))
+    assert trainable_params(model) == spec.trainable_params(autopeft.PeftConfig.from_dict(config))
+    out = model(input_ids=torch.tensor([[101, 2204, 102]])).logits
+    assert out.shape == (1, 2)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"epoch": 2}, "unknown setting(s) ['epoch']"),
+    ({"task": ["RTE"]}, "task must be a GLUE name or a dict"),
+    ({"fidelity": "medium"}, "unknown fidelity 'medium'"),
+])
+def test_bad_settings_name_the_problem(tiny_model_dir, tmp_path, kwargs, needle):
+    with pytest.raises(autopeft.UserError, match=re.escape(needle)):
+        autopeft.create_search(str(tiny_model_dir), out_dir=tmp_path / "s", **{"task": "RTE", **kwargs})
