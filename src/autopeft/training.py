@@ -88,7 +88,7 @@ class Fidelity:
 # Documented presets. "low" is the cheap proxy used for search trials; "full" for retraining.
 FIDELITIES: dict[str, Fidelity] = {
     # 640 examples x 2 epochs = 40 steps: a trial takes well under a minute on 2 cores.
-    # No dropout: on CPU, drawing dropout masks (bernoulli_) took ~30% of a trial's time
+    # No dropout: on CPU, drawing dropout masks (bernoulli_) is a large share of a trial
     # (and, with SDPA attention, forced its slower path); 40 steps do not overfit.
     "low": Fidelity(train_examples=640, epochs=2, max_length=128, precision="bf16", dropout=False),
     # The whole train split. 3 epochs is what a 2-core CPU affords (a PEFT run on RTE takes
@@ -229,13 +229,11 @@ def _sdpa_kernels(device: torch.device, training: bool):
     """The SDPA kernels allowed (used with attention="sdpa"; the CPU's default matmul
     attention does not call SDPA).
 
-    CPU training: the math kernel. PyTorch's fused flash-attention backward was measured at
-    ~85 ms per call on (32, 12, 128, 128) bf16 inputs, ~60% of a whole trial; the math path
-    (bmm + softmax, whose backward is two more bmm) did the same step several times faster.
-    GPU: flash, memory-efficient or math, not cuDNN's. On an H200 with torch 2.11, cuDNN
-    attention builds a plan for every new (query, key) length pair, and length-grouped
-    batches and prefixes of different lengths make many: a trial's first run took up to 19 s
-    against 1-2 s once the plans existed (benchmarks/results/gpu/).
+    CPU training: the math kernel; PyTorch's fused flash-attention backward was several times
+    slower than the math path (bmm + softmax, whose backward is two more bmm).
+    GPU: flash, memory-efficient or math, not cuDNN's: cuDNN attention builds a plan for every
+    new (query, key) length pair, and length-grouped batches and prefixes of different
+    lengths make many, so first runs were slow (docs/lab-notes/benchmarks-log.md, "On a GPU").
     """
     if device.type == "cuda":
         return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])

@@ -25,8 +25,8 @@ from autopeft.training import FIDELITIES, FULL_FINETUNE, Fidelity, train_and_eva
 OBJECTIVES = ["score:maximize", "percent:minimize"]
 logger = logging.getLogger("autopeft")  # progress of long jobs: the CLI shows it; a library user configures logging
 BO_SAMPLERS = ("saasbo", "gp")
-# Replicates beyond these pairs cost held-out hypervolume in the replay of BENCHMARKS.md, so by default
-# a search only re-trains this many configurations, to measure the seed noise.
+# Replicates beyond these pairs cost held-out hypervolume in our replay (BENCHMARKS.md), so by default a
+# search only re-trains this many configurations, to measure the seed noise.
 DEFAULT_CALIBRATION_PAIRS = 2
 
 

@@ -45,7 +45,7 @@ def _matmul_attention(module: nn.Module, query, key, value, attention_mask, drop
     Why not SDPA: on CPU its math kernel (the one usable for training, see training.py) adds a
     "safe softmax" (isneginf, all, where over every (batch, heads, q, kv) score tensor) and a
     bool -> float mask conversion per layer; this plain version trains faster
-    (benchmarks/attention_speed.py; the figures are in BENCHMARKS.md).
+    (benchmarks/attention_speed.py; the figures are in docs/lab-notes/benchmarks-log.md).
     Returns ((batch, q_len, heads, head_dim), None).
     """
     groups = getattr(module, "num_key_value_groups", 1)

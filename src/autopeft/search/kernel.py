@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 from collections.abc import Iterator
 
-COMPILE_TIMEOUT_S = 300  # a compile takes about 25 s on 2 cores; past this the pure-PyTorch path is used
+COMPILE_TIMEOUT_S = 300  # several times a normal compile on 2 cores; past it the pure-PyTorch path is used
 FOREIGN_LOCK_WAIT_S = 10.0  # how long a torch lock not made by autopeft may still be released by its owner
 EXTENSION = "logei_fused_ext"
 _COMPILE = (

@@ -15,10 +15,9 @@ Samplers
     by default its MAP estimate (``fit="map"``, BoTorch's ``get_fitted_map_saas_model``),
     or fully Bayesian with NUTS (``fit="nuts"``, ``SaasFullyBayesianSingleTaskGP``) as in
     the paper; the acquisition is qLogNEHVI (log noisy expected hypervolume improvement).
-    MAP is the default because a NUTS proposal at 100 observations takes about 20 s on
-    2 CPU cores, more than half of a low-fidelity trial, against under 1 s for MAP
-    (BENCHMARKS.md), and it did not search better: replayed on the SST-2 table (10 seeds,
-    50 trials) NUTS reached a hypervolume of 616.2 +- 4.2, MAP 615.6 +- 4.4.
+    MAP is the default because a NUTS proposal costs a large share of a low-fidelity trial
+    on a CPU, and NUTS did not search better in the SST-2 table replay (the figures are in
+    docs/lab-notes/benchmarks-log.md, "Sampler overhead").
 ``"gp"``
     The same with a standard ``SingleTaskGP`` (Matern-5/2 ARD, fitted by marginal
     likelihood).
@@ -41,16 +40,16 @@ Design of the BO samplers (`BayesOptSampler`)
   worth as much as one from 10% to 5%, so the trials spread over the whole front (the
   report's plots use a log axis); the linear scale improves the hypervolume the report
   and the benchmarks compute, which is nearly flat in % when all configurations are far
-  below the reference point (BENCHMARKS.md: replay). When ``percent_fn`` is given the second
-  objective is known exactly and is modelled by a ``GenericDeterministicModel`` next to
-  the score GP in a ``ModelList`` (the MC sampler is a ``ListSampler`` of a Sobol
+  below the reference point (docs/lab-notes/benchmarks-log.md: replay). When
+  ``percent_fn`` is given the second objective is known exactly and is modelled by a
+  ``GenericDeterministicModel`` next to the score GP in a ``ModelList`` (the MC sampler is a ``ListSampler`` of a Sobol
   normal sampler and an ``IndexSampler``); this works with the fully Bayesian SAAS model
   (``PosteriorList`` broadcasts the deterministic values over the MCMC dimension) and
   halves the NUTS cost. Without ``percent_fn`` a second GP of the same kind is fitted to
   ``log10(percent)`` of the observed trials. Option ``score_floor_quantile=q`` raises the
   scores below their q-quantile to it before the fit (`floor_low_scores`): on the SST-2
   table it made the GP rank the unseen configurations much better, but the replayed
-  hypervolume did not change, so it is off by default (BENCHMARKS.md).
+  hypervolume did not change, so it is off by default (docs/lab-notes/benchmarks-log.md).
 * Reference point (option ``ref_point=(score, percent)`` overrides it): score = worst
   observed score minus 10% of the observed score range (range 0 -> max(|worst|, 1));
   percent = the largest percent of the space, ``percent_fn`` of the configuration with
@@ -81,8 +80,7 @@ Design of the BO samplers (`BayesOptSampler`)
 * Threads: a proposal runs with one torch thread and one BLAS thread (option
   ``num_threads``), restored afterwards. The matrices are small, and with 2 threads
   on a busy 2-core machine each small BLAS/LAPACK call waits for its helper thread's
-  time slice: 17 ms instead of 0.3 ms per NUTS gradient at n=50, 3-8 s instead of
-  0.5-1 s per MAP fit (measured here).
+  time slice, which made NUTS gradients and MAP fits several times slower.
 * Determinism: every random choice of a proposal (random design, candidate sub-sampling,
   NUTS seed, MC base samples, torch's global RNG inside a ``fork_rng`` block) derives
   from ``(seed, trial.number)``, so a given seed gives the same proposals on CPU, also
@@ -131,16 +129,11 @@ __all__ = [
 SAMPLER_NAMES = ("saasbo", "gp", "random", "nsga2", "motpe")
 
 #: NUTS settings of the "saasbo" sampler (warmup, draws before thinning, thinning:
-#: num_samples // thinning = 8 MCMC samples of the GP hyperparameters).
-#: Measured by benchmarks/sampler_overhead.py on the MiniLM space (d=9), 2 shared
-#: cores (load 4-5), median proposal (fit + acquisition) at 25/50/100 observations:
-#: 256/128/16 -> 7.9/13.0/23.1 s (fit 16.5 s + acquisition 6.5 s at n=100), against
-#: 512/256/16 (BoTorch's tutorial setting, 16 MCMC samples) -> 8.8/13.8/33.1 s (fit
-#: 20.1 s + acquisition 13.0 s). About 6 s of every fit is JAX compiling the sampler
-#: (BoTorch's model closes over the data, so each fit compiles anew); the rest of the
-#: difference is the acquisition, whose cost is proportional to the number of MCMC
-#: samples. 256/128/16 keeps a proposal at 100 observations under 30 s on a busy
-#: machine; pass warmup_steps/num_samples/thinning to change it.
+#: num_samples // thinning = 8 MCMC samples of the GP hyperparameters). Half of BoTorch's
+#: tutorial setting (512/256/16): the acquisition's cost grows with the number of MCMC
+#: samples, and this keeps a proposal affordable on a 2-core CPU
+#: (benchmarks/sampler_overhead.py; figures in docs/lab-notes/benchmarks-log.md).
+#: Pass warmup_steps/num_samples/thinning to change it.
 NUTS_DEFAULTS = {"warmup_steps": 256, "num_samples": 128, "thinning": 16, "max_tree_depth": 6}
 
 PROPOSAL_ATTR = "autopeft_proposal"
@@ -1001,10 +994,7 @@ def _thread_limit(n: int):
 
     The GP matrices of a search are small (n <= a few hundred); with 2 threads each
     small BLAS/LAPACK call hands work to another thread, and on a busy 2-core machine
-    that thread waits for a time slice: measured here, one gradient of the SAAS
-    log-likelihood in JAX (whose LAPACK calls go to scipy's OpenBLAS) took 17 ms with
-    2 OpenBLAS threads against 0.3 ms with one (n=50), and a MAP-SAAS fit 3-8 s with 2
-    torch threads against 0.5-1 s with one.
+    that thread waits for a time slice, which made the fits several times slower.
     """
     import torch
 
