@@ -410,3 +410,23 @@ def test_replicate_replay_tells_each_seed_once_and_rescores_fronts_with_the_held
     assert heldout == pytest.approx(hypervolume(np.array([by_key[k]["seed_scores"][2] for k in keys])[front], pct[front], *ref))
     summary = rr.summarise(table_path, runs, [10, 14], tmp_path)
     assert summary["seeds"] == [1] and summary["budgets"]["14"]["replicates_per_search"] == 2
+
+
+def test_glue_table_plans_only_the_runs_not_done_and_summarises(monkeypatch, tmp_path):
+    import argparse
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import glue_table
+
+    done = {"task": "MRPC", "method": "SA", "config": {"layers": [1] * 6, "lora_rank": 0, "parallel_adapter": 0,
+                                                        "prefix_length": 0, "serial_adapter": 24},
+            "percent": 1.15, "seed": 10, "score": 80.0}
+    args = argparse.Namespace(tasks=["MRPC"], methods=["SA", "LoRA", "full_ft", "found"], seeds=[10, 11], study=[],
+                              transfer_from=None)
+    jobs = glue_table.plan(args, [done])
+    planned = sorted((j["method"], j["seed"]) for j in jobs)
+    # SA seed 10 is done; 'found' waits for its search (no --study)
+    assert planned == [("LoRA", 10), ("LoRA", 11), ("SA", 11), ("full_ft", 10), ("full_ft", 11)]
+    assert all(j["config"] == "full" for j in jobs if j["method"] == "full_ft")
+    table = glue_table.summary([done, {**done, "seed": 11, "score": 82.0}])
+    assert "| SA | 81.00 ± 1.41 (n=2) @ 1.15 % |" in table
