@@ -303,3 +303,22 @@ def test_resuming_after_the_model_folder_was_overwritten_is_refused(tmp_path, ca
     before = (out / "study.db").read_bytes()
     assert "model_weights" in _error(capsys, argv)
     assert (out / "study.db").read_bytes() == before
+
+
+def test_a_datasets_folder_is_searched_and_reloaded_for_retrain(tiny_model_dir, tmp_path, capsys):
+    import datasets
+    import optuna
+
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    rows = {"text": ["good film", "bad film", "great plot", "dull plot"] * 4, "label": [1, 0, 1, 0] * 4}
+    datasets.DatasetDict({split: datasets.Dataset.from_dict(rows, features=features)
+                          for split in ("train", "validation")}).save_to_disk(str(tmp_path / "reviews"))
+    out = tmp_path / "s"
+    assert main(["search", "--model", str(tiny_model_dir), "--task", str(tmp_path / "reviews"), "--budget", "1",
+                 "--sampler", "random", "--out", str(out), *TINY_SEARCH]) == 0
+    attrs = optuna.load_study(study_name="autopeft", storage=f"sqlite:///{out / 'study.db'}").user_attrs
+    assert attrs["task"] == "reviews" and attrs["task_source"]["datasets"] == str(tmp_path / "reviews")
+    assert attrs["task_identity"]["labels"] == ["negative", "positive"]
+    assert main(["retrain", str(out), "--top", "1", "--seeds", "1", "--epochs", "1", "--max-length", "32"]) == 0
+    assert "retrained" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from autopeft.tasks import (
     Split,
     TaskSpec,
     load_file_task,
-    load_hf_task,
+    load_datasets_task,
     load_task,
     resolve_glue_name,
 )
@@ -293,13 +294,10 @@ def test_user_bad_options(tmp_path):
     _raises(lambda: load_file_task(f, f, "t", "y", kind="ranking"), "'ranking'")
 
 
-def test_hf_task_needs_datasets():
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        _raises(lambda: load_hf_task("glue", "rte", "sentence1", "label", "sentence2"), "pip install datasets")
-    else:
-        pytest.skip("the optional 'datasets' package is installed; this checks the message when it is not")
+def test_datasets_input_without_the_package_names_the_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+    _raises(lambda: load_datasets_task("hf:glue:rte", "sentence1", "label", "sentence2"), "pip install datasets")
+    _raises(lambda: load_file_task(tmp_path / "a.parquet", tmp_path / "b.parquet", "t", "y"), "autopeft[datasets]")
 
 
 # --------------------------------------------------------------------------- Split / TaskSpec
@@ -334,3 +332,38 @@ def test_taskspec():
         TaskSpec("x", "ranking", (), "accuracy")
     with pytest.raises(ValueError):
         TaskSpec("x", "regression", ("a", "b"), "pearson")
+
+
+# --------------------------------------------------------------------------- Hugging Face datasets input
+
+
+def _reviews_dataset():
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    rows = {"text": ["good film", "bad film", "great plot", "dull plot"] * 3, "label": [1, 0, 1, 0] * 3}
+    return datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features),
+                                 "validation": datasets.Dataset.from_dict(rows, features=features)})
+
+
+def test_a_saved_dataset_folder_and_parquet_files_are_tasks(tmp_path):
+    saved = _reviews_dataset()
+    saved.save_to_disk(str(tmp_path / "reviews"))
+    task = load_datasets_task(str(tmp_path / "reviews"), "text", "label")
+    assert task.spec.name == "reviews" and task.spec.label_names == ("negative", "positive")  # ClassLabel names
+    assert task.train.text_a[:2] == ["good film", "bad film"] and list(task.train.labels[:2]) == [1, 0]
+    saved["train"].to_parquet(str(tmp_path / "train.parquet"))
+    saved["validation"].to_parquet(str(tmp_path / "dev.parquet"))
+    from_parquet = load_file_task(tmp_path / "train.parquet", tmp_path / "dev.parquet", "text", "label")
+    assert from_parquet.train.text_a == task.train.text_a and from_parquet.spec.num_labels == 2
+    _raises(lambda: load_datasets_task(str(tmp_path / "reviews"), "text", "label", dev_split="test"),
+            "has splits ['train', 'validation'], not ['test']")
+    _raises(lambda: load_datasets_task(str(tmp_path / "nothing"), "text", "label"), "save_to_disk")
+
+
+def test_an_hf_name_offline_gets_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    _raises(lambda: load_datasets_task("hf:glue:rte", "sentence1", "label", "sentence2"), "hf:glue:rte",
+            "offline", "save_to_disk")

@@ -17,7 +17,10 @@ from autopeft.errors import UserError, interrupts_recorded
 def _add_task_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("task")
     g.add_argument("--task", default="RTE",
-                   help="GLUE task (RTE, MRPC, STS-B, CoLA, SST-2, WNLI) or a train CSV/TSV/JSONL file")
+                   help="GLUE task (RTE, MRPC, STS-B, CoLA, SST-2, WNLI), a train CSV/TSV/JSONL/parquet file, a "
+                   "folder written by datasets' save_to_disk, or hf:NAME[:CONFIG] (the hub; online only)")
+    g.add_argument("--train-split", default="train", help="datasets tasks: the training split")
+    g.add_argument("--dev-split", default="validation", help="datasets tasks: the split scored as dev")
     g.add_argument("--dev", help="dev file for a file task")
     g.add_argument("--text-a", default="text", help="column of the first text (file tasks)")
     g.add_argument("--text-b", help="column of the optional second text (file tasks)")
@@ -92,6 +95,13 @@ def _task_source(args: argparse.Namespace) -> dict:
     """Where the task comes from: a GLUE name (+ data dir), or a file task's arguments."""
     from autopeft.tasks import file_task_name, resolve_glue_name
 
+    columns = {"text_a": args.text_a, "text_b": args.text_b, "label": args.label,
+               "kind": "regression" if args.regression else "classification",
+               **({"primary_metric": args.metric} if args.metric else {})}
+    if args.task.startswith("hf:") or Path(args.task).is_dir():
+        name = args.name or (args.task[3:].replace(":", "/") if args.task.startswith("hf:") else Path(args.task).name)
+        return {"name": name, "datasets": args.task, "train_split": args.train_split, "dev_split": args.dev_split,
+                **columns}
     if resolve_glue_name(args.task) is not None or not Path(args.task).suffix:
         for flag, value in (("--metric", args.metric), ("--name", args.name)):
             if value is not None:
@@ -99,10 +109,7 @@ def _task_source(args: argparse.Namespace) -> dict:
         return {"name": args.task, "data_dir": args.data_dir}  # an unknown name fails with the known list
     if not args.dev:
         raise UserError(f"file task {args.task} needs --dev with the dev file")
-    source = {"name": args.name or file_task_name(args.task), "train_path": args.task, "dev_path": args.dev,
-              "text_a": args.text_a, "text_b": args.text_b, "label": args.label,
-              "kind": "regression" if args.regression else "classification"}
-    return {**source, "primary_metric": args.metric} if args.metric else source
+    return {"name": args.name or file_task_name(args.task), "train_path": args.task, "dev_path": args.dev, **columns}
 
 
 def _task(args: argparse.Namespace):

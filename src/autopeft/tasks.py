@@ -378,9 +378,15 @@ def _read_user_file(path: str | os.PathLike) -> _Table:
         return _read_delimited(p, "\t", quoting=False)
     if suffix in (".jsonl", ".ndjson"):
         return _read_jsonl(p)
+    if suffix == ".parquet":
+        datasets = _datasets()
+        if not p.is_file():
+            raise UserError(f"{p}: file not found; check the path")
+        table = datasets.Dataset.from_parquet(str(p))
+        return _Table(str(p), list(table.column_names), [(i, ex) for i, ex in enumerate(table, start=1)], unit="row")
     raise UserError(f"{p}: unsupported file type {suffix or '(no extension)'!r}; "
-                    "use .csv (comma-separated, header line), .tsv (tab-separated, header line, no quoting) "
-                    "or .jsonl (one JSON object per line)")
+                    "use .csv (comma-separated, header line), .tsv (tab-separated, header line, no quoting), "
+                    ".jsonl (one JSON object per line) or .parquet")
 
 
 # --------------------------------------------------------------------------- records -> Split
@@ -549,9 +555,33 @@ def file_task_name(train_path: str | os.PathLike) -> str:
     return path.resolve().parent.name if path.stem.lower() == "train" else path.stem
 
 
-def load_hf_task(
-    dataset_name: str,
-    subset: str | None,
+def _datasets():
+    try:
+        import datasets  # type: ignore[import-not-found]
+    except ImportError:
+        raise UserError("Hugging Face datasets input needs the 'datasets' package: "
+                        "pip install datasets (or pip install 'autopeft[datasets]')") from None
+    return datasets
+
+
+def _dataset_table(ds, where: str, label: str, kind: str, label_names: list[str] | None) -> tuple[_Table, list | None]:
+    """A `datasets.Dataset` as records; a ClassLabel column becomes its names (which also give the label set)."""
+    feature = ds.features.get(label)
+    names = getattr(feature, "names", None)
+    if names and label_names is None and kind == CLASSIFICATION:
+        label_names = list(names)
+    table = _Table(where, list(ds.column_names), unit="row")
+    for i, ex in enumerate(ds, start=1):
+        if names and isinstance(ex.get(label), int) and ex[label] >= 0:
+            ex = {**ex, label: names[ex[label]]}
+        table.records.append((i, ex))
+    if not table.records:
+        raise table.error(None, "no examples in this split; choose another split")
+    return table, label_names
+
+
+def load_datasets_task(
+    source: str,
     text_a: str,
     label: str,
     text_b: str | None = None,
@@ -562,31 +592,40 @@ def load_hf_task(
     name: str | None = None,
     primary_metric: str | None = None,
 ) -> TaskData:
-    """Load a task from the Hugging Face hub (needs the optional ``datasets`` package and
-    network access). Class-label columns use the dataset's own label names."""
-    try:
-        import datasets  # type: ignore[import-not-found]
-    except ImportError:
-        raise UserError("loading a Hugging Face dataset needs the 'datasets' package: "
-                        "pip install datasets (or pip install 'autopeft[datasets]')") from None
+    """A task from Hugging Face `datasets` (the optional ``datasets`` package).
+
+    ``source``: a folder written by ``DatasetDict.save_to_disk``, or ``hf:NAME[:CONFIG]`` from the
+    hub (online only). Class-label columns use the dataset's own label names.
+    """
+    datasets = _datasets()
+    names = None if label_names is None else list(label_names)
+    if source.startswith("hf:"):
+        dataset_name, _, subset = source[3:].partition(":")
+        loaded, title = {}, f"{dataset_name}/{subset}" if subset else dataset_name
+        for split in (train_split, dev_split):
+            try:
+                loaded[split] = datasets.load_dataset(dataset_name, subset or None, split=split)
+            except Exception as e:  # network, offline mode, unknown name/split: report, don't trace back
+                offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+                hint = ("; this machine is offline (HF_HUB_OFFLINE=1): save the dataset with save_to_disk where "
+                        "there is a network and pass that folder" if offline else "")
+                raise UserError(f"cannot load {source} split {split!r}: {str(e).splitlines()[0][:300]}{hint}") from None
+    else:
+        try:
+            saved = datasets.load_from_disk(source)
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(f"{source} is not a folder written by datasets' save_to_disk ({e})") from None
+        if not isinstance(saved, datasets.DatasetDict):
+            raise UserError(f"{source} holds one Dataset; save a DatasetDict with {train_split!r} and {dev_split!r} "
+                            "splits, or pass train and dev parquet files")
+        missing = [s for s in (train_split, dev_split) if s not in saved]
+        if missing:
+            raise UserError(f"{source} has splits {sorted(saved)}, not {missing}; "
+                            "rename them or choose --train-split/--dev-split")
+        loaded, title = {s: saved[s] for s in (train_split, dev_split)}, Path(source).name
     tables = []
     for split in (train_split, dev_split):
-        try:
-            ds = datasets.load_dataset(dataset_name, subset, split=split)
-        except Exception as e:  # network, unknown name/split: report, don't trace back
-            raise UserError(f"cannot load {dataset_name}/{subset} split {split!r}: {e}") from None
-        feature = ds.features.get(label)
-        names = getattr(feature, "names", None)
-        if names and label_names is None and kind == CLASSIFICATION:
-            label_names = list(names)
-        table = _Table(f"{dataset_name}/{subset or ''}:{split}", list(ds.column_names), unit="row")
-        for i, ex in enumerate(ds, start=1):
-            if names and isinstance(ex.get(label), int) and ex[label] >= 0:
-                ex = {**ex, label: names[ex[label]]}
-            table.records.append((i, ex))
-        if not table.records:
-            raise table.error(None, "no examples in this split; choose another split")
+        table, names = _dataset_table(loaded[split], f"{source}:{split}", label, kind, names)
         tables.append(table)
-    return _build_task(tables[0], tables[1], text_a, label, text_b, kind, label_names,
-                       name or (f"{dataset_name}/{subset}" if subset else dataset_name),
-                       primary_metric, source=f"huggingface:{dataset_name}/{subset or ''}")
+    return _build_task(tables[0], tables[1], text_a, label, text_b, kind, names, name or title, primary_metric,
+                       source=source)

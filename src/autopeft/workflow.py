@@ -19,7 +19,7 @@ from autopeft.metrics import majority_baseline
 from autopeft.models import load_model, load_tokenizer, weights_fingerprint
 from autopeft.modules import model_spec
 from autopeft.space import ModelSpec, PeftConfig, SearchSpace
-from autopeft.tasks import TaskData, load_file_task, load_task
+from autopeft.tasks import TaskData, load_datasets_task, load_file_task, load_task
 from autopeft.training import FIDELITIES, FULL_FINETUNE, Fidelity, train_and_evaluate
 
 OBJECTIVES = ["score:maximize", "percent:minimize"]
@@ -39,9 +39,13 @@ def task_source(task: TaskData, **file_args: Any) -> dict[str, Any]:
 
 
 def load_task_source(source: dict[str, Any]) -> TaskData:
+    """The task a source describes: a GLUE name (+ data_dir), a file task (train_path, ...) or a
+    `datasets` task (datasets: a save_to_disk folder or hf:NAME[:CONFIG], ...)."""
+    args = {k: v for k, v in source.items() if k != "name"}
     if "train_path" in source:
-        args = {k: v for k, v in source.items() if k != "name"}
         return load_file_task(**args, name=source["name"])
+    if "datasets" in source:
+        return load_datasets_task(args.pop("datasets"), **args, name=source["name"])
     return load_task(source["name"], source.get("data_dir"))
 
 
