@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from autopeft.modules import ATTENTIONS
+from autopeft.modules import ATTENTIONS, attention_implementation
 from autopeft.tasks import load_task
 from autopeft.training import (_autocast, _logits, _loss, _sdpa_kernels, batches, build_model, disable_dropout, encode,
                             fidelity_from)
@@ -52,8 +52,8 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in ATTENTIONS}
         with _sdpa_kernels(cpu, training=True):
             for _ in range(args.repeats):
-                for name, implementation in ATTENTIONS.items():
-                    model.set_attn_implementation(implementation)
+                for name in ATTENTIONS:
+                    model.set_attn_implementation(attention_implementation(name))
                     start = time.perf_counter()
                     for batch in steps:
                         with _autocast("bf16", cpu):
