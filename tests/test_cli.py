@@ -322,3 +322,12 @@ def test_a_datasets_folder_is_searched_and_reloaded_for_retrain(tiny_model_dir, 
     assert attrs["task_identity"]["labels"] == ["negative", "positive"]
     assert main(["retrain", str(out), "--top", "1", "--seeds", "1", "--epochs", "1", "--max-length", "32"]) == 0
     assert "retrained" in capsys.readouterr().out
+
+
+def test_a_glue_name_stays_a_glue_task_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    from autopeft.cli import _task_source, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "RTE").mkdir()  # e.g. run from the GLUE data root
+    args = build_parser().parse_args(["train", "--task", "RTE", "--config", "full", "--out", "o"])
+    assert _task_source(args) == {"name": "RTE", "data_dir": None}

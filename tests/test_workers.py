@@ -175,8 +175,8 @@ def test_workers_share_one_study(tiny_model_dir, tmp_path, request, backend):
         assert r.returncode == 0, r.stderr[-3000:]
     study = load(storage, out)
     check_shared_study(study, budget, n_workers)
-    if backend == "sqlite":  # the BO sampler's calibration replicate (0.2 x 7 trials: one), made by one of the workers
-        assert sum("replicate_of" in t.user_attrs for t in evaluated(study)) == 1
+    if backend == "sqlite":  # the BO sampler's 2 noise-calibration replicates, made by the workers
+        assert sum("replicate_of" in t.user_attrs for t in evaluated(study)) == 2
         with sqlite3.connect(out / "study.db") as db:
             assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
     front = json.loads((out / "front.json").read_text())  # the workers wrote the report at the same time

@@ -17,7 +17,7 @@ from torch import nn
 
 from autopeft.errors import UserError
 from autopeft.space import PeftConfig
-from autopeft.training import FIDELITIES, Fidelity, TrainResult, fidelity_from
+from autopeft.training import FIDELITIES, FULL_FINETUNE, Fidelity, TrainResult, fidelity_from
 from autopeft.trained import load_trained
 
 TaskSource = str | dict[str, Any]  # a GLUE name, or load_file_task's arguments (train_path, dev_path, text_a, ...)
@@ -69,8 +69,8 @@ class Search:
         return Path(self._settings.out_dir)
 
     @property
-    def study(self):
-        """The Optuna study (trial attributes: docs in autopeft.search.study)."""
+    def study(self) -> Any:
+        """The Optuna study (an optuna.Study; trial attributes: docs in autopeft.search.study)."""
         from autopeft.workflow import open_existing
 
         return open_existing(self.out_dir, self._settings.storage, self._settings.study_name)
@@ -108,7 +108,7 @@ class Search:
 
         _fidelity("full", fidelity)  # checks the names
         return retrain_front(self.out_dir, self._settings.storage, self._settings.study_name, top=top, seeds=seeds,
-                             fidelity_overrides=fidelity)
+                             fidelity_overrides=fidelity, progress=self._settings.progress)
 
     def transfer(self, task: TaskSource, out_dir: str | Path, top: int = 0, seeds: int = 3,
                  **fidelity: Any) -> list[dict[str, Any]]:
@@ -117,7 +117,7 @@ class Search:
 
         return transfer(self.out_dir, load_task_source(_source(task)), Path(out_dir), storage=self._settings.storage,
                         study_name=self._settings.study_name, top=top, seeds=seeds,
-                        fidelity=_fidelity("full", fidelity))
+                        fidelity=_fidelity("full", fidelity), progress=self._settings.progress)
 
 
 def create_search(model: str = "minilm", task: TaskSource = "RTE", out_dir: str | Path = "runs/search",
@@ -141,8 +141,10 @@ def create_search(model: str = "minilm", task: TaskSource = "RTE", out_dir: str 
                                  **settings))
 
 
-def load_search(out_dir: str | Path, storage: str | None = None, study_name: str = "autopeft") -> Search:
-    """The search stored in `out_dir` (or `storage`), with the model, task, fidelity and sampler it was made with."""
+def load_search(out_dir: str | Path, storage: str | None = None, study_name: str = "autopeft",
+                progress: bool = False) -> Search:
+    """The search stored in `out_dir` (or `storage`), with the model, task, space, fidelity and sampler it was
+    made with. A reference point given at creation is not stored: the resumed search uses the default."""
     from autopeft.workflow import SearchSettings, load_task_source, open_existing
 
     meta = open_existing(out_dir, storage, study_name).user_attrs
@@ -150,13 +152,14 @@ def load_search(out_dir: str | Path, storage: str | None = None, study_name: str
                               fidelity=Fidelity(**meta["fidelity"]), out_dir=Path(out_dir), storage=storage,
                               study_name=study_name, sampler=meta["sampler"], search_seed=meta.get("seed", 0),
                               task_source=meta["task_source"], replicates=meta.get("replicates"),
-                              calibration_pairs=meta.get("calibration_pairs"), progress=False)
+                              calibration_pairs=meta.get("calibration_pairs"), space=meta["space"],
+                              fidelity_auto="calibration" in meta, progress=progress)
     return Search(settings)
 
 
 def train(model: str, task: TaskSource, config: PeftConfig | dict[str, Any] | str, out_dir: str | Path | None = None,
           fidelity: str | Fidelity = "full", progress: bool = False, **overrides: Any) -> TrainResult:
-    """Train one configuration (or "full" fine-tuning) and score it on the task's dev split.
+    """Train one configuration (a PeftConfig, its dict, a JSON file, or "full" fine-tuning); score it on dev.
 
     With `out_dir`, the trained run is saved there (load it with `load_trained`).
     """
@@ -165,6 +168,8 @@ def train(model: str, task: TaskSource, config: PeftConfig | dict[str, Any] | st
 
     if isinstance(config, dict):
         config = PeftConfig.from_dict(config)
+    elif isinstance(config, str) and config != FULL_FINETUNE:
+        config = PeftConfig.from_json_file(config)
     return train_and_evaluate(model, load_task_source(_source(task)), config, _fidelity(fidelity, overrides),
                               out_dir=out_dir, progress=progress)
 

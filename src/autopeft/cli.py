@@ -98,8 +98,9 @@ def _task_source(args: argparse.Namespace) -> dict:
     columns = {"text_a": args.text_a, "text_b": args.text_b, "label": args.label,
                "kind": "regression" if args.regression else "classification",
                **({"primary_metric": args.metric} if args.metric else {})}
-    if args.task.startswith("hf:") or Path(args.task).is_dir():
-        name = args.name or (args.task[3:].replace(":", "/") if args.task.startswith("hf:") else Path(args.task).name)
+    saved = (Path(args.task) / "dataset_dict.json").is_file()  # a folder written by DatasetDict.save_to_disk
+    if args.task.startswith("hf:") or saved:
+        name = args.name or (args.task[3:].replace(":", "/") if not saved else Path(args.task).resolve().name)
         return {"name": name, "datasets": args.task, "train_split": args.train_split, "dev_split": args.dev_split,
                 **columns}
     if resolve_glue_name(args.task) is not None or not Path(args.task).suffix:
@@ -230,8 +231,8 @@ def cmd_export(args: argparse.Namespace) -> None:
             raise UserError("--format peft exports a trained run (the --out of `autopeft train`), not a study row; "
                             "drop --pick")
         written = export_peft(args.out, _writable_dir(args.to))
-        print(f"wrote a PEFT adapter to {written}; load it with "
-              f"peft.PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base), '{written}')")
+        print(f"wrote a PEFT adapter to {written}; load it with peft.PeftModel.from_pretrained("
+              f"AutoModelForSequenceClassification.from_pretrained(base, num_labels=N), '{written}')")
         return
     from autopeft.workflow import export
 
@@ -392,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="label (or score) new texts with a trained run")
     p.add_argument("run", metavar="RUN_DIR", help=run_help)
-    p.add_argument("--input", required=True, help="CSV/TSV/JSONL file with the texts (no labels needed)")
+    p.add_argument("--input", required=True, help="CSV/TSV/JSONL/parquet file with the texts (no labels needed)")
     p.add_argument("--text-a", default="text", help="column of the first text")
     p.add_argument("--text-b", help="column of the optional second text")
     p.add_argument("--out", required=True, help="CSV to write: label and one probability per label (or value)")
@@ -414,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logger.level
     logger.addHandler(progress)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # printed once, by this handler
     with interrupts_recorded():  # a Ctrl-C Python swallows still stops at the next check_interrupt
         try:
             if getattr(args, "device", None):
@@ -434,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             logger.removeHandler(progress)
             logger.setLevel(level)
+            logger.propagate = True
     return 0
 
 

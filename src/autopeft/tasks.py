@@ -382,7 +382,10 @@ def _read_user_file(path: str | os.PathLike) -> _Table:
         datasets = _datasets()
         if not p.is_file():
             raise UserError(f"{p}: file not found; check the path")
-        table = datasets.Dataset.from_parquet(str(p))
+        try:
+            table = datasets.Dataset.from_parquet(str(p), keep_in_memory=True)
+        except Exception as e:  # not parquet, truncated: name the file, don't trace back
+            raise UserError(f"{p}: cannot read it as parquet ({str(e).splitlines()[0][:200]})") from None
         return _Table(str(p), list(table.column_names), [(i, ex) for i, ex in enumerate(table, start=1)], unit="row")
     raise UserError(f"{p}: unsupported file type {suffix or '(no extension)'!r}; "
                     "use .csv (comma-separated, header line), .tsv (tab-separated, header line, no quoting), "
@@ -465,7 +468,7 @@ def _make_split(table: _Table, text_a: str, text_b: str | None, label: str,
 
 
 def read_texts(path: str | os.PathLike, text_a: str, text_b: str | None = None) -> tuple[list[str], list[str] | None]:
-    """The input texts of a .csv/.tsv/.jsonl file (no labels needed): column text_a, and text_b if given."""
+    """The input texts of a .csv/.tsv/.jsonl/.parquet file (no labels needed): column text_a, and text_b if given."""
     table = _read_user_file(path)
     _check_columns(table, [text_a] if text_b is None else [text_a, text_b])
     a = [_get(table, line, rec, text_a) for line, rec in table.records]

@@ -92,6 +92,7 @@ class SearchSettings:
     replicates: float | None = None  # saasbo/gp: this fraction of trials may re-train front members; None: 0
     calibration_pairs: int | None = None  # saasbo/gp: configurations re-trained after the initial design; None: 2
     fidelity_auto: bool = False  # choose examples x epochs by calibration (autopeft.calibrate); `fidelity` is the base
+    space: dict[str, Any] | None = None  # a stored SearchSpace.to_dict() (load_search); else space_file / lora
 
 
 def _sampler_options(nuts: str) -> dict[str, Any]:
@@ -128,7 +129,8 @@ def search(settings: SearchSettings) -> StudyReport:
     if s.n_init < 1:
         raise UserError(f"--init must be >= 1, got {s.n_init}")
     spec, tokenizer = describe_model(s.model, s.task.spec.num_labels)
-    space = make_space(spec, s.space_file, s.lora)
+    space = (SearchSpace.from_dict(s.space, spec.hidden_size, spec.n_layers) if s.space is not None
+             else make_space(spec, s.space_file, s.lora))
     cache = open_states_cache(s.states_cache)
     fidelity, calibration = s.fidelity, None
     if s.fidelity_auto:
@@ -193,7 +195,8 @@ def search(settings: SearchSettings) -> StudyReport:
         run_baselines(s.model, s.task, fidelity, 1, s.out_dir, spec, tokenizer, progress=s.progress,
                       full_finetuning=s.baselines == "all")
     if s.retrain_top:
-        retrain_front(s.out_dir, s.storage, s.study_name, top=s.retrain_top, seeds=s.retrain_seeds)
+        retrain_front(s.out_dir, s.storage, s.study_name, top=s.retrain_top, seeds=s.retrain_seeds,
+                      progress=s.progress)
     from autopeft.report import write_report  # matplotlib: imported once trials are done, not at start-up
 
     paths = write_report(study, s.out_dir, ref=ref, baselines=_stored_baselines(s.out_dir))
@@ -308,7 +311,8 @@ def _summary(scores: list[float]) -> tuple[float, float]:
 
 
 def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: str = "autopeft", top: int = 0,
-                  seeds: int = 3, fidelity_overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                  seeds: int = 3, fidelity_overrides: dict[str, Any] | None = None,
+                  progress: bool = True) -> list[dict[str, Any]]:
     """Retrain K front configurations (spread along the front) at full fidelity over `seeds` seeds.
 
     Weights go to out_dir/retrained/trial_N/seed_S/ (reload with autopeft.modules.load_peft);
@@ -330,7 +334,7 @@ def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: s
     for row in picked:
         config = PeftConfig.from_dict(row["config"])
         run_dir = out_dir / "retrained" / f"trial_{row['number']}"
-        results = train_seeds(meta["model"], task, config, fidelity, seeds, run_dir, tokenizer)
+        results = train_seeds(meta["model"], task, config, fidelity, seeds, run_dir, tokenizer, progress)
         scores = [r["score"] for r in results]
         record_retrained(study, row["number"], scores)
         mean, std = _summary(scores)
@@ -383,7 +387,7 @@ def run_baselines(model: str, task: TaskData, fidelity: Fidelity, seeds: int, ou
 
 def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str | None = None,
              storage: str | None = None, study_name: str = "autopeft", top: int = 0, seeds: int = 3,
-             fidelity: Fidelity | None = None) -> list[dict[str, Any]]:
+             fidelity: Fidelity | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Retrain the source study's front on `task`, beside the single-module baselines there."""
     from autopeft.report import plot_points
     from autopeft.search.study import front_rows
@@ -399,13 +403,13 @@ def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str |
     for row in picked:
         config = PeftConfig.from_dict(row["config"])
         run_dir = out_dir / "transferred" / f"trial_{row['number']}"
-        results = train_seeds(model, task, config, fidelity, seeds, run_dir, tokenizer)
+        results = train_seeds(model, task, config, fidelity, seeds, run_dir, tokenizer, progress)
         scores = [r["score"] for r in results]
         mean, std = _summary(scores)
         rows.append({"name": f"front #{row['number']}: {config.describe()}", "score": mean, "std": std,
                      "scores": scores, "percent": results[0]["percent"], "source_score": row["score"],
                      "config": config.to_dict()})
-    baselines = run_baselines(model, task, fidelity, seeds, out_dir, spec, tokenizer)
+    baselines = run_baselines(model, task, fidelity, seeds, out_dir, spec, tokenizer, progress=progress)
     all_rows = rows + [{**b, "name": f"baseline: {b['name']}"} for b in baselines]
     record = {"source": str(source_dir), "task": task.spec.name, "model": model, "fidelity": fidelity.to_dict(),
               "rows": all_rows}
