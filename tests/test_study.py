@@ -331,6 +331,8 @@ def test_a_ctrl_c_python_swallows_still_stops_the_search(tmp_path, capsys, monke
 
     swallowed = []  # what Python would print as "Exception ignored in ..."
     monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_type))
+    # A shell's background job starts with SIGINT ignored (which interrupts_recorded keeps): start from the default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     study = make(tmp_path)
     with interrupts_recorded(), pytest.raises(KeyboardInterrupt):
         run_search(study, SPACE, evaluate, budget=5, progress=False)
@@ -339,6 +341,7 @@ def test_a_ctrl_c_python_swallows_still_stops_the_search(tmp_path, capsys, monke
     assert len(ev.seen) == 2 and len(completed_trials(study)) == 2
     assert n_state(study, TrialState.RUNNING) == 0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    signal.signal(signal.SIGINT, previous)
 
 
 def test_an_ignored_sigint_stays_ignored():
