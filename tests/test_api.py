@@ -67,3 +67,15 @@ def test_apply_adds_the_modules_to_a_model_you_hold(tiny_model_dir):
 def test_bad_settings_name_the_problem(tiny_model_dir, tmp_path, kwargs, needle):
     with pytest.raises(autopeft.UserError, match=re.escape(needle)):
         autopeft.create_search(str(tiny_model_dir), out_dir=tmp_path / "s", **{"task": "RTE", **kwargs})
+
+
+def test_a_datasets_source_is_searched_and_named_after_its_folder(tiny_model_dir, tmp_path):
+    import datasets
+
+    rows = {"text": ["good film", "bad film", "great plot", "dull plot"] * 4, "label": [1, 0, 1, 0] * 4}
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    datasets.DatasetDict({s: datasets.Dataset.from_dict(rows, features=features) for s in ("train", "validation")}
+                         ).save_to_disk(str(tmp_path / "films"))
+    task = {"datasets": str(tmp_path / "films"), "text_a": "text", "label": "label"}
+    search = autopeft.create_search(str(tiny_model_dir), task, tmp_path / "s", sampler="random", **TINY).optimize(1)
+    assert search.study.user_attrs["task"] == "films" and len(autopeft.load_search(tmp_path / "s").trials()) == 1

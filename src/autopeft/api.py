@@ -20,7 +20,9 @@ from autopeft.space import PeftConfig
 from autopeft.training import FIDELITIES, FULL_FINETUNE, Fidelity, TrainResult, fidelity_from
 from autopeft.trained import load_trained
 
-TaskSource = str | dict[str, Any]  # a GLUE name, or load_file_task's arguments (train_path, dev_path, text_a, ...)
+# a GLUE name, or the arguments of load_file_task (train_path, dev_path, text_a, ...) or of
+# load_datasets_task (datasets: a save_to_disk folder or hf:NAME[:CONFIG], text_a, ...)
+TaskSource = str | dict[str, Any]
 _FIDELITY_FIELDS = {f.name for f in fields(Fidelity)}
 
 
@@ -41,12 +43,14 @@ class FrontMember:
 def _source(task: TaskSource) -> dict[str, Any]:
     if isinstance(task, str):
         return {"name": task}
-    if isinstance(task, dict) and "train_path" in task:
-        from autopeft.tasks import file_task_name
+    from autopeft.tasks import datasets_task_name, file_task_name
 
+    if isinstance(task, dict) and "train_path" in task:
         return {"name": file_task_name(task["train_path"]), **task}
+    if isinstance(task, dict) and "datasets" in task:
+        return {"name": datasets_task_name(task["datasets"]), **task}
     raise UserError(f"task must be a GLUE name or a dict of load_file_task arguments (train_path, dev_path, text_a, "
-                    f"label, ...), got {task!r}")
+                    f"label, ...) or load_datasets_task arguments (datasets, text_a, label, ...), got {task!r}")
 
 
 def _fidelity(preset: str | Fidelity, overrides: dict[str, Any]) -> Fidelity:

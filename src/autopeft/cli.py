@@ -93,16 +93,15 @@ def _fidelity(args: argparse.Namespace):
 
 def _task_source(args: argparse.Namespace) -> dict:
     """Where the task comes from: a GLUE name (+ data dir), or a file task's arguments."""
-    from autopeft.tasks import file_task_name, resolve_glue_name
+    from autopeft.tasks import datasets_task_name, file_task_name, resolve_glue_name
 
     columns = {"text_a": args.text_a, "text_b": args.text_b, "label": args.label,
                "kind": "regression" if args.regression else "classification",
                **({"primary_metric": args.metric} if args.metric else {})}
     saved = (Path(args.task) / "dataset_dict.json").is_file()  # a folder written by DatasetDict.save_to_disk
     if args.task.startswith("hf:") or saved:
-        name = args.name or (args.task[3:].replace(":", "/") if not saved else Path(args.task).resolve().name)
-        return {"name": name, "datasets": args.task, "train_split": args.train_split, "dev_split": args.dev_split,
-                **columns}
+        return {"name": args.name or datasets_task_name(args.task), "datasets": args.task,
+                "train_split": args.train_split, "dev_split": args.dev_split, **columns}
     if resolve_glue_name(args.task) is not None or not Path(args.task).suffix:
         for flag, value in (("--metric", args.metric), ("--name", args.name)):
             if value is not None:

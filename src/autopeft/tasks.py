@@ -558,6 +558,13 @@ def file_task_name(train_path: str | os.PathLike) -> str:
     return path.resolve().parent.name if path.stem.lower() == "train" else path.stem
 
 
+def datasets_task_name(source: str) -> str:
+    """A datasets task's default name: NAME/CONFIG for hf:NAME:CONFIG, else the saved folder's name."""
+    if source.startswith("hf:"):
+        return source[3:].replace(":", "/")
+    return Path(source).resolve().name
+
+
 def _datasets():
     try:
         import datasets  # type: ignore[import-not-found]
@@ -604,7 +611,7 @@ def load_datasets_task(
     names = None if label_names is None else list(label_names)
     if source.startswith("hf:"):
         dataset_name, _, subset = source[3:].partition(":")
-        loaded, title = {}, f"{dataset_name}/{subset}" if subset else dataset_name
+        loaded = {}
         for split in (train_split, dev_split):
             try:
                 loaded[split] = datasets.load_dataset(dataset_name, subset or None, split=split)
@@ -625,10 +632,10 @@ def load_datasets_task(
         if missing:
             raise UserError(f"{source} has splits {sorted(saved)}, not {missing}; "
                             "rename them or choose --train-split/--dev-split")
-        loaded, title = {s: saved[s] for s in (train_split, dev_split)}, Path(source).name
+        loaded = {s: saved[s] for s in (train_split, dev_split)}
     tables = []
     for split in (train_split, dev_split):
         table, names = _dataset_table(loaded[split], f"{source}:{split}", label, kind, names)
         tables.append(table)
-    return _build_task(tables[0], tables[1], text_a, label, text_b, kind, names, name or title, primary_metric,
-                       source=source)
+    return _build_task(tables[0], tables[1], text_a, label, text_b, kind, names, name or datasets_task_name(source),
+                       primary_metric, source=source)

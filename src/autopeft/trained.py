@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
@@ -27,13 +28,21 @@ def run_info(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def _max_length(info: dict[str, Any]) -> int:
+    """The max length the run was trained with: inputs are truncated the same way."""
+    return info.get("fidelity", {}).get("max_length", 128)
+
+
 def load_trained(run_dir: str | Path) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """The trained model (modules injected, weights loaded, eval mode) and its tokenizer.
 
     `model.config.id2label` holds the task's label names, so
     ``transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)`` reports them.
     """
-    info = run_info(run_dir)
+    return _load(run_dir, run_info(run_dir))
+
+
+def _load(run_dir: str | Path, info: dict[str, Any]) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     names = list(info.get("label_names") or [])
     if info["config"] == FULL_FINETUNE:
         model = AutoModelForSequenceClassification.from_pretrained(Path(run_dir) / "model")
@@ -53,17 +62,15 @@ def predict(run_dir: str | Path, text_a: list[str], text_b: list[str] | None = N
     Classification: {"label": [name per text], "probabilities": (n, num_labels), "label_names": [...]};
     regression: {"value": (n,)}.
     """
-    model, tokenizer = load_trained(run_dir)
     info = run_info(run_dir)
-    max_length = info.get("fidelity", {}).get("max_length", 128)
+    model, tokenizer = _load(run_dir, info)
     data = encode(Split(list(text_a), None if text_b is None else list(text_b), np.zeros(len(text_a))), tokenizer,
-                  max_length)
+                  _max_length(info))
     out = logits(model, data, tokenizer.pad_token_id, batch_size=batch_size, progress=progress)
     names = list(info.get("label_names") or [])
     if not names:
         return {"value": out[:, 0]}
-    shifted = np.exp(out - out.max(axis=1, keepdims=True))
-    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    probabilities = softmax(out, axis=1)
     return {"label": [names[i] for i in probabilities.argmax(axis=1)], "probabilities": probabilities,
             "label_names": names}
 
@@ -75,6 +82,6 @@ def evaluate_trained(run_dir: str | Path, task: TaskData) -> dict[str, float]:
     if names != list(task.spec.label_names):
         raise UserError(f"the run in {run_dir} predicts labels {names}, but task {task.spec.name} has "
                         f"{list(task.spec.label_names)}; evaluate it on a task with the same labels")
-    model, tokenizer = load_trained(run_dir)
-    data = encode(task.dev, tokenizer, info.get("fidelity", {}).get("max_length", 128))
+    model, tokenizer = _load(run_dir, info)
+    data = encode(task.dev, tokenizer, _max_length(info))
     return evaluate(model, task, data, tokenizer.pad_token_id)
