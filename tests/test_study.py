@@ -375,6 +375,32 @@ def test_keyboard_interrupt_during_a_proposal_leaves_no_running_trial(tmp_path, 
     assert len(interrupted) == batch  # the trial being proposed (and the one asked before it in its round)
 
 
+def test_a_ctrl_c_inside_study_ask_leaves_no_running_trial(tmp_path):
+    """ask() stores a RUNNING trial before it returns the handle that could fail it: a Ctrl-C
+    landing in between (here in the sampler's before_trial) is held until the trial can be failed."""
+
+    class SigintInAsk(optuna.samplers.RandomSampler):
+        asks = 0
+
+        def before_trial(self, study, trial):
+            SigintInAsk.asks += 1
+            if SigintInAsk.asks == 2:
+                signal.raise_signal(signal.SIGINT)
+            super().before_trial(study, trial)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        study = open_study(None, "s1", tmp_path, metadata(), SigintInAsk(seed=0))
+        ev = Evaluator()
+        with pytest.raises(KeyboardInterrupt):
+            run_search(study, SPACE, ev, budget=3, progress=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert n_state(study, TrialState.RUNNING) == 0
+    assert len(ev.seen) == 1 and len(completed_trials(study)) == 1
+    assert [t.user_attrs.get("fail_reason") for t in study.get_trials(states=(TrialState.FAIL,))] == ["interrupted"]
+
+
 def test_duplicates_are_not_evaluated(tmp_path):
     study = make(tmp_path)
     ev = Evaluator()

@@ -13,11 +13,13 @@ class UserError(Exception):
 
 
 _interrupt_requested = threading.Event()
+_deferred = 0  # depth of `interrupts_deferred` blocks (the handler runs in the main thread)
 
 
 def _on_sigint(signum: int, frame: object) -> None:
     _interrupt_requested.set()
-    raise KeyboardInterrupt
+    if not _deferred:
+        raise KeyboardInterrupt
 
 
 @contextmanager
@@ -27,19 +29,35 @@ def interrupts_recorded() -> Iterator[None]:
     Python drops an exception raised inside a weakref callback or `__del__` (it prints
     "Exception ignored in ..."), so a Ctrl-C landing there would be lost and a long search
     would run on. Only the main thread can set handlers; a SIGINT the parent set to be
-    ignored stays ignored.
+    ignored stays ignored. Nested blocks leave the outer one in charge.
     """
-    _interrupt_requested.clear()
     previous = signal.getsignal(signal.SIGINT)
     install = threading.current_thread() is threading.main_thread() and previous is signal.default_int_handler
     if install:
+        _interrupt_requested.clear()
         signal.signal(signal.SIGINT, _on_sigint)
     try:
         yield
     finally:
         if install:
             signal.signal(signal.SIGINT, previous)
-        _interrupt_requested.clear()
+            _interrupt_requested.clear()
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that lands inside the block until the next `check_interrupt`.
+
+    For a step that must not be cut in half, such as `study.ask()`, which stores a RUNNING
+    trial before it returns the handle that could fail it again. Only holds a Ctrl-C
+    while `interrupts_recorded` has its handler installed.
+    """
+    global _deferred
+    _deferred += 1
+    try:
+        yield
+    finally:
+        _deferred -= 1
 
 
 def check_interrupt() -> None:

@@ -59,7 +59,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autopeft.errors import UserError, check_interrupt
+from autopeft.errors import UserError, check_interrupt, interrupts_deferred, interrupts_recorded
 from autopeft.search.noise import NoiseEstimate, estimate_noise, format_share
 from autopeft.search.pareto import hypervolume, pareto_mask
 from autopeft.search.samplers import BUDGET_ATTR, PROPOSAL_ATTR, REPLICATE_ATTR, RERUN_ATTR
@@ -664,10 +664,11 @@ def _ask(
     study: optuna.Study, space: SearchSpace, heart: _Heartbeat, budget: int
 ) -> tuple[optuna.trial.Trial, PeftConfig, float] | None:
     """Ask a trial and its configuration (and proposal seconds); None when the budget has no room."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), interrupts_deferred():
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")  # _Heartbeat records it
         trial = study.ask()
     try:
+        check_interrupt()  # one that landed in ask(), now that the trial can be failed
         trial.set_user_attr("worker", _this_worker())
         heart.add(trial._trial_id)
         if _over_budget(study, trial.number, budget):
@@ -740,65 +741,66 @@ def run_search(
         if on_trial_end is not None:
             on_trial_end(study, frozen)
 
-    _register(study, active=True)
-    try:
-        while (n_done := _n_done(study)) < budget:  # re-read: other workers may add trials
-            bar.update(min(n_done, budget) - bar.n)
-            _recover_stale(study, quiet=True)
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            asked: list[tuple[optuna.trial.Trial, PeftConfig, float]] = []
-            try:  # a Ctrl-C anywhere in the round fails (and re-queues) the asked trials not yet told
-                check_interrupt()
-                for _ in range(min(batch, budget - n_done - running)):
-                    if (one := _ask(study, space, heart, budget)) is None:
-                        break
-                    asked.append(one)
-                if not asked:
-                    if not waiting:
-                        _notify(f"{n_done} trials done; the rest of the budget of {budget} is running in other "
-                                "workers: waiting for them (a dead worker's trial is run again here)")
-                    waiting = True
-                    time.sleep(WAIT_POLL_S)
-                    continue
-                waiting = False
-                done = _evaluated_configs(study, space)
-                for trial, config, proposal_s in asked:
-                    try:
-                        check_interrupt()
-                        outcome, told = _tell_one(study, space, trial, config,
-                                                  {**attrs, "proposal_seconds": proposal_s}, done, evaluate, finish)
-                    finally:
-                        heart.discard(trial._trial_id)
-                    if outcome == "skipped":
-                        skips += 1
-                    elif outcome == "complete":
-                        skips = failures = 0
-                        n_done += 1
-                        score, percent = told.values
-                        bar.set_postfix_str(_progress_postfix(study, ref, score, percent))
-                        bar.update(1)
-                    elif outcome == "failed":
-                        skips, failures = 0, failures + 1
-                        if failures >= MAX_CONSECUTIVE_FAILURES:
-                            last = told.user_attrs.get("fail_reason")
-                            raise UserError(f"{failures} evaluations in a row failed (last: {last}); fix the cause, "
-                                            f"then {RESUME_HINT}")
-            except KeyboardInterrupt:
-                _interrupted(study, [t for t, _, _ in asked])
-                raise
-            if skips >= MAX_CONSECUTIVE_SKIPS:
-                _notify(
-                    f"stopping: the last {skips} proposals were duplicates of evaluated configurations or invalid; "
-                    f"the sampler has little left to propose ({n_done} of {size} configurations evaluated)"
-                )
-                break
-    except KeyboardInterrupt:
-        _notify(f"interrupted after {n_done} completed trials; completed trials are kept: {RESUME_HINT}")
-        raise
-    finally:
-        heart.close()
-        bar.close()
-        _register(study, active=False)
+    with interrupts_recorded():  # a Ctrl-C inside study.ask() is held for the loop to handle
+        _register(study, active=True)
+        try:
+            while (n_done := _n_done(study)) < budget:  # re-read: other workers may add trials
+                bar.update(min(n_done, budget) - bar.n)
+                _recover_stale(study, quiet=True)
+                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                asked: list[tuple[optuna.trial.Trial, PeftConfig, float]] = []
+                try:  # a Ctrl-C anywhere in the round fails (and re-queues) the asked trials not yet told
+                    check_interrupt()
+                    for _ in range(min(batch, budget - n_done - running)):
+                        if (one := _ask(study, space, heart, budget)) is None:
+                            break
+                        asked.append(one)
+                    if not asked:
+                        if not waiting:
+                            _notify(f"{n_done} trials done; the rest of the budget of {budget} is running in other "
+                                    "workers: waiting for them (a dead worker's trial is run again here)")
+                        waiting = True
+                        time.sleep(WAIT_POLL_S)
+                        continue
+                    waiting = False
+                    done = _evaluated_configs(study, space)
+                    for trial, config, proposal_s in asked:
+                        try:
+                            check_interrupt()
+                            outcome, told = _tell_one(study, space, trial, config,
+                                                      {**attrs, "proposal_seconds": proposal_s}, done, evaluate, finish)
+                        finally:
+                            heart.discard(trial._trial_id)
+                        if outcome == "skipped":
+                            skips += 1
+                        elif outcome == "complete":
+                            skips = failures = 0
+                            n_done += 1
+                            score, percent = told.values
+                            bar.set_postfix_str(_progress_postfix(study, ref, score, percent))
+                            bar.update(1)
+                        elif outcome == "failed":
+                            skips, failures = 0, failures + 1
+                            if failures >= MAX_CONSECUTIVE_FAILURES:
+                                last = told.user_attrs.get("fail_reason")
+                                raise UserError(f"{failures} evaluations in a row failed (last: {last}); "
+                                                f"fix the cause, then {RESUME_HINT}")
+                except KeyboardInterrupt:
+                    _interrupted(study, [t for t, _, _ in asked])
+                    raise
+                if skips >= MAX_CONSECUTIVE_SKIPS:
+                    _notify(
+                        f"stopping: the last {skips} proposals were duplicates of evaluated configurations or invalid; "
+                        f"the sampler has little left to propose ({n_done} of {size} configurations evaluated)"
+                    )
+                    break
+        except KeyboardInterrupt:
+            _notify(f"interrupted after {n_done} completed trials; completed trials are kept: {RESUME_HINT}")
+            raise
+        finally:
+            heart.close()
+            bar.close()
+            _register(study, active=False)
     return study
 
 
