@@ -154,7 +154,7 @@ def test_percent_scale_sets_the_second_objective(scale):
     configs = run(new_study(s), SMALL, SMALL_SPEC, small_score, 7, noise=0.2)
     assert s.last_proposal["kind"] == "bo" and len(set(configs)) == 7
     # the reference point is reported in % whatever the scale: the space's largest configuration
-    largest = SMALL_SPEC.percent(PeftConfig(16, 8, 8, 0, (False, True, True, True)))
+    largest = SMALL_SPEC.percent(PeftConfig(16, 8, 8, 0, layers=(False, True, True, True)))
     assert s.last_proposal["ref_point"][1] == pytest.approx(largest)
 
 
@@ -221,7 +221,7 @@ def test_errors():
 # --------------------------------------------------------------------------------------
 def _hv(configs) -> float:
     worst = 60.0  # lowest possible bench_score
-    top = BENCH_SPEC.percent(PeftConfig(64, 64, 32, 0, (True,) * 6))
+    top = BENCH_SPEC.percent(PeftConfig(64, 64, 32, 0, layers=(True,) * 6))
     return hypervolume([bench_score(c) for c in configs], [BENCH_SPEC.percent(c) for c in configs], worst, top)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from autopeft.errors import UserError
-from autopeft.space import SIZE_KEYS, ModelSpec, PeftConfig, SearchSpace, default_sizes
+from autopeft.space import ModelSpec, PeftConfig, SearchSpace, default_sizes, size_keys
 
 H, N = 384, 6
 
@@ -202,7 +202,7 @@ def test_decode_arbitrary_vectors_in_range(name):
         x = rng.uniform(-3.0, 4.0, size=space.dim)
         c = space.decode(x)
         assert len(c.layers) == N
-        for key in SIZE_KEYS:
+        for key in size_keys():
             assert getattr(c, key) in getattr(space, key)
         for i, f in enumerate(space.fixed_layers):
             if f is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from autopeft.errors import UserError
+from autopeft.methods import METHODS
 from autopeft.models import load_model
 from autopeft.modules.arch import arch_map_for, get_submodule
 from autopeft.modules.inject import WEIGHTS_FILE
@@ -35,9 +36,7 @@ def export_peft(run_dir: str | Path, out_dir: str | Path) -> Path:
     if info["config"] == FULL_FINETUNE:
         raise UserError("a full fine-tuning run is a whole model, not an adapter: load it with load_trained")
     config = PeftConfig.from_dict(info["config"])
-    others = [name for name, size in (("serial adapter", config.serial_adapter),
-                                      ("parallel adapter", config.parallel_adapter),
-                                      ("prefix", config.prefix_length)) if size]
+    others = [METHODS[key].name for key in config.modules_on if key != "lora_rank"]
     if others or not config.lora_rank:
         raise UserError(f"PEFT export covers LoRA-only configurations; this run has {', '.join(others) or 'no LoRA'} "
                         f"({config.describe()}). Use autopeft.trained.load_trained for it")

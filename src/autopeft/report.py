@@ -16,7 +16,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 from autopeft.errors import UserError
 from autopeft.search.pareto import hypervolume
 from autopeft.search.study import completed_trials, config_rows, front_rows, noise_estimate, reference_point
-from autopeft.space import SIZE_KEYS, PeftConfig
+from autopeft.space import PeftConfig, size_keys
 
 
 def _name(value: Any, *keys: str) -> str | None:
@@ -52,7 +52,7 @@ def _flat(row: dict[str, Any], rank: int | None = None) -> dict[str, Any]:
     config = row.get("config") or {}
     out: dict[str, Any] = {} if rank is None else {"rank": rank}
     out.update(trial=row["number"], configuration=_describe(config))
-    out.update({k: config.get(k, 0) for k in SIZE_KEYS})
+    out.update({k: config.get(k, 0) for k in size_keys()})
     out["layers"] = "".join(str(int(b)) for b in config.get("layers", []))
     out["score"] = row["score"]
     if "n_seeds" in row:  # a configuration row: the mean over its seeds

@@ -1,15 +1,17 @@
 """The AutoPEFT configuration space.
 
-A configuration is (D_SA, D_PA, L_PT, [r_LoRA], one insertion bit per layer shared by
-all modules), as in Zhou et al. (TACL 2024). A size of 0 switches that module off.
-Sizes come from a set relative to the model's hidden size (hidden / 2**k for k = 0..8,
-plus 1 and 0); nothing is tied to one model.
+A configuration is one size per PEFT method (D_SA, D_PA, L_PT, [r_LoRA]; the methods are
+listed in `autopeft.methods`) and one insertion bit per layer shared by all modules, as in
+Zhou et al. (TACL 2024). A size of 0 switches that module off. Sizes come from a set
+relative to the model's hidden size (hidden / 2**k for k = 0..8, plus 1 and 0); nothing is
+tied to one model.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from collections.abc import Iterable, Mapping
@@ -17,43 +19,81 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from autopeft.errors import UserError
+from autopeft.methods import METHODS, default_sizes, size_keys
 
-# JSON keys of a configuration, in encoding order.
-SIZE_KEYS = ("serial_adapter", "parallel_adapter", "prefix_length", "lora_rank")
-CONFIG_KEYS = (*SIZE_KEYS, "layers")
-
-
-def default_sizes(hidden_size: int, max_k: int = 8) -> tuple[int, ...]:
-    """Sizes hidden/2**k for k = 0..max_k, plus 1 and 0, sorted ascending."""
-    return tuple(sorted({0, 1, *(max(1, hidden_size >> k) for k in range(max_k + 1))}))
+__all__ = ["ModelSpec", "PeftConfig", "SearchSpace", "default_sizes", "size_keys"]
 
 
-def default_lora_ranks(hidden_size: int) -> tuple[int, ...]:
-    """LoRA ranks when LoRA is switched on: 0, 1 and hidden/2**k for k = 3..8."""
-    return tuple(sorted({0, 1, *(max(1, hidden_size >> k) for k in range(3, 9))}))
+def _positional_sizes(what: str, sizes: tuple[Any, ...], named: dict[str, Any]) -> dict[str, Any]:
+    """Sizes given by position (in registry order) and by key, checked against the registry."""
+    keys = size_keys()
+    if len(sizes) > len(keys):
+        raise TypeError(f"{what} takes at most {len(keys)} positional sizes ({', '.join(keys)}), got {len(sizes)}")
+    given = dict(zip(keys, sizes))
+    if twice := sorted(set(given) & set(named)):
+        raise TypeError(f"{what} got {twice} both by position and by name")
+    if unknown := sorted(set(named) - set(keys)):
+        raise UserError(f"{what} has unknown key(s) {unknown}; the PEFT methods are {list(keys)}")
+    return {**given, **named}
 
 
-@dataclass(frozen=True)
 class PeftConfig:
-    """One point of the space. Sizes are absolute (bottleneck dims, prefix length, rank)."""
+    """One point of the space: a size per method (absolute: bottleneck dims, prefix length,
+    rank; 0 = off) and one insertion bit per layer. Immutable and hashable.
 
-    serial_adapter: int = 0
-    parallel_adapter: int = 0
-    prefix_length: int = 0
-    lora_rank: int = 0
-    layers: tuple[bool, ...] = ()
+    `PeftConfig(serial_adapter=48, prefix_length=8, layers=(0, 1, 1, 1, 1, 1))`; sizes may
+    also be given by position, in registry order. A size reads as an attribute
+    (`config.serial_adapter`) or through `size(key)`.
+    """
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple(bool(b) for b in self.layers))
-        for key in SIZE_KEYS:
-            value = getattr(self, key)
+    __slots__ = ("_sizes", "layers")
+
+    def __init__(self, *sizes: int, layers: Iterable[Any] = (), **named: int) -> None:
+        on: dict[str, int] = {}
+        for key, value in _positional_sizes("configuration", sizes, named).items():
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise UserError(f"configuration: '{key}' must be a non-negative integer, got {value!r}")
-            object.__setattr__(self, key, int(value))
+            if value:
+                on[key] = int(value)
+        # Only the sizes that are on are stored, so a method registered later reads as off.
+        object.__setattr__(self, "_sizes", tuple((k, on[k]) for k in size_keys() if k in on))
+        object.__setattr__(self, "layers", tuple(bool(b) for b in layers))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"PeftConfig is immutable; build a new one instead of setting {name!r}")
+
+    def __getattr__(self, name: str) -> int:
+        if name in METHODS:
+            return dict(self._sizes).get(name, 0)
+        raise AttributeError(f"PeftConfig has no attribute {name!r}")
+
+    def size(self, key: str) -> int:
+        """The size of method `key` (0 when off)."""
+        return dict(self._sizes).get(key, 0)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Size per registered method, 0 included, in registry order."""
+        return {k: self.size(k) for k in size_keys()}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PeftConfig):
+            return NotImplemented
+        return self._sizes == other._sizes and self.layers == other.layers
+
+    def __hash__(self) -> int:
+        return hash((self._sizes, self.layers))
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={v}" for k, v in self.sizes.items())
+        return f"PeftConfig({sizes}, layers={self.layers})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return functools.partial(PeftConfig, layers=self.layers, **dict(self._sizes)), ()
 
     @property
     def modules_on(self) -> tuple[str, ...]:
-        return tuple(k for k in SIZE_KEYS if getattr(self, k) > 0)
+        return tuple(k for k, _ in self._sizes)
 
     @property
     def active_layers(self) -> tuple[int, ...]:
@@ -64,7 +104,7 @@ class PeftConfig:
         if not self.modules_on:
             raise UserError(
                 "configuration has no module on: set at least one of "
-                + ", ".join(SIZE_KEYS) + " to a positive size"
+                + ", ".join(size_keys()) + " to a positive size"
             )
         if not any(self.layers):
             raise UserError("configuration inserts its modules in no layer: set at least one entry of 'layers' to 1")
@@ -74,27 +114,25 @@ class PeftConfig:
         return bool(self.modules_on) and any(self.layers)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["layers"] = [int(b) for b in self.layers]
-        return d
+        return {**self.sizes, "layers": [int(b) for b in self.layers]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PeftConfig:
+        keys = [*size_keys(), "layers"]
         if not isinstance(data, Mapping):
-            raise UserError(f"configuration must be a JSON object with keys {list(CONFIG_KEYS)}, "
-                            f"got {type(data).__name__}")
-        unknown = sorted(set(data) - set(CONFIG_KEYS))
+            raise UserError(f"configuration must be a JSON object with keys {keys}, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(keys))
         if unknown:
-            raise UserError(f"configuration has unknown key(s) {unknown}; allowed keys are {list(CONFIG_KEYS)}")
+            raise UserError(f"configuration has unknown key(s) {unknown}; allowed keys are {keys}")
         if "layers" not in data:
             raise UserError("configuration needs 'layers': a list with one 0/1 entry per transformer layer")
         layers = data["layers"]
         if not isinstance(layers, (list, tuple)) or any(v not in (0, 1, True, False) for v in layers):
             raise UserError(f"configuration 'layers' must be a list of 0/1 values, got {layers!r}")
-        return cls(**{k: data.get(k, 0) for k in SIZE_KEYS}, layers=tuple(layers))
+        return cls(**{k: v for k, v in data.items() if k != "layers"}, layers=tuple(layers))
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> PeftConfig:
@@ -102,77 +140,103 @@ class PeftConfig:
 
     def describe(self) -> str:
         """Short human-readable form, e.g. 'SA48+PT8 @ layers 2,3,4,5'."""
-        names = {"serial_adapter": "SA", "parallel_adapter": "PA", "prefix_length": "PT", "lora_rank": "LoRA"}
-        mods = "+".join(f"{names[k]}{getattr(self, k)}" for k in self.modules_on) or "none"
+        mods = "+".join(f"{METHODS[k].label}{v}" for k, v in self._sizes) or "none"
         return f"{mods} @ layers {','.join(map(str, self.active_layers)) or '-'}"
 
 
-@dataclass(frozen=True)
 class SearchSpace:
-    """Allowed sizes per module and which layer bits are searched.
+    """Allowed sizes per method and which layer bits are searched. Immutable and hashable.
 
+    `SearchSpace(n_layers, serial_adapter=(0, 8, 16), prefix_length=(0, 4))`; size lists may
+    also be given by position, in registry order; a method not given is off, `(0,)`.
     `fixed_layers[i]` is None when layer i's bit is searched, else its fixed value.
     """
 
-    n_layers: int
-    serial_adapter: tuple[int, ...]
-    parallel_adapter: tuple[int, ...]
-    prefix_length: tuple[int, ...]
-    lora_rank: tuple[int, ...] = (0,)
-    fixed_layers: tuple[bool | None, ...] = field(default=())
+    __slots__ = ("_sizes", "fixed_layers", "n_layers")
 
-    def __post_init__(self) -> None:
-        if self.n_layers < 1:
-            raise UserError(f"search space: n_layers must be >= 1, got {self.n_layers}")
-        for key in SIZE_KEYS:
-            sizes = getattr(self, key)
-            if not sizes or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in sizes):
+    def __init__(self, n_layers: int, *sizes: Iterable[int], fixed_layers: Iterable[bool | None] = (),
+                 **named: Iterable[int]) -> None:
+        if n_layers < 1:
+            raise UserError(f"search space: n_layers must be >= 1, got {n_layers}")
+        given = _positional_sizes("search space", sizes, named)
+        allowed: dict[str, tuple[int, ...]] = {}
+        for key in size_keys():
+            choices = tuple(given.get(key, (0,)))
+            if not choices or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0
+                                  for c in choices):
                 raise UserError(f"search space: '{key}' must be a non-empty list of non-negative integers, "
-                                f"got {sizes!r}")
-            object.__setattr__(self, key, tuple(sorted({int(s) for s in sizes})))
-        fixed = self.fixed_layers or (None,) * self.n_layers
-        if len(fixed) != self.n_layers:
-            raise UserError(f"search space: fixed_layers has {len(fixed)} entries for a {self.n_layers}-layer model")
+                                f"got {list(choices)!r}")
+            allowed[key] = tuple(sorted({int(c) for c in choices}))
+        fixed = tuple(fixed_layers) or (None,) * n_layers
+        if len(fixed) != n_layers:
+            raise UserError(f"search space: fixed_layers has {len(fixed)} entries for a {n_layers}-layer model")
+        # Only methods with a positive choice are stored, so a method registered later reads as off.
+        object.__setattr__(self, "_sizes", tuple((k, v) for k, v in allowed.items() if v != (0,)))
+        object.__setattr__(self, "n_layers", int(n_layers))
         object.__setattr__(self, "fixed_layers", tuple(None if f is None else bool(f) for f in fixed))
-        if all(getattr(self, k) == (0,) for k in SIZE_KEYS):
+        if not self._sizes:
             raise UserError("search space: every module is off (all size lists are [0]); allow a positive size for one")
         if all(f is False for f in self.fixed_layers):
             raise UserError("search space: every layer is fixed off; let at least one layer be on or searched")
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"SearchSpace is immutable; build a new one instead of setting {name!r}")
+
+    def __getattr__(self, name: str) -> tuple[int, ...]:
+        if name in METHODS:
+            return self.choices(name)
+        raise AttributeError(f"SearchSpace has no attribute {name!r}")
+
+    def choices(self, key: str) -> tuple[int, ...]:
+        """The sizes allowed for method `key`, ascending; (0,) when it is off."""
+        return dict(self._sizes).get(key, (0,))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SearchSpace):
+            return NotImplemented
+        return (self.n_layers, self._sizes, self.fixed_layers) == (other.n_layers, other._sizes, other.fixed_layers)
+
+    def __hash__(self) -> int:
+        return hash((self.n_layers, self._sizes, self.fixed_layers))
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={self.choices(k)}" for k in size_keys())
+        return f"SearchSpace(n_layers={self.n_layers}, {sizes}, fixed_layers={self.fixed_layers})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return functools.partial(SearchSpace, self.n_layers, fixed_layers=self.fixed_layers, **dict(self._sizes)), ()
+
     # --- construction -------------------------------------------------------------
     @classmethod
     def default(cls, hidden_size: int, n_layers: int, lora: bool = False) -> SearchSpace:
-        """The paper's space (SA, PA, PT); LoRA is added only when `lora` is True."""
-        sizes = default_sizes(hidden_size)
-        return cls(n_layers, sizes, sizes, sizes, default_lora_ranks(hidden_size) if lora else (0,))
+        """The paper's space (SA, PA, PT: the methods `in_default_space`); LoRA is added only when `lora`."""
+        return cls(n_layers, **{k: m.default_sizes(hidden_size) for k, m in METHODS.items()
+                                if m.in_default_space or (lora and k == "lora_rank")})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], hidden_size: int, n_layers: int) -> SearchSpace:
-        """Build from a mapping (parsed YAML/JSON). Missing size lists take the paper's
-        defaults; the string "default" does too; `[0]` or `false` switches a module off.
+        """Build from a mapping (parsed YAML/JSON). A missing size list takes the method's
+        default when it is in the default space (SA, PA, PT) and is off otherwise (LoRA); the
+        string "default" takes the method's default sizes; `[0]` or `false` switches it off.
 
-        Keys: serial_adapter, parallel_adapter, prefix_length, lora_rank (lists of sizes),
-        fixed_layers ({layer index: 0/1}), n_layers (optional check against the model).
+        Keys: one per method (serial_adapter, parallel_adapter, prefix_length, lora_rank:
+        lists of sizes), fixed_layers ({layer index: 0/1}), n_layers (optional check against
+        the model).
         """
+        file_keys = [*size_keys(), "fixed_layers", "n_layers"]
         if not isinstance(data, Mapping):
-            raise UserError("search space file must hold a mapping with keys " + ", ".join(SPACE_FILE_KEYS))
-        unknown = sorted(set(data) - set(SPACE_FILE_KEYS))
+            raise UserError("search space file must hold a mapping with keys " + ", ".join(file_keys))
+        unknown = sorted(set(data) - set(file_keys))
         if unknown:
-            raise UserError(f"search space file has unknown key(s) {unknown}; allowed keys are {list(SPACE_FILE_KEYS)}")
+            raise UserError(f"search space file has unknown key(s) {unknown}; allowed keys are {file_keys}")
         if "n_layers" in data and data["n_layers"] != n_layers:
             raise UserError(f"search space file is for a {data['n_layers']}-layer model, "
                             f"but the model has {n_layers} layers")
-        defaults = {
-            "serial_adapter": default_sizes(hidden_size),
-            "parallel_adapter": default_sizes(hidden_size),
-            "prefix_length": default_sizes(hidden_size),
-            "lora_rank": (0,),
-        }
         sizes: dict[str, tuple[int, ...]] = {}
-        for key in SIZE_KEYS:
-            value = data.get(key, "default")
+        for key, method in METHODS.items():
+            value = data.get(key, "default" if method.in_default_space else (0,))
             if value == "default":
-                value = default_lora_ranks(hidden_size) if key == "lora_rank" and key in data else defaults[key]
+                value = method.default_sizes(hidden_size)
             elif value is False:
                 value = (0,)
             elif not isinstance(value, (list, tuple)):
@@ -214,7 +278,7 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         return {
             "n_layers": self.n_layers,
-            **{k: list(getattr(self, k)) for k in SIZE_KEYS},
+            **{k: list(self.choices(k)) for k in size_keys()},
             "fixed_layers": {str(i): int(v) for i, v in enumerate(self.fixed_layers) if v is not None},
         }
 
@@ -226,10 +290,10 @@ class SearchSpace:
                 f"configuration has {len(config.layers)} layer bits but the model has {self.n_layers} layers; "
                 f"give 'layers' exactly {self.n_layers} entries"
             )
-        for key in SIZE_KEYS:
-            if getattr(config, key) not in getattr(self, key):
-                raise UserError(f"configuration '{key}'={getattr(config, key)} is not in the space; "
-                                f"allowed: {list(getattr(self, key))}")
+        for key in size_keys():
+            if config.size(key) not in self.choices(key):
+                raise UserError(f"configuration '{key}'={config.size(key)} is not in the space; "
+                                f"allowed: {list(self.choices(key))}")
         for i, (bit, fixed) in enumerate(zip(config.layers, self.fixed_layers)):
             if fixed is not None and bit != fixed:
                 raise UserError(f"configuration sets layer {i} to {int(bit)} but the space fixes it to {int(fixed)}")
@@ -246,7 +310,7 @@ class SearchSpace:
     @property
     def searched_sizes(self) -> tuple[str, ...]:
         """Size keys with more than one choice (one vector dimension each)."""
-        return tuple(k for k in SIZE_KEYS if len(getattr(self, k)) > 1)
+        return tuple(k for k in size_keys() if len(self.choices(k)) > 1)
 
     @property
     def searched_layers(self) -> tuple[int, ...]:
@@ -267,7 +331,7 @@ class SearchSpace:
         lists are geometric, this is close to a log scale. Layer bits stay 0/1.
         """
         self.check(config)
-        x = [getattr(self, k).index(getattr(config, k)) / (len(getattr(self, k)) - 1) for k in self.searched_sizes]
+        x = [self.choices(k).index(config.size(k)) / (len(self.choices(k)) - 1) for k in self.searched_sizes]
         x += [float(config.layers[i]) for i in self.searched_layers]
         return np.asarray(x, dtype=np.float64)
 
@@ -276,9 +340,9 @@ class SearchSpace:
         x = np.asarray(list(x), dtype=np.float64)
         if x.shape != (self.dim,):
             raise ValueError(f"expected a vector of length {self.dim}, got shape {x.shape}")
-        values: dict[str, Any] = {k: getattr(self, k)[0] for k in SIZE_KEYS}
+        values: dict[str, Any] = {k: self.choices(k)[0] for k in size_keys()}
         for j, key in enumerate(self.searched_sizes):
-            choices = getattr(self, key)
+            choices = self.choices(key)
             values[key] = choices[int(np.clip(np.rint(x[j] * (len(choices) - 1)), 0, len(choices) - 1))]
         layers = [bool(f) if f is not None else False for f in self.fixed_layers]
         for j, i in enumerate(self.searched_layers):
@@ -288,7 +352,7 @@ class SearchSpace:
     def sample(self, rng: np.random.Generator) -> PeftConfig:
         """A uniformly random *valid* configuration (rejection sampling)."""
         for _ in range(10_000):
-            values = {k: int(rng.choice(getattr(self, k))) for k in SIZE_KEYS}
+            values = {k: int(rng.choice(self.choices(k))) for k in size_keys()}
             layers = tuple(bool(rng.integers(2)) if f is None else f for f in self.fixed_layers)
             config = PeftConfig(**values, layers=layers)
             if config.is_valid:
@@ -298,13 +362,13 @@ class SearchSpace:
     # --- Optuna parameters ----------------------------------------------------------
     def to_params(self, config: PeftConfig) -> dict[str, int]:
         """Configuration -> Optuna parameter dict (searched dimensions only)."""
-        params = {k: getattr(config, k) for k in self.searched_sizes}
+        params = {k: config.size(k) for k in self.searched_sizes}
         params.update({f"layer_{i}": int(config.layers[i]) for i in self.searched_layers})
         return params
 
     def from_params(self, params: Mapping[str, Any]) -> PeftConfig:
         """Optuna parameter dict -> configuration (fixed dimensions filled in)."""
-        values = {k: params.get(k, getattr(self, k)[0]) for k in SIZE_KEYS}
+        values = {k: params.get(k, self.choices(k)[0]) for k in size_keys()}
         layers = tuple(
             bool(params[f"layer_{i}"]) if f is None else f for i, f in enumerate(self.fixed_layers)
         )
@@ -314,12 +378,10 @@ class SearchSpace:
         """Optuna distributions of the searched dimensions (all categorical)."""
         from optuna.distributions import CategoricalDistribution
 
-        dists: dict[str, Any] = {k: CategoricalDistribution(list(getattr(self, k))) for k in self.searched_sizes}
+        dists: dict[str, Any] = {k: CategoricalDistribution(list(self.choices(k))) for k in self.searched_sizes}
         dists.update({f"layer_{i}": CategoricalDistribution([0, 1]) for i in self.searched_layers})
         return dists
 
-
-SPACE_FILE_KEYS = (*SIZE_KEYS, "fixed_layers", "n_layers")
 
 
 @dataclass(frozen=True)
@@ -340,14 +402,7 @@ class ModelSpec:
 
     def module_params(self, config: PeftConfig) -> int:
         """Parameters of the PEFT modules kept after training (prefix folded)."""
-        h = self.hidden_size
-        per_layer = 0
-        for d in (config.serial_adapter, config.parallel_adapter):
-            if d:
-                per_layer += 2 * h * d + d + h  # down (h*d + d) and up (d*h + h)
-        per_layer += 2 * config.prefix_length * self.kv_dim  # keys and values
-        r = config.lora_rank
-        per_layer += r * (h + self.q_dim) + r * (h + self.kv_dim)  # A and B on query and value
+        per_layer = sum(METHODS[key].params_per_layer(self, config.size(key)) for key in config.modules_on)
         return per_layer * len(config.active_layers)
 
     def trainable_params(self, config: PeftConfig) -> int:

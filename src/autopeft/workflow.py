@@ -16,6 +16,7 @@ import numpy as np
 
 from autopeft.errors import UserError
 from autopeft.metrics import majority_baseline
+from autopeft.methods import METHODS
 from autopeft.models import load_model, load_tokenizer, weights_fingerprint
 from autopeft.modules import model_spec
 from autopeft.space import ModelSpec, PeftConfig, SearchSpace
@@ -350,18 +351,17 @@ def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: s
 def baseline_configs(spec: ModelSpec, full_finetuning: bool = True) -> dict[str, PeftConfig | str]:
     """Single-module baselines at standard sizes in all layers, plus (optionally) full fine-tuning.
 
-    SA and PA: bottleneck hidden/16 (reduction factor 16, Pfeiffer et al.); PT: length
-    hidden/16; LoRA: rank 8 on query and value (Hu et al.).
+    Named by label and size; each method's `baseline_size`: SA and PA bottleneck hidden/16
+    (reduction factor 16, Pfeiffer et al.), PT length hidden/16, LoRA rank 8 (Hu et al.).
     """
     all_layers = (True,) * spec.n_layers
-    d = max(1, spec.hidden_size // 16)
-    return {
-        f"SA{d}": PeftConfig(serial_adapter=d, layers=all_layers),
-        f"PA{d}": PeftConfig(parallel_adapter=d, layers=all_layers),
-        f"PT{d}": PeftConfig(prefix_length=d, layers=all_layers),
-        "LoRA8": PeftConfig(lora_rank=8, layers=all_layers),
-        **({"full fine-tuning": FULL_FINETUNE} if full_finetuning else {}),
-    }
+    configs: dict[str, PeftConfig | str] = {}
+    for key, method in METHODS.items():
+        size = method.baseline_size(spec.hidden_size)
+        configs[f"{method.label}{size}"] = PeftConfig(**{key: size}, layers=all_layers)
+    if full_finetuning:
+        configs["full fine-tuning"] = FULL_FINETUNE
+    return configs
 
 
 def _stored_baselines(out_dir: str | Path) -> list[dict[str, Any]]:

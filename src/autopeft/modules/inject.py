@@ -1,14 +1,10 @@
 """Inject a PeftConfig into a Hugging Face model, freeze the rest, fold, save and reload.
 
-Mechanism (one for every family, driven by `ArchMap`):
-- serial adapter (SA): forward hook on the FFN-output module, `y <- y + SA(y)`, i.e. before
-  the block's residual + norm (Pfeiffer placement);
-- parallel adapter (PA): a pre-hook on the FFN-input module keeps h; the FFN-output hook adds
-  `4.0 * PA(h)`;
-- LoRA: forward hooks on the query and value projections add `B(A(x))`;
-- prefix tuning (PT): a registered attention function (transformers' AttentionInterface)
-  prepends the layer's learned keys/values and extends the mask so every query sees them.
-All modules live under `model.autopeft` (an nn.ModuleDict), so they are in its state_dict.
+Each method (`autopeft.methods`) hooks its modules into the layers named by the family's
+`ArchMap`: adapters and LoRA by forward hooks, prefix tuning through the attention functions
+registered here with transformers' AttentionInterface, which prepend a layer's learned
+keys/values and extend the mask so every query sees them. All modules live under
+`model.autopeft` (an nn.ModuleDict), so they are in its state_dict.
 """
 
 from __future__ import annotations
@@ -26,11 +22,10 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from autopeft.errors import UserError
+from autopeft.methods import METHODS, Injection
 from autopeft.modules.arch import ArchMap, arch_map_for, get_submodule
-from autopeft.modules.layers import BottleneckAdapter, LoRA, PrefixEncoder
 from autopeft.space import ModelSpec, PeftConfig
 
-PARALLEL_SCALE = 4.0  # the reference implementation's parallel-adapter scaling
 #: The attention implementations autopeft registers with transformers (both prefix-aware):
 #: "matmul" (the default, fastest for training on CPU) and "sdpa" (torch's fused kernels).
 ATTENTIONS = {"matmul": "autopeft_matmul", "sdpa": "autopeft_sdpa"}
@@ -169,57 +164,18 @@ def inject(model: nn.Module, config: PeftConfig, folded_prefix: bool = False, se
         raise ValueError("model already has autopeft modules; load a fresh base model per configuration")
     if seed is not None:
         torch.manual_seed(seed)
-    hidden = model.config.hidden_size
-    modules = nn.ModuleDict()
-    if config.prefix_length:
-        attn = get_submodule(layers[0], arch.attention)
-        head_dim = getattr(attn, "head_dim", None) or attn.attention_head_size
-        kv_dim = get_submodule(layers[0], arch.value).out_features
-        modules["prefix"] = PrefixEncoder(
-            len(config.active_layers), config.prefix_length, kv_dim // head_dim, head_dim, hidden, folded=folded_prefix
-        )
-    for slot, i in enumerate(config.active_layers):
-        layer = layers[i]
-        if config.serial_adapter or config.parallel_adapter:
-            sa = BottleneckAdapter(hidden, config.serial_adapter) if config.serial_adapter else None
-            pa = BottleneckAdapter(hidden, config.parallel_adapter, PARALLEL_SCALE) if config.parallel_adapter else None
-            if sa is not None:
-                modules[f"sa_{i}"] = sa
-            if pa is not None:
-                modules[f"pa_{i}"] = pa
-            _hook_ffn(get_submodule(layer, arch.ffn_in), get_submodule(layer, arch.ffn_out), sa, pa)
-        if config.lora_rank:
-            for kind, path in (("q", arch.query), ("v", arch.value)):
-                proj = get_submodule(layer, path)
-                lora = LoRA(proj.in_features, proj.out_features, config.lora_rank)
-                modules[f"lora_{kind}_{i}"] = lora
-                proj.register_forward_hook(lambda _m, args, out, lora=lora: out + lora(args[0]))
-        if config.prefix_length:
-            prefix = modules["prefix"]
-            # A plain function attribute, not a submodule: the encoder is stored once, under autopeft.
-            object.__setattr__(get_submodule(layer, arch.attention), "_autopeft_prefix",
-                               lambda s=slot, p=prefix: p.layer_prefix(s))
-    model.autopeft = modules
+    injection = Injection(model, arch, layers, model.config.hidden_size, nn.ModuleDict(), folded=folded_prefix)
+    methods = [(METHODS[key], config.size(key)) for key in config.modules_on]
+    for method, size in methods:
+        method.prepare(injection, size, config.active_layers)
+    for slot, index in enumerate(config.active_layers):  # layer by layer: the initial weights follow the seed
+        for method, size in methods:
+            method.attach(injection, index, slot, size)
+    model.autopeft = injection.modules
     model.set_attn_implementation(attention_implementation("matmul"))
     for name, param in model.named_parameters():
         param.requires_grad = name.startswith("autopeft.") or _is_head_param(model, arch, name)
     return model
-
-
-def _hook_ffn(ffn_in: nn.Module, ffn_out: nn.Module, sa: nn.Module | None, pa: nn.Module | None) -> None:
-    """SA on the FFN output; PA from the FFN input h, added to the FFN output."""
-    stash: dict[str, torch.Tensor] = {}
-    if pa is not None:
-        ffn_in.register_forward_pre_hook(lambda _m, args: stash.__setitem__("h", args[0]))
-
-    def add_adapters(_m: nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
-        if sa is not None:
-            out = out + sa(out)
-        if pa is not None:
-            out = out + pa(stash.pop("h"))
-        return out
-
-    ffn_out.register_forward_hook(add_adapters)
 
 
 def full_finetune(model: nn.Module) -> nn.Module:
@@ -234,12 +190,10 @@ def trainable_params(model: nn.Module) -> int:
 
 
 def fold(model: nn.Module) -> None:
-    """Fold the prefix reparametrisation MLP into plain vectors (no-op without a prefix)."""
+    """Replace training-only parametrisations (the prefix MLP) by what is kept; no-op without them."""
     modules = getattr(model, "autopeft", {})
-    if "prefix" in modules:
-        modules["prefix"].fold()
-        # The folded vectors are new Parameters: keep them trainable like the MLP was.
-        modules["prefix"].prefix.requires_grad = True
+    for method in METHODS.values():
+        method.fold(modules)
 
 
 def save_peft(model: nn.Module, config: PeftConfig, out_dir: str | Path, info: dict[str, Any] | None = None) -> Path:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from autopeft.space import SIZE_KEYS, ModelSpec, PeftConfig, SearchSpace
+from autopeft.space import ModelSpec, PeftConfig, SearchSpace, size_keys
 
 ArrayLike = Sequence[float] | np.ndarray
 
@@ -105,6 +105,6 @@ def space_max_percent(space: SearchSpace, spec: ModelSpec) -> float:
     The parameter count grows with every size and every layer bit, so the bound
     is the configuration with the largest sizes and every allowed layer on.
     """
-    largest = {k: max(getattr(space, k)) for k in SIZE_KEYS}
+    largest = {k: max(space.choices(k)) for k in size_keys()}
     layers = tuple(f is not False for f in space.fixed_layers)
     return spec.percent(PeftConfig(**largest, layers=layers))

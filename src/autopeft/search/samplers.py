@@ -114,7 +114,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autopeft.errors import UserError
 from autopeft.search.kernel import prepare_fused_kernel
 from autopeft.search.pareto import pareto_mask
-from autopeft.space import SIZE_KEYS, PeftConfig, SearchSpace
+from autopeft.space import PeftConfig, SearchSpace, size_keys
 
 __all__ = [
     "SAMPLER_NAMES",
@@ -272,15 +272,15 @@ class _Grid:
         self.d = space.dim
         self.names = [*self.size_keys, *(f"layer_{i}" for i in self.layer_ids)]
         self.n_choices = np.array(
-            [len(getattr(space, k)) for k in self.size_keys] + [2] * len(self.layer_ids), dtype=np.int64
+            [len(space.choices(k)) for k in self.size_keys] + [2] * len(self.layer_ids), dtype=np.int64
         )
         self.scale = (self.n_choices - 1).astype(np.float64)
-        self.size_positive = [np.array([s > 0 for s in getattr(space, k)]) for k in self.size_keys]
+        self.size_positive = [np.array([s > 0 for s in space.choices(k)]) for k in self.size_keys]
         self.fixed_module_on = any(
-            getattr(space, k)[0] > 0 for k in SIZE_KEYS if k not in self.size_keys
+            space.choices(k)[0] > 0 for k in size_keys() if k not in self.size_keys
         )
         self.fixed_layer_on = any(f is True for f in space.fixed_layers)
-        self.max_sizes = {k: max(getattr(space, k)) for k in SIZE_KEYS}
+        self.max_sizes = {k: max(space.choices(k)) for k in size_keys()}
 
     # conversions
     def to_x(self, idx: np.ndarray) -> np.ndarray:

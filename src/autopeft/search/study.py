@@ -63,7 +63,7 @@ from autopeft.errors import UserError, check_interrupt, interrupts_deferred, int
 from autopeft.search.noise import NoiseEstimate, estimate_noise, format_share
 from autopeft.search.pareto import hypervolume, pareto_mask
 from autopeft.search.samplers import BUDGET_ATTR, PROPOSAL_ATTR, REPLICATE_ATTR, RERUN_ATTR
-from autopeft.space import SIZE_KEYS, PeftConfig, SearchSpace
+from autopeft.space import PeftConfig, SearchSpace, size_keys
 
 DIRECTIONS = ["maximize", "minimize"]  # values = (score, percent)
 # Metadata keys that must match when a stored study is resumed.
@@ -417,8 +417,8 @@ def _progress_postfix(study: optuna.Study, ref: tuple[float, float], score: floa
 
 def n_valid_configs(space: SearchSpace) -> int:
     """Number of valid configurations in the space (at least one module and one layer on)."""
-    combos = math.prod(len(getattr(space, k)) for k in SIZE_KEYS)
-    all_off = int(all(0 in getattr(space, k) for k in SIZE_KEYS))
+    combos = math.prod(len(space.choices(k)) for k in size_keys())
+    all_off = int(all(0 in space.choices(k) for k in size_keys()))
     layer_combos = 2 ** len(space.searched_layers) - int(not any(f is True for f in space.fixed_layers))
     return (combos - all_off) * layer_combos
 

@@ -1,0 +1,33 @@
+"""LoRA: a low-rank update `2 * B(A(x))` added to the query and value projections (Hu et al. 2022)."""
+
+from __future__ import annotations
+
+from autopeft.methods.base import Injection, PeftMethod
+
+
+class LoRA(PeftMethod):
+    key = "lora_rank"
+    label = "LoRA"
+    name = "LoRA"
+    in_default_space = False  # the paper's space has no LoRA; `--lora` adds it
+
+    def default_sizes(self, hidden_size: int) -> tuple[int, ...]:
+        """0, 1 and hidden/2**k for k = 3..8."""
+        return tuple(sorted({0, 1, *(max(1, hidden_size >> k) for k in range(3, 9))}))
+
+    def baseline_size(self, hidden_size: int) -> int:
+        return 8
+
+    def params_per_layer(self, spec, size: int) -> int:
+        h = spec.hidden_size
+        return size * (h + spec.q_dim) + size * (h + spec.kv_dim)  # A and B on query and value
+
+    def attach(self, injection: Injection, index: int, slot: int, size: int) -> None:
+        from autopeft.modules.arch import get_submodule
+        from autopeft.modules.layers import LoRA as LoRALayer
+
+        for kind, path in (("q", injection.arch.query), ("v", injection.arch.value)):
+            projection = get_submodule(injection.layers[index], path)
+            lora = LoRALayer(projection.in_features, projection.out_features, size)
+            injection.modules[f"lora_{kind}_{index}"] = lora
+            projection.register_forward_hook(lambda _m, args, out, lora=lora: out + lora(args[0]))

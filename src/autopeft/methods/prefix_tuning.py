@@ -1,0 +1,43 @@
+"""Prefix tuning (PT): learned keys and values prepended in each chosen layer's attention
+(Li & Liang 2021), trained through one reparametrisation MLP shared by the layers and folded
+into plain vectors afterwards. The attention functions that read them are in `modules.inject`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autopeft.methods.base import Injection, PeftMethod
+
+
+class PrefixTuning(PeftMethod):
+    key = "prefix_length"
+    label = "PT"
+    name = "prefix tuning"
+
+    def params_per_layer(self, spec, size: int) -> int:
+        return 2 * size * spec.kv_dim  # keys and values, once folded
+
+    def prepare(self, injection: Injection, size: int, active_layers: tuple[int, ...]) -> None:
+        from autopeft.modules.arch import get_submodule
+        from autopeft.modules.layers import PrefixEncoder
+
+        first, arch = injection.layers[0], injection.arch
+        attention = get_submodule(first, arch.attention)
+        head_dim = getattr(attention, "head_dim", None) or attention.attention_head_size
+        kv_dim = get_submodule(first, arch.value).out_features
+        injection.modules["prefix"] = PrefixEncoder(len(active_layers), size, kv_dim // head_dim, head_dim,
+                                                    injection.hidden_size, folded=injection.folded)
+
+    def attach(self, injection: Injection, index: int, slot: int, size: int) -> None:
+        from autopeft.modules.arch import get_submodule
+
+        prefix = injection.modules["prefix"]
+        # A plain function attribute, not a submodule: the encoder is stored once, under autopeft.
+        object.__setattr__(get_submodule(injection.layers[index], injection.arch.attention), "_autopeft_prefix",
+                           lambda: prefix.layer_prefix(slot))
+
+    def fold(self, modules: Any) -> None:
+        if "prefix" in modules:
+            modules["prefix"].fold()
+            # The folded vectors are new Parameters: keep them trainable like the MLP was.
+            modules["prefix"].prefix.requires_grad = True
