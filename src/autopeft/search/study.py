@@ -714,6 +714,8 @@ def run_search(
     evaluated (and the rest of its batch) is told FAIL ("interrupted") and queued
     the same way, then the KeyboardInterrupt is re-raised; a Ctrl-C recorded by
     `errors.interrupts_recorded` but swallowed by Python stops it before the next trial.
+    A Ctrl-C during `study.ask()` (which holds the sampler's proposal) takes effect when
+    it returns, so that the trial it stored can be failed too.
     """
     for name, value in (("budget", budget), ("batch", batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
