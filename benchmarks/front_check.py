@@ -31,6 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     from scipy import stats
 
+    from autopeft.frozen import open_states_cache
     from autopeft.metrics import majority_baseline
     from autopeft.models import load_tokenizer
     from autopeft.search.study import completed_trials, front_rows
@@ -59,7 +60,7 @@ def main() -> None:
             key = (config.to_json(), seed)
             if key not in done:
                 result = train_and_evaluate(meta["model"], task, config, replace(fidelity, seed=seed), progress=False,
-                                            tokenizer=tokenizer)
+                                            tokenizer=tokenizer, cache=open_states_cache(None))
                 done[key] = result.score
             new.append(done[key])
         rows.append({"trial": row["number"], "configuration": config.describe(), "percent": row["percent"],

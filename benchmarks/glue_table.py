@@ -142,11 +142,12 @@ def _init_worker() -> None:
 
 def run(job: dict[str, Any], sst2_train: int) -> dict[str, Any]:
     """Train one run; its JSON line."""
+    from autopeft.frozen import open_states_cache
     from autopeft.training import FIDELITIES, train_and_evaluate
 
     task = load(job["task"], sst2_train)
     fidelity = replace(FIDELITIES["full"], seed=job["seed"])
-    result = train_and_evaluate(MODEL, task, job["config"], fidelity, progress=False)
+    result = train_and_evaluate(MODEL, task, job["config"], fidelity, progress=False, cache=open_states_cache(None))
     config = job["config"]
     return {"task": job["task"], "method": job["method"], "config": config if isinstance(config, str) else config.to_dict(),
             "percent": result.percent, "seed": job["seed"], "fidelity": {**fidelity.to_dict(), "train_size": len(task.train)},

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random configuration (0: trial_speed.py's first)")
     parser.add_argument("--allow-cudnn", action="store_true", help="let SDPA choose any kernel, cuDNN's included")
     args = parser.parse_args()
-    device = train.use_device("cuda")
+    device = train.resolve_device("cuda")
     if args.allow_cudnn:
         train._sdpa_kernels = lambda device, training: nullcontext()
     task = load_task("RTE")

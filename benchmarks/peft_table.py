@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from autopeft import PeftConfig
+from autopeft.frozen import open_states_cache
 from autopeft.metrics import majority_baseline
 from autopeft.modules import ATTENTIONS
 from autopeft.tasks import load_task
@@ -69,7 +70,7 @@ def main() -> None:
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {task.spec.name}: {name} ...", flush=True)
         result = train_and_evaluate(args.model, task, config, fidelity, progress=False, tokenizer=tokenizer,
-                                    attention=args.attention)
+                                    attention=args.attention, cache=open_states_cache(None))
         row = {"method": name, "task": task.spec.name, **result.to_dict(), "fidelity": fidelity.to_dict(),
                "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
         path.write_text(json.dumps(row, indent=2))

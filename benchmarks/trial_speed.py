@@ -32,7 +32,7 @@ import torch
 
 from autopeft.frozen import StatesCache
 from autopeft.tasks import load_task
-from autopeft.training import fidelity_from, train_and_evaluate, use_device
+from autopeft.training import fidelity_from, resolve_device, train_and_evaluate
 from autopeft.workflow import describe_model, make_space
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = use_device(args.device)
+    device = resolve_device(args.device)
     print(f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     task = load_task("RTE")
     spec, tokenizer = describe_model(args.model, 2)
@@ -65,13 +65,14 @@ def main() -> None:
         plains, fasts = [], []
         for _ in range(args.repeats):
             plains.append(train_and_evaluate(args.model, task, config, plain_fidelity, progress=False, tokenizer=tokenizer,
-                                             reuse_lower_layers=False, pad_to_max_length=True, attention="sdpa"))
+                                             reuse_lower_layers=False, pad_to_max_length=True, attention="sdpa",
+                                             device=device))
             fasts.append(train_and_evaluate(args.model, task, config, fast_fidelity, progress=False, tokenizer=tokenizer,
-                                            cache=cache))
+                                            cache=cache, device=device))
         plain, fast = (min(runs, key=lambda r: r.wall_time_s) for runs in (plains, fasts))
         # The same fast path in fp32: isolates the effect of bf16 on the score.
         fast32 = (train_and_evaluate(args.model, task, config, replace(fast_fidelity, precision="fp32"), progress=False,
-                                     tokenizer=tokenizer, cache=cache) if args.fp32_check else None)
+                                     tokenizer=tokenizer, cache=cache, device=device) if args.fp32_check else None)
         row = {"config": config.to_dict(), "describe": config.describe(), "plain_s": plain.wall_time_s,
                "fast_s": fast.wall_time_s, "fast_fp32_s": fast32 and fast32.wall_time_s, "plain_score": plain.score,
                "fast_score": fast.score, "fast_fp32_score": fast32 and fast32.score,

@@ -63,6 +63,7 @@ def test_apply_adds_the_modules_to_a_model_you_hold(tiny_model_dir):
     ({"epoch": 2}, "unknown setting(s) ['epoch']"),
     ({"task": ["RTE"]}, "task must be a GLUE name or a dict"),
     ({"fidelity": "medium"}, "unknown fidelity 'medium'"),
+    ({"device": "tpu"}, "unknown device 'tpu'"),
 ])
 def test_bad_settings_name_the_problem(tiny_model_dir, tmp_path, kwargs, needle):
     with pytest.raises(autopeft.UserError, match=re.escape(needle)):

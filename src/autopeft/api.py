@@ -112,7 +112,8 @@ class Search:
 
         _fidelity("full", fidelity)  # checks the names
         return retrain_front(self.out_dir, self._settings.storage, self._settings.study_name, top=top, seeds=seeds,
-                             fidelity_overrides=fidelity, progress=self._settings.progress)
+                             fidelity_overrides=fidelity, progress=self._settings.progress,
+                             device=self._settings.device)
 
     def transfer(self, task: TaskSource, out_dir: str | Path, top: int = 0, seeds: int = 3,
                  **fidelity: Any) -> list[dict[str, Any]]:
@@ -121,7 +122,8 @@ class Search:
 
         return transfer(self.out_dir, load_task_source(_source(task)), Path(out_dir), storage=self._settings.storage,
                         study_name=self._settings.study_name, top=top, seeds=seeds,
-                        fidelity=_fidelity("full", fidelity), progress=self._settings.progress)
+                        fidelity=_fidelity("full", fidelity), progress=self._settings.progress,
+                        device=self._settings.device)
 
 
 def create_search(model: str = "minilm", task: TaskSource = "RTE", out_dir: str | Path = "runs/search",
@@ -146,7 +148,7 @@ def create_search(model: str = "minilm", task: TaskSource = "RTE", out_dir: str 
 
 
 def load_search(out_dir: str | Path, storage: str | None = None, study_name: str = "autopeft",
-                progress: bool = False) -> Search:
+                progress: bool = False, device: str = "auto") -> Search:
     """The search stored in `out_dir` (or `storage`), with the model, task, space, fidelity and sampler it was
     made with. A reference point given at creation is not stored: the resumed search uses the default."""
     from autopeft.workflow import SearchSettings, load_task_source, open_existing
@@ -157,13 +159,14 @@ def load_search(out_dir: str | Path, storage: str | None = None, study_name: str
                               study_name=study_name, sampler=meta["sampler"], search_seed=meta.get("seed", 0),
                               task_source=meta["task_source"], replicates=meta.get("replicates"),
                               calibration_pairs=meta.get("calibration_pairs"), space=meta["space"],
-                              fidelity_auto="calibration" in meta, progress=progress)
+                              fidelity_auto="calibration" in meta, progress=progress, device=device)
     return Search(settings)
 
 
 def train(model: str, task: TaskSource, config: PeftConfig | dict[str, Any] | str, out_dir: str | Path | None = None,
-          fidelity: str | Fidelity = "full", progress: bool = False, **overrides: Any) -> TrainResult:
-    """Train one configuration (a PeftConfig, its dict, a JSON file, or "full" fine-tuning); score it on dev.
+          fidelity: str | Fidelity = "full", progress: bool = False, device: str = "auto",
+          **overrides: Any) -> TrainResult:
+    """Train one configuration (a PeftConfig, its dict, a JSON file, or "full") on `device`; score it on dev.
 
     With `out_dir`, the trained run is saved there (load it with `load_trained`).
     """
@@ -175,7 +178,7 @@ def train(model: str, task: TaskSource, config: PeftConfig | dict[str, Any] | st
     elif isinstance(config, str) and config != FULL_FINETUNE:
         config = PeftConfig.from_json_file(config)
     return train_and_evaluate(model, load_task_source(_source(task)), config, _fidelity(fidelity, overrides),
-                              out_dir=out_dir, progress=progress)
+                              out_dir=out_dir, progress=progress, device=device)
 
 
 def apply(model: nn.Module, config: PeftConfig | dict[str, Any], seed: int | None = None) -> nn.Module:

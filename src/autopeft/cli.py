@@ -142,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     name = config if isinstance(config, str) else config.describe()
     print(f"training {name} on {task.spec.name} ({len(task.train)} train / {len(task.dev)} dev) with {args.model}")
     cache = open_states_cache(args.states_cache)
-    result = train_and_evaluate(args.model, task, config, fidelity, out_dir=out, cache=cache)
+    result = train_and_evaluate(args.model, task, config, fidelity, out_dir=out, cache=cache, device=args.device)
     (out / "result.json").write_text(json.dumps(
         {"config": config if isinstance(config, str) else config.to_dict(), "task": task.spec.name, "model": args.model,
          "fidelity": fidelity.to_dict(), **result.to_dict()}, indent=2))
@@ -167,7 +167,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         task_source=_task_source(args), ref_point=_ref_point(args.ref_point), baselines=args.baselines,
         heartbeat=args.heartbeat,
         states_cache=args.states_cache, replicates=args.replicates,
-        calibration_pairs=args.calibration_pairs, fidelity_auto=args.fidelity == "auto",
+        calibration_pairs=args.calibration_pairs, fidelity_auto=args.fidelity == "auto", device=args.device,
     )
     _print_report(search(settings))
 
@@ -199,7 +199,7 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     from autopeft.workflow import retrain_front
 
     retrain_front(args.out, storage=args.storage, study_name=args.study, top=args.top, seeds=args.seeds,
-                  fidelity_overrides=_fidelity_overrides(args))
+                  fidelity_overrides=_fidelity_overrides(args), device=args.device)
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:
@@ -207,7 +207,8 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
     start, task, out_dir = time.perf_counter(), _task(args), _writable_dir(args.out)
     rows = transfer(source_dir=args.from_dir, storage=args.storage, study_name=args.study, task=task,
-                    out_dir=out_dir, top=args.top, seeds=args.seeds, fidelity=_fidelity(args), model=args.model)
+                    out_dir=out_dir, top=args.top, seeds=args.seeds, fidelity=_fidelity(args), model=args.model,
+                    device=args.device)
     metric = task.spec.primary_metric
     print(f"{'configuration':<58} {'%params':>8} {metric:>10}  (mean ± std over {args.seeds} seed(s))")
     for r in rows:
@@ -418,9 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with interrupts_recorded():  # a Ctrl-C Python swallows still stops at the next check_interrupt
         try:
             if getattr(args, "device", None):
-                from autopeft.training import use_device
+                from autopeft.training import resolve_device
 
-                device = use_device(args.device)
+                device = resolve_device(args.device)  # checked before any work
                 if device.type == "cuda":
                     import torch
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from autopeft.errors import UserError, check_interrupt
-from autopeft.frozen import SHARED_CACHE, StatesCache, lower_states, set_lower_layers_eval, skip_lower_layers
+from autopeft.frozen import StatesCache, lower_states, set_lower_layers_eval, skip_lower_layers
 from autopeft.metrics import compute_metrics
 from autopeft.models import load_model, load_tokenizer
 from autopeft.modules import (
@@ -189,7 +189,6 @@ def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 DEVICES = ("auto", "cpu", "cuda")
-_DEFAULT_DEVICE = "auto"  # train_and_evaluate's device when none is passed; set by use_device
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -205,15 +204,6 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
         raise UserError(f"device {name!r} was asked for but PyTorch sees no CUDA GPU (torch {torch.__version__}); "
                         "use --device cpu, or install a CUDA build of torch on a machine with a GPU")
     return torch.device(name)
-
-
-def use_device(name: str) -> torch.device:
-    """Make `name` (see `resolve_device`) the device of every later `train_and_evaluate` in
-    this process that is not given one (the CLI's --device); returns it, checked."""
-    global _DEFAULT_DEVICE
-    device = resolve_device(name)
-    _DEFAULT_DEVICE = name
-    return device
 
 
 def default_attention(device: torch.device) -> str:
@@ -343,24 +333,25 @@ def train_and_evaluate(
     out_dir: str | Path | None = None,
     progress: bool = True,
     tokenizer: PreTrainedTokenizerBase | None = None,
-    cache: StatesCache | None = SHARED_CACHE,
+    cache: StatesCache | None = None,
     reuse_lower_layers: bool = True,
     pad_to_max_length: bool = False,
     attention: str | None = None,
-    device: str | torch.device | None = None,
+    device: str | torch.device = "auto",
 ) -> TrainResult:
     """Train `config` (a PeftConfig, or 'full') on task.train at `fidelity`; score on task.dev.
 
     Layers below the lowest modified one are frozen, run in eval mode, and (with
     `reuse_lower_layers`) computed once per example and reused across epochs, and across
-    calls through `cache`. The prefix is folded before evaluation, so the dev score is that
-    of what is kept. When `out_dir` is given, the trained modules and head are saved there.
+    calls through `cache` (`frozen.open_states_cache`; None: within this call only). The
+    prefix is folded before evaluation, so the dev score is that of what is kept. When
+    `out_dir` is given, the trained modules and head are saved there.
     `pad_to_max_length` pads every training batch to max_length and `attention="sdpa"` uses
     torch's SDPA (math kernel on CPU) instead of autopeft's matmul attention (both for the
-    plain baseline of benchmarks/trial_speed.py). `device`: see `resolve_device` (default: the
-    process default, `use_device`); `attention` None: `default_attention(device)`.
+    plain baseline of benchmarks/trial_speed.py). `device`: see `resolve_device`;
+    `attention` None: `default_attention(device)`.
     """
-    device = resolve_device(device or _DEFAULT_DEVICE)
+    device = resolve_device(device)
     attention = attention or default_attention(device)
     start = time.perf_counter()
     torch.manual_seed(fidelity.seed)

@@ -21,7 +21,7 @@ from autopeft.models import load_model, load_tokenizer, weights_fingerprint
 from autopeft.modules import model_spec
 from autopeft.space import ModelSpec, PeftConfig, SearchSpace
 from autopeft.tasks import TaskData, load_datasets_task, load_file_task, load_task
-from autopeft.training import FIDELITIES, FULL_FINETUNE, Fidelity, train_and_evaluate
+from autopeft.training import FIDELITIES, FULL_FINETUNE, Fidelity, resolve_device, train_and_evaluate
 
 OBJECTIVES = ["score:maximize", "percent:minimize"]
 logger = logging.getLogger("autopeft")  # progress of long jobs: the CLI shows it; a library user configures logging
@@ -94,6 +94,10 @@ class SearchSettings:
     calibration_pairs: int | None = None  # saasbo/gp: configurations re-trained after the initial design; None: 2
     fidelity_auto: bool = False  # choose examples x epochs by calibration (autopeft.calibrate); `fidelity` is the base
     space: dict[str, Any] | None = None  # a stored SearchSpace.to_dict() (load_search); else space_file / lora
+    device: str = "auto"  # where trials train (training.resolve_device)
+
+    def __post_init__(self) -> None:
+        resolve_device(self.device)  # a device that is not there fails here, not as failed trials
 
 
 def _sampler_options(nuts: str) -> dict[str, Any]:
@@ -184,7 +188,7 @@ def search(settings: SearchSettings) -> StudyReport:
         seed = fidelity.seed + replicate_index(trial)  # a replicate trains with a new seed
         trial.set_user_attr("train_seed", seed)
         result = train_and_evaluate(s.model, s.task, config, replace(fidelity, seed=seed), progress=False,
-                                    tokenizer=tokenizer, cache=cache)
+                                    tokenizer=tokenizer, cache=cache, device=s.device)
         return TrialResult(score=result.score, percent=result.percent, metrics=result.metrics,
                            wall_time_s=result.wall_time_s, trainable_params=result.trainable_params,
                            extra={"loss_curve": result.loss_curve, "steps": result.steps})
@@ -194,10 +198,10 @@ def search(settings: SearchSettings) -> StudyReport:
         raise UserError(f"--baselines must be 'peft' or 'all', got {s.baselines!r}")
     if s.baselines:
         run_baselines(s.model, s.task, fidelity, 1, s.out_dir, spec, tokenizer, progress=s.progress,
-                      full_finetuning=s.baselines == "all")
+                      full_finetuning=s.baselines == "all", device=s.device)
     if s.retrain_top:
         retrain_front(s.out_dir, s.storage, s.study_name, top=s.retrain_top, seeds=s.retrain_seeds,
-                      progress=s.progress)
+                      progress=s.progress, device=s.device)
     from autopeft.report import write_report  # matplotlib: imported once trials are done, not at start-up
 
     paths = write_report(study, s.out_dir, ref=ref, baselines=_stored_baselines(s.out_dir))
@@ -219,7 +223,8 @@ def _auto_fidelity(s: SearchSettings, space: SearchSpace, tokenizer, cache) -> t
         return Fidelity(**stored["fidelity"]), stored["calibration"]
 
     def train(config: PeftConfig, fidelity: Fidelity) -> float:
-        result = train_and_evaluate(s.model, s.task, config, fidelity, progress=False, tokenizer=tokenizer, cache=cache)
+        result = train_and_evaluate(s.model, s.task, config, fidelity, progress=False, tokenizer=tokenizer, cache=cache,
+                                    device=s.device)
         return result.score
 
     logger.info("calibrating the fidelity (--fidelity auto): the same configurations, two seeds each, rung by rung")
@@ -290,8 +295,13 @@ def spread_along_front(rows: list[dict[str, Any]], k: int) -> list[dict[str, Any
 
 
 def train_seeds(model: str, task: TaskData, config: PeftConfig | str, fidelity: Fidelity, seeds: int,
-                out_dir: Path, tokenizer=None, progress: bool = True) -> list[dict[str, Any]]:
-    """Train `config` with seeds 0..seeds-1; results already in out_dir/seed_S are reused."""
+                out_dir: Path, tokenizer=None, progress: bool = True, device: str = "auto") -> list[dict[str, Any]]:
+    """Train `config` with seeds 0..seeds-1 on `device`; results already in out_dir/seed_S are reused.
+
+    The seeds share the lower layers' states (the process's in-memory `frozen.open_states_cache`).
+    """
+    from autopeft.frozen import open_states_cache
+
     results = []
     for seed in range(seeds):
         run_dir = out_dir / f"seed_{seed}"
@@ -300,7 +310,8 @@ def train_seeds(model: str, task: TaskData, config: PeftConfig | str, fidelity: 
             results.append(json.loads(done.read_text()))
             continue
         result = train_and_evaluate(model, task, config, replace(fidelity, seed=seed), out_dir=run_dir,
-                                    tokenizer=tokenizer, progress=progress)
+                                    tokenizer=tokenizer, progress=progress, cache=open_states_cache(None),
+                                    device=device)
         row = {"seed": seed, **result.to_dict()}
         done.write_text(json.dumps(row))
         results.append(row)
@@ -313,7 +324,7 @@ def _summary(scores: list[float]) -> tuple[float, float]:
 
 def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: str = "autopeft", top: int = 0,
                   seeds: int = 3, fidelity_overrides: dict[str, Any] | None = None,
-                  progress: bool = True) -> list[dict[str, Any]]:
+                  progress: bool = True, device: str = "auto") -> list[dict[str, Any]]:
     """Retrain K front configurations (spread along the front) at full fidelity over `seeds` seeds.
 
     Weights go to out_dir/retrained/trial_N/seed_S/ (reload with autopeft.modules.load_peft);
@@ -335,7 +346,7 @@ def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: s
     for row in picked:
         config = PeftConfig.from_dict(row["config"])
         run_dir = out_dir / "retrained" / f"trial_{row['number']}"
-        results = train_seeds(meta["model"], task, config, fidelity, seeds, run_dir, tokenizer, progress)
+        results = train_seeds(meta["model"], task, config, fidelity, seeds, run_dir, tokenizer, progress, device)
         scores = [r["score"] for r in results]
         record_retrained(study, row["number"], scores)
         mean, std = _summary(scores)
@@ -370,13 +381,15 @@ def _stored_baselines(out_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def run_baselines(model: str, task: TaskData, fidelity: Fidelity, seeds: int, out_dir: Path, spec: ModelSpec,
-                  tokenizer, progress: bool = True, full_finetuning: bool = True) -> list[dict[str, Any]]:
+                  tokenizer, progress: bool = True, full_finetuning: bool = True,
+                  device: str = "auto") -> list[dict[str, Any]]:
     """Train the baselines (reusing finished seeds) and store them in out_dir/baselines.json."""
     path = out_dir / "baselines.json"
     stored: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     for name, config in baseline_configs(spec, full_finetuning).items():
         slug = name.replace(" ", "_")
-        results = train_seeds(model, task, config, fidelity, seeds, out_dir / "baselines" / slug, tokenizer, progress)
+        results = train_seeds(model, task, config, fidelity, seeds, out_dir / "baselines" / slug, tokenizer, progress,
+                              device)
         scores = [r["score"] for r in results]
         mean, std = _summary(scores)
         stored[name] = {"name": name, "score": mean, "std": std, "scores": scores, "percent": results[0]["percent"],
@@ -387,7 +400,7 @@ def run_baselines(model: str, task: TaskData, fidelity: Fidelity, seeds: int, ou
 
 def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str | None = None,
              storage: str | None = None, study_name: str = "autopeft", top: int = 0, seeds: int = 3,
-             fidelity: Fidelity | None = None, progress: bool = True) -> list[dict[str, Any]]:
+             fidelity: Fidelity | None = None, progress: bool = True, device: str = "auto") -> list[dict[str, Any]]:
     """Retrain the source study's front on `task`, beside the single-module baselines there."""
     from autopeft.report import plot_points
     from autopeft.search.study import front_rows
@@ -403,13 +416,13 @@ def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str |
     for row in picked:
         config = PeftConfig.from_dict(row["config"])
         run_dir = out_dir / "transferred" / f"trial_{row['number']}"
-        results = train_seeds(model, task, config, fidelity, seeds, run_dir, tokenizer, progress)
+        results = train_seeds(model, task, config, fidelity, seeds, run_dir, tokenizer, progress, device)
         scores = [r["score"] for r in results]
         mean, std = _summary(scores)
         rows.append({"name": f"front #{row['number']}: {config.describe()}", "score": mean, "std": std,
                      "scores": scores, "percent": results[0]["percent"], "source_score": row["score"],
                      "config": config.to_dict()})
-    baselines = run_baselines(model, task, fidelity, seeds, out_dir, spec, tokenizer, progress=progress)
+    baselines = run_baselines(model, task, fidelity, seeds, out_dir, spec, tokenizer, progress=progress, device=device)
     all_rows = rows + [{**b, "name": f"baseline: {b['name']}"} for b in baselines]
     record = {"source": str(source_dir), "task": task.spec.name, "model": model, "fidelity": fidelity.to_dict(),
               "rows": all_rows}
