@@ -40,11 +40,13 @@ def _file_task(folder: Path) -> dict:
 def test_a_file_task_search_reloads_for_resume_and_retrain(tiny_model_dir, tmp_path, capsys):
     task = _file_task(tmp_path / "reviews")
     out = tmp_path / "s"
-    search = autopeft.create_search(str(tiny_model_dir), task, out, sampler="random", **TINY).optimize(budget=2)
+    search = autopeft.create_search(str(tiny_model_dir), task, out, sampler="random", ref_point=(10.0, 50.0),
+                                    **TINY).optimize(budget=2)
     assert capsys.readouterr().out == ""  # the library prints nothing
     again = autopeft.load_search(out)
     assert again.study.user_attrs["task"] == "reviews"
     again.optimize(budget=3)
+    assert again.study.user_attrs["reference_point"] == [10.0, 50.0]  # the one given at creation, kept
     assert len(again.trials()) == 3 and len(search.trials()) == 3
     rows = again.retrain(top=1, seeds=1, epochs=1, max_length=32)
     assert len(rows) == 1 and "retrained_mean" in rows[0]

@@ -149,8 +149,8 @@ def create_search(model: str = "minilm", task: TaskSource = "RTE", out_dir: str 
 
 def load_search(out_dir: str | Path, storage: str | None = None, study_name: str = "autopeft",
                 progress: bool = False, device: str = "auto") -> Search:
-    """The search stored in `out_dir` (or `storage`), with the model, task, space, fidelity and sampler it was
-    made with. A reference point given at creation is not stored: the resumed search uses the default."""
+    """The search stored in `out_dir` (or `storage`), with the model, task, space, fidelity, sampler and
+    reference point it was made with."""
     from autopeft.workflow import SearchSettings, load_task_source, open_existing
 
     meta = open_existing(out_dir, storage, study_name).user_attrs
@@ -159,7 +159,9 @@ def load_search(out_dir: str | Path, storage: str | None = None, study_name: str
                               study_name=study_name, sampler=meta["sampler"], search_seed=meta.get("seed", 0),
                               task_source=meta["task_source"], replicates=meta.get("replicates"),
                               calibration_pairs=meta.get("calibration_pairs"), space=meta["space"],
-                              fidelity_auto="calibration" in meta, progress=progress, device=device)
+                              fidelity_auto="calibration" in meta, progress=progress, device=device,
+                              ref_point=tuple(meta["user_reference_point"]) if meta.get("user_reference_point")
+                              else None)
     return Search(settings)
 
 

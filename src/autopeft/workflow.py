@@ -156,6 +156,7 @@ def search(settings: SearchSettings) -> StudyReport:
         "seed": s.search_seed,
         "model_spec": spec.to_dict(),
         "reference_point": list(ref),
+        "user_reference_point": list(s.ref_point) if s.ref_point else None,  # so load_search resumes with it
         "constant_baseline": majority_baseline(s.task.spec, s.task.train.labels, s.task.dev.labels)["score"],
     }
     options = _sampler_options(s.nuts) if s.sampler == "saasbo" else {}
