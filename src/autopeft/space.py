@@ -64,7 +64,7 @@ class PeftConfig:
 
     def __getattr__(self, name: str) -> int:
         if name in METHODS:
-            return dict(self._sizes).get(name, 0)
+            return self.size(name)
         raise AttributeError(f"PeftConfig has no attribute {name!r}")
 
     def size(self, key: str) -> int:

@@ -21,8 +21,10 @@ METHODS: dict[str, PeftMethod] = {}
 
 
 def register(method: PeftMethod) -> PeftMethod:
-    """Add `method` to the registry (its key must be new)."""
-    if method.key in METHODS or method.key in ("layers", "fixed_layers", "n_layers"):
+    """Add `method` to the registry (its key must be new, and not a configuration or space key)."""
+    if method.key in ("layers", "fixed_layers", "n_layers"):
+        raise ValueError(f"{method.key!r} is a configuration or search space key; give the method another key")
+    if method.key in METHODS:
         raise ValueError(f"a PEFT method with key {method.key!r} exists already")
     METHODS[method.key] = method
     return method

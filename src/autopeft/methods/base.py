@@ -33,9 +33,9 @@ class PeftMethod:
     """One PEFT method: its size in a configuration, and everything that depends on it.
 
     `key` names the size in configurations, search spaces and Optuna parameters (0 = off);
-    `label` is its short name in descriptions and tables, `name` its name in messages. A subclass implements
-    `params_per_layer` and `attach`, and `prepare`/`fold` when it has modules shared by the
-    layers or trained in another form than the one kept. Modules are created layer by layer,
+    `label` is its short name in descriptions and tables, `name` its name in messages. A
+    subclass implements `params_per_layer` and `attach`, and `prepare`/`fold` when it has
+    modules shared by the layers or trained in another form than the one kept. Modules are created layer by layer,
     in registry order, so a seed gives the same initial weights every time.
     """
 
