@@ -8,7 +8,8 @@ import zlib
 import numpy as np
 
 import autopeft.calibrate as calibrate_module
-from autopeft.calibrate import AUTO_LADDER, calibrate, calibration_configs
+from autopeft.calibrate import (AUTO_LADDER, MIN_MARGIN, calibrate, calibration_configs, clears_baseline,
+                                describe_calibration)
 from autopeft.cli import main
 from autopeft.training import FIDELITIES
 from conftest import SMALL_SPACE
@@ -55,6 +56,27 @@ def test_auto_stops_at_the_first_rung_that_shows_signal_and_at_the_end_of_the_la
     assert records[-1]["chosen"] and all(r["noise"]["config_share"] == 0 for r in records)
 
 
+def test_a_rung_that_barely_beats_the_constant_predictor_is_not_chosen():
+    """MRPC at 640 x 2: the configurations' scores differ reliably (share >= 0.5) but all sit at the constant
+    predictor's score (every model predicts the majority class), so the ladder must climb on."""
+    def train(config, fidelity):
+        effect = config.serial_adapter / 16 + sum(config.layers)
+        rng = np.random.default_rng([zlib.crc32(config.to_json().encode()), fidelity.seed, fidelity.train_examples])
+        lift = 1.0 if fidelity.train_examples == 640 else 8.0  # points above the constant predictor's 81.2
+        return 81.2 + lift + 0.3 * effect + 0.05 * rng.normal()
+
+    chosen, records = calibrate(train, SMALL_SPACE, LOW, seed=0, constant_baseline=81.2)
+    assert records[0]["noise"]["config_share"] >= 0.5  # the share alone would accept the first rung
+    assert (chosen.train_examples, chosen.epochs) == AUTO_LADDER[1] and [r["chosen"] for r in records] == [False, True]
+    assert records[0]["constant_baseline"] == 81.2 and records[0]["mean_score"] < 81.2 + MIN_MARGIN
+    assert not clears_baseline(records[0]) and clears_baseline(records[1])
+    lines = describe_calibration(records).splitlines()
+    assert "constant predictor 81.2, too close" in lines[0] and "too close" not in lines[1]
+    # without a baseline the share alone decides, as before
+    chosen, _ = calibrate(train, SMALL_SPACE, LOW, seed=0, constant_baseline=None)
+    assert chosen.train_examples == AUTO_LADDER[0][0]
+
+
 def test_a_pure_noise_rung_rarely_passes():
     """With 6 configurations x 2 seeds of pure Gaussian noise, the share reaches 0.5 by chance about 10% of the time."""
     passed = 0
@@ -77,11 +99,15 @@ def test_auto_fidelity_is_stored_and_another_fidelity_is_refused_on_resume(tiny_
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "fidelity chosen by calibration" in printed and "<- chosen" in printed
+    assert "(constant predictor " in printed  # each rung is shown against the constant predictor
     from autopeft.search.study import stored_study_attrs
 
     attrs = stored_study_attrs(None, "autopeft", out)
     chosen = [r for r in attrs["calibration"] if r["chosen"]]
     assert len(chosen) == 1 and attrs["fidelity"] == chosen[0]["fidelity"]
+    # the tiny random model learns nothing: the margin rule climbs to the last rung, and the report warns
+    assert chosen[0] is attrs["calibration"][-1] and ("less than 5 points above the constant predictor" in printed) == (
+        not clears_baseline(chosen[0]))
     assert (attrs["fidelity"]["train_examples"], attrs["fidelity"]["epochs"]) in ((16, 1), (24, 1))
     assert len(json.loads((out / "calibration.json").read_text())) == 3 * 2 * len(attrs["calibration"])
     before = (out / "study.db").read_bytes()

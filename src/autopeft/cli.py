@@ -43,7 +43,8 @@ def _add_fidelity_args(p: argparse.ArgumentParser, default: str, auto: bool = Fa
     g = p.add_argument_group("fidelity (defaults: the preset; see `autopeft.training.FIDELITIES`)")
     g.add_argument("--fidelity", default=default, choices=["low", "full", *(["auto"] if auto else [])],
                    help=f"preset (default {default})" + ("; auto: from low, more examples and epochs until the "
-                   "configurations explain half of the score variance (autopeft.calibrate)" if auto else ""))
+                   "configurations explain half of the score variance and beat the constant predictor by 5 points "
+                   "(autopeft.calibrate)" if auto else ""))
     g.add_argument("--train-examples", type=_count_or_fraction, help="train examples: a count, or a fraction in (0,1]")
     g.add_argument("--dev-examples", type=_count_or_fraction, help="dev examples: a count, or a fraction in (0,1]")
     g.add_argument("--epochs", type=float)

@@ -229,8 +229,9 @@ def _auto_fidelity(s: SearchSettings, space: SearchSpace, tokenizer, cache) -> t
         return result.score
 
     logger.info("calibrating the fidelity (--fidelity auto): the same configurations, two seeds each, rung by rung")
+    constant = majority_baseline(s.task.spec, s.task.train.labels, s.task.dev.labels)["score"]
     fidelity, records = calibrate(train, space, s.fidelity, s.search_seed, Path(s.out_dir) / "calibration.json",
-                                  on_rung=lambda r: logger.info(describe_calibration([r])))
+                                  on_rung=lambda r: logger.info(describe_calibration([r])), constant_baseline=constant)
     return fidelity, records
 
 
@@ -239,13 +240,17 @@ def report_text(study) -> str:
     from autopeft.report import format_front_table
     from autopeft.search.study import front_rows, noise_estimate
 
-    from autopeft.calibrate import describe_calibration
+    from autopeft.calibrate import MIN_MARGIN, clears_baseline, describe_calibration
 
     noise = noise_estimate(study)
     lines = [format_front_table(front_rows(study)), f"noise: {noise.describe()}"]
     if study.user_attrs.get("calibration"):
         calibration = describe_calibration(study.user_attrs["calibration"])
         lines.insert(1, "fidelity chosen by calibration (--fidelity auto):\n" + calibration)
+        if not clears_baseline(study.user_attrs["calibration"][-1]):
+            lines.append(f"warning: even at the chosen fidelity the calibration models score less than {MIN_MARGIN:g} "
+                         "points above the constant predictor, so the front may only rank how far configurations "
+                         "stray from predicting one class; raise --train-examples and/or --epochs")
     if noise.too_noisy:
         lines.append(
             f"warning: at this fidelity seed noise explains more than half of the score differences (configuration "
