@@ -401,6 +401,36 @@ def test_a_ctrl_c_inside_study_ask_leaves_no_running_trial(tmp_path):
     assert [t.user_attrs.get("fail_reason") for t in study.get_trials(states=(TrialState.FAIL,))] == ["interrupted"]
 
 
+def test_a_ctrl_c_during_a_storage_write_lets_the_write_finish(tmp_path, monkeypatch):
+    """A KeyboardInterrupt inside SQLite's commit leaves its lock held, and the cleanup then
+    fails with "database is locked": a Ctrl-C landing in a write is held until it is done."""
+    study = make(tmp_path)
+    write = study._storage.set_trial_user_attr
+    landed = []
+
+    def write_hit_by_ctrl_c(trial_id, key, value):
+        if key == "worker" and not landed:
+            landed.append(key)
+            signal.raise_signal(signal.SIGINT)  # the handler runs here, before the write
+        write(trial_id, key, value)
+
+    monkeypatch.setattr(study._storage, "set_trial_user_attr", write_hit_by_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    ev = Evaluator()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_search(study, SPACE, ev, budget=3, progress=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert landed and ev.seen == []  # stopped before the trial was evaluated
+    trial, queued = study.get_trials()
+    assert queued.state == TrialState.WAITING  # re-queued to run first on resume
+    assert "worker" in trial.user_attrs  # the write the Ctrl-C landed in was finished
+    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "interrupted"
+    workers = [v for k, v in study.user_attrs.items() if k.startswith("worker:")]
+    assert [w["active"] for w in workers] == [False]
+
+
 def test_duplicates_are_not_evaluated(tmp_path):
     study = make(tmp_path)
     ev = Evaluator()

@@ -48,7 +48,8 @@ def interrupts_recorded() -> Iterator[None]:
 def interrupts_deferred() -> Iterator[None]:
     """Hold a Ctrl-C that lands inside the block until the next `check_interrupt`.
 
-    For a step that must not be cut in half, such as `study.ask()`, which stores a RUNNING
+    For a step that must not be cut in half, such as a storage write (a KeyboardInterrupt
+    inside SQLite's commit leaves its lock held) or `study.ask()`, which stores a RUNNING
     trial before it returns the handle that could fail it again. Only holds a Ctrl-C
     while `interrupts_recorded` has its handler installed.
     """
@@ -58,6 +59,22 @@ def interrupts_deferred() -> Iterator[None]:
         yield
     finally:
         _deferred -= 1
+
+
+@contextmanager
+def interrupts_immediate() -> Iterator[None]:
+    """Let a Ctrl-C raise at once inside the block, even within `interrupts_deferred` (e.g. training).
+
+    A Ctrl-C recorded before the block raises on entry; an `interrupts_deferred` block
+    nested inside holds one again.
+    """
+    global _deferred
+    saved, _deferred = _deferred, 0
+    try:
+        check_interrupt()
+        yield
+    finally:
+        _deferred = saved
 
 
 def check_interrupt() -> None:

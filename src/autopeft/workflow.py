@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from autopeft.errors import UserError
+from autopeft.errors import UserError, interrupts_deferred
 from autopeft.metrics import majority_baseline
 from autopeft.methods import METHODS
 from autopeft.models import load_model, load_tokenizer, weights_fingerprint
@@ -187,7 +187,8 @@ def search(settings: SearchSettings) -> StudyReport:
 
     def evaluate(config: PeftConfig, trial) -> TrialResult:
         seed = fidelity.seed + replicate_index(trial)  # a replicate trains with a new seed
-        trial.set_user_attr("train_seed", seed)
+        with interrupts_deferred():  # run_search lets a Ctrl-C raise at once in here, but not mid-write
+            trial.set_user_attr("train_seed", seed)
         result = train_and_evaluate(s.model, s.task, config, replace(fidelity, seed=seed), progress=False,
                                     tokenizer=tokenizer, cache=cache, device=s.device)
         return TrialResult(score=result.score, percent=result.percent, metrics=result.metrics,

@@ -59,7 +59,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autopeft.errors import UserError, check_interrupt, interrupts_deferred, interrupts_recorded
+from autopeft.errors import UserError, check_interrupt, interrupts_deferred, interrupts_immediate, interrupts_recorded
 from autopeft.search.noise import NoiseEstimate, estimate_noise, format_share
 from autopeft.search.pareto import hypervolume, pareto_mask
 from autopeft.search.samplers import BUDGET_ATTR, PROPOSAL_ATTR, REPLICATE_ATTR, RERUN_ATTR
@@ -714,8 +714,8 @@ def run_search(
     evaluated (and the rest of its batch) is told FAIL ("interrupted") and queued
     the same way, then the KeyboardInterrupt is re-raised; a Ctrl-C recorded by
     `errors.interrupts_recorded` but swallowed by Python stops it before the next trial.
-    A Ctrl-C during `study.ask()` (which holds the sampler's proposal) takes effect when
-    it returns, so that the trial it stored can be failed too.
+    A Ctrl-C outside `evaluate`, e.g. during `study.ask()` (which holds the sampler's
+    proposal) or a storage write, takes effect when that step returns.
     """
     for name, value in (("budget", budget), ("batch", batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -743,7 +743,9 @@ def run_search(
         if on_trial_end is not None:
             on_trial_end(study, frozen)
 
-    with interrupts_recorded():  # a Ctrl-C inside study.ask() is held for the loop to handle
+    # A Ctrl-C is held everywhere but inside `evaluate`, so that none cuts a storage write in
+    # half; the loop's check_interrupt calls act on it.
+    with interrupts_recorded(), interrupts_deferred():
         _register(study, active=True)
         try:
             while (n_done := _n_done(study)) < budget:  # re-read: other workers may add trials
@@ -889,7 +891,8 @@ def _evaluate(
     """Run `evaluate` and tell the outcome (COMPLETE, or FAIL with a reason)."""
     oom = False
     try:
-        result = evaluate(config, trial)
+        with interrupts_immediate():
+            result = evaluate(config, trial)
         score, percent = float(result.score), float(result.percent)
         if not (math.isfinite(score) and math.isfinite(percent)):
             raise ValueError(f"evaluation returned a non-finite objective (score={score}, percent={percent})")
