@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/adapters_venv.sh  # the venv the `adapters` export test loads exports with
 . scripts/env.sh
 python -m pytest -q "$@"

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,104 @@ def test_what_peft_cannot_represent_is_refused(tiny_model_dir, tmp_path, capsys,
     err = capsys.readouterr().err
     assert "PEFT export covers LoRA-only configurations" in err and needle in err
     assert not (tmp_path / "adapter" / "adapter_config.json").exists()
+
+
+ADAPTERS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-adapters" / "bin" / "python"
+# Every method alone, and the unions `adapters` accepts; layers [0, 1] leaves layer 0 out.
+ADAPTERS_CONFIGS = [
+    {"serial_adapter": 8, "layers": [1, 1]},
+    {"parallel_adapter": 4, "layers": [0, 1]},
+    {"prefix_length": 3, "layers": [0, 1]},
+    {"lora_rank": 2, "layers": [1, 1]},
+    {"prefix_length": 2, "parallel_adapter": 8, "layers": [1, 1]},
+    {"prefix_length": 2, "serial_adapter": 4, "lora_rank": 2, "layers": [0, 1]},
+]
+
+
+def test_runs_exported_to_adapters_give_the_same_logits(tiny_model_dir, tmp_path):
+    """Each export, loaded by AdapterHub `adapters` 1.3.0 in its own venv (scripts/adapters_venv.sh, run by
+    scripts/test.sh), gives autopeft's logits within 1e-4, and its head keeps the label names."""
+    import subprocess
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from autopeft.tasks import Split, read_texts
+    from autopeft.training import encode, logits
+
+    assert ADAPTERS_PYTHON.is_file(), "the `adapters` venv is missing: run bash scripts/adapters_venv.sh"
+    train, dev = _file_task(tmp_path / "reviews", ROWS)
+    texts, _ = read_texts(dev, "text")
+    jobs, ours = [], []
+    for k, config in enumerate(ADAPTERS_CONFIGS):
+        path, run = tmp_path / f"config{k}.json", tmp_path / f"run{k}"
+        path.write_text(json.dumps(config))
+        assert main(["train", "--model", str(tiny_model_dir), "--task", str(train), "--dev", str(dev),
+                     "--config", str(path), "--out", str(run), *SMALL]) == 0
+        # clearly non-zero weights everywhere (one step leaves the up-projections near zero), so that a weight
+        # carried to the wrong place moves the logits far beyond the tolerance
+        weights = load_file(run / "peft_weights.safetensors")
+        torch.manual_seed(k)
+        save_file({key: torch.randn_like(v) * 0.3 for key, v in weights.items()}, run / "peft_weights.safetensors")
+        assert main(["export", str(run), "--format", "adapters", "--to", str(tmp_path / f"adapter{k}")]) == 0
+        model, tokenizer = load_trained(run)
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        ours.append(logits(model, encode(Split(texts, None, np.zeros(len(texts))), tokenizer, 32),
+                           tokenizer.pad_token_id))
+        jobs.append({"base": str(tiny_model_dir), "adapter": str(tmp_path / f"adapter{k}"),
+                     **{key: batch[key].tolist() for key in ("input_ids", "attention_mask")}})
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    subprocess.run([str(ADAPTERS_PYTHON), str(Path(__file__).with_name("adapters_logits.py")),
+                    str(tmp_path / "jobs.json"), str(tmp_path / "out.json")], check=True, timeout=600)
+    for config, mine, theirs in zip(ADAPTERS_CONFIGS, ours, json.loads((tmp_path / "out.json").read_text())):
+        assert np.abs(np.array(theirs["logits"]) - mine).max() < 1e-4, config
+        assert np.abs(np.array(theirs["logits_without"]) - mine).max() > 1e-2, config  # 100x the tolerance
+        assert theirs["label2id"] == {"neg": 0, "pos": 1}
+
+
+@pytest.mark.parametrize("config,needle", [
+    ({"serial_adapter": 4, "parallel_adapter": 4, "layers": [1, 1]}, "SA and PA sit at the same place"),
+    ({"serial_adapter": 5, "layers": [1, 1]}, "a bottleneck of 5 cannot be written"),  # 32 // (32 / 5) = 4
+])
+def test_what_adapters_cannot_represent_is_refused(tiny_model_dir, tmp_path, capsys, config, needle):
+    train, dev = _file_task(tmp_path / "reviews", ROWS)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(tiny_model_dir), "--task", str(train), "--dev", str(dev),
+                 "--config", str(path), "--out", str(run), *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "adapters", "--to", str(tmp_path / "adapter")]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "adapter" / "adapter_config.json").exists()
+
+
+def test_peft_prefix_tuning_shifts_positions(tiny_model_dir):
+    """Why prefix tuning is not exported to PEFT: PEFT's prefix, given to BERT as past keys and values, moves
+    the input's position embeddings by the prefix length. With autopeft's prefix vectors in PEFT's layout, PEFT
+    matches autopeft only when autopeft's positions are shifted too. If this test fails, PEFT changed: export it."""
+    import torch
+    from peft import PrefixTuningConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from autopeft import apply
+    from autopeft.modules import fold
+
+    length, ids = 3, torch.tensor([[101, 2204, 2143, 102, 0], [101, 2919, 5436, 2143, 102]])
+    batch = {"input_ids": ids, "attention_mask": (ids > 0).long()}
+    ours = apply(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2),
+                 {"prefix_length": length, "layers": [1, 1]})
+    fold(ours)
+    torch.manual_seed(0)
+    ours.autopeft["prefix"].prefix.data.normal_()
+    ours.eval()
+    theirs = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2),
+                            PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=length)).eval()
+    # ours (layers, 2, length, kv_dim) -> PEFT's (length, layers x {key, value} x kv_dim)
+    prefix = ours.autopeft["prefix"].prefix.data
+    theirs.prompt_encoder["default"].embedding.weight.data.copy_(prefix.permute(2, 0, 1, 3).reshape(length, -1))
+    positions = torch.arange(ids.shape[1]).expand_as(ids)
+    with torch.no_grad():
+        peft_logits = theirs(**batch).logits
+        assert (peft_logits - ours(**batch).logits).abs().max() > 1e-3
+        assert (peft_logits - ours(**batch, position_ids=positions + length).logits).abs().max() < 1e-5

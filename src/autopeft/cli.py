@@ -225,15 +225,20 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    if args.format == "peft":
-        from autopeft.export import export_peft
+    if args.format in ("peft", "adapters"):
+        from autopeft.export import export_adapters, export_peft
 
         if args.pick is not None:
-            raise UserError("--format peft exports a trained run (the --out of `autopeft train`), not a study row; "
-                            "drop --pick")
-        written = export_peft(args.out, _writable_dir(args.to))
-        print(f"wrote a PEFT adapter to {written}; load it with peft.PeftModel.from_pretrained("
-              f"AutoModelForSequenceClassification.from_pretrained(base, num_labels=N), '{written}')")
+            raise UserError(f"--format {args.format} exports a trained run (the --out of `autopeft train`), not a "
+                            "study row; drop --pick")
+        if args.format == "peft":
+            written = export_peft(args.out, _writable_dir(args.to))
+            print(f"wrote a PEFT adapter to {written}; load it with peft.PeftModel.from_pretrained("
+                  f"AutoModelForSequenceClassification.from_pretrained(base, num_labels=N), '{written}')")
+        else:
+            written = export_adapters(args.out, _writable_dir(args.to))
+            print(f"wrote an AdapterHub adapter with its head to {written}; load it with model = adapters."
+                  f"AutoAdapterModel.from_pretrained(base); model.set_active_adapters(model.load_adapter('{written}'))")
         return
     from autopeft.workflow import export
 
@@ -385,10 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "trained run as a PEFT adapter (--format peft)")
     _add_study_args(p, positional=True)
     p.add_argument("--pick", type=int, help="K: row of the front table (1 = fewest parameters)")
-    p.add_argument("--to", required=True, help="configuration JSON to write (--format peft: the adapter folder)")
-    p.add_argument("--format", choices=["config", "peft"], default="config",
+    p.add_argument("--to", required=True, help="configuration JSON to write (peft, adapters: the adapter folder)")
+    p.add_argument("--format", choices=["config", "peft", "adapters"], default="config",
                    help="config (default): STUDY_DIR's K-th front configuration; peft: STUDY_DIR is instead a "
-                   "trained run (LoRA-only configurations), written as a Hugging Face PEFT adapter")
+                   "trained run (LoRA-only configurations), written as a Hugging Face PEFT adapter; adapters: a "
+                   "trained run written as an AdapterHub `adapters` adapter with its head (SA, PA, PT, LoRA and "
+                   "their unions, except SA with PA)")
     p.set_defaults(func=cmd_export)
     run_help = "folder of a trained run (the --out of `autopeft train`, or retrained/trial_N/seed_S of a study)"
 

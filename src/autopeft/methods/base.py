@@ -29,6 +29,27 @@ class Injection:
     folded: bool  # build modules in the form `fold` leaves them (for loading trained weights)
 
 
+@dataclass
+class AdaptersExport:
+    """A trained model being written as an AdapterHub `adapters` adapter: what `to_adapters` reads."""
+
+    modules: Any  # the model's `autopeft` ModuleDict, folded and trained
+    arch: ArchMap
+    active_layers: tuple[int, ...]
+    n_layers: int
+    hidden_size: int
+    name: str  # the adapter's name in `adapters`
+    base_prefix: str  # the backbone's attribute in the model, e.g. "bert"
+
+    @property
+    def leave_out(self) -> list[int]:
+        return [i for i in range(self.n_layers) if i not in self.active_layers]
+
+    def key(self, index: int, module: str) -> str:
+        """The state-dict key of `module` (a path inside a transformer layer) in layer `index`."""
+        return f"{self.base_prefix}.{self.arch.layers}.{index}.{module}"
+
+
 class PeftMethod:
     """One PEFT method: its size in a configuration, and everything that depends on it.
 
@@ -65,3 +86,12 @@ class PeftMethod:
 
     def fold(self, modules: Any) -> None:
         """Replace a training-only parametrisation in `modules` by what is kept (default: nothing)."""
+
+    #: Where `adapters` puts this method's module in a layer; it allows one module per location.
+    adapters_location: ClassVar[str | None] = None
+
+    def to_adapters(self, export: AdaptersExport, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """This method's trained modules as an `adapters` configuration and its weights (state-dict keys
+        as `adapters` saves them). Only methods whose `adapters` module computes exactly what theirs does
+        implement it."""
+        raise NotImplementedError

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from autopeft.methods.base import Injection, PeftMethod
+from typing import Any
+
+from autopeft.methods.base import AdaptersExport, Injection, PeftMethod
 
 
 class LoRA(PeftMethod):
@@ -31,3 +33,16 @@ class LoRA(PeftMethod):
             lora = LoRALayer(projection.in_features, projection.out_features, size)
             injection.modules[f"lora_{kind}_{index}"] = lora
             projection.register_forward_hook(lambda _m, args, out, lora=lora: out + lora(args[0]))
+
+    adapters_location = "attention_lora"
+
+    def to_adapters(self, export: AdaptersExport, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        config = {"architecture": "lora", "selfattn_lora": True, "intermediate_lora": False, "output_lora": False,
+                  "r": size, "alpha": 2 * size, "dropout": 0.0, "attn_matrices": ["q", "v"], "composition_mode": "add",
+                  "use_gating": False, "leave_out": export.leave_out}
+        weights = {}
+        for i in export.active_layers:
+            for kind, path in (("q", export.arch.query), ("v", export.arch.value)):
+                lora, key = export.modules[f"lora_{kind}_{i}"], f"{export.key(i, path)}.loras.{export.name}"
+                weights |= {f"{key}.lora_A": lora.A.weight, f"{key}.lora_B": lora.B.weight}
+        return config, weights

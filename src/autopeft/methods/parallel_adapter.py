@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
-from autopeft.methods.base import Injection, PeftMethod
-from autopeft.methods.serial_adapter import bottleneck_params
+from typing import Any
+
+from autopeft.methods.base import AdaptersExport, Injection, PeftMethod
+from autopeft.methods.serial_adapter import bottleneck_params, bottleneck_to_adapters
 
 PARALLEL_SCALE = 4.0
 
@@ -27,3 +29,8 @@ class ParallelAdapter(PeftMethod):
         stash = {}  # the FFN input of the current forward pass
         get_submodule(layer, arch.ffn_in).register_forward_pre_hook(lambda _m, args: stash.__setitem__("h", args[0]))
         get_submodule(layer, arch.ffn_out).register_forward_hook(lambda _m, _args, out: out + adapter(stash.pop("h")))
+
+    adapters_location = "output"
+
+    def to_adapters(self, export: AdaptersExport, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        return bottleneck_to_adapters(export, size, "pa", parallel=True, scale=PARALLEL_SCALE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autopeft.methods.base import Injection, PeftMethod
+from autopeft.methods.base import AdaptersExport, Injection, PeftMethod
 
 
 class PrefixTuning(PeftMethod):
@@ -41,3 +41,17 @@ class PrefixTuning(PeftMethod):
             modules["prefix"].fold()
             # The folded vectors are new Parameters: keep them trainable like the MLP was.
             modules["prefix"].prefix.requires_grad = True
+
+    adapters_location = "prefix"
+
+    def to_adapters(self, export: AdaptersExport, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        # `adapters`' flat prefix: one vector, viewed as (length, active layers x {key, value}, heads, head dim).
+        prefix = export.modules["prefix"].prefix  # (active layers, 2, length, kv_dim)
+        flat = prefix.detach().permute(2, 0, 1, 3).reshape(-1)
+        config = {"architecture": "prefix_tuning", "encoder_prefix": True, "cross_prefix": True, "flat": True,
+                  "prefix_length": size, "dropout": 0.0, "use_gating": False, "leave_out": export.leave_out}
+        pool = f"prefix_tuning.prefix_tunings.{export.name}.self_prefix.control_trans"
+        # `adapters` saves the one shared tensor under the model's name and every layer's (active or not)
+        keys = [f"{export.base_prefix}.{pool}"] + [
+            f"{export.key(i, export.arch.attention)}.prefix_tuning.pool.{pool}" for i in range(export.n_layers)]
+        return config, {key: flat for key in keys}
