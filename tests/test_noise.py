@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from autopeft.search.noise import estimate_noise
+from autopeft.search import samplers
 from autopeft.search.samplers import REPLICATE_ATTR, make_sampler
 from autopeft.search.study import (
     TrialResult,
@@ -142,6 +145,41 @@ def test_no_calibration_pairs_and_no_replicates_turns_them_off(tmp_path):
     run_search(study, SMALL_SPACE, NoisyEvaluator(), budget=10, progress=False)
     assert not any("replicate_of" in t.user_attrs for t in study.trials)
     assert noise_estimate(study).pairs == 0
+
+
+def test_concurrent_askers_take_the_last_replicate_once(tmp_path):
+    """Two workers asking at once: the later trial's proposal waits for the earlier one's, so
+    one calibration pair is one replicate, not one per worker."""
+    study = bo_study(tmp_path, replicates=0.0, calibration_pairs=1)
+    run_search(study, SMALL_SPACE, NoisyEvaluator(), budget=4, progress=False)
+    study.set_user_attr("budget", 10)
+    # another worker's trial: created, its proposal still being made
+    earlier = study._storage.get_trial(study._storage.create_new_trial(study._study_id))
+
+    def propose_late() -> None:
+        time.sleep(0.5)
+        other = bo_study(tmp_path, seed=5, replicates=0.0, calibration_pairs=1)
+        other.sampler.sample_relative(other, earlier, other.sampler.infer_relative_search_space(other, earlier))
+
+    thread = threading.Thread(target=propose_late)
+    thread.start()
+    start = time.perf_counter()
+    later = study.ask(SMALL_SPACE.optuna_distributions())  # proposes
+    waited = time.perf_counter() - start
+    thread.join()
+    assert later.number == earlier.number + 1 and waited >= 0.5
+    assert REPLICATE_ATTR in study.trials[earlier.number].system_attrs
+    assert REPLICATE_ATTR not in study.trials[later.number].system_attrs
+
+
+def test_a_proposal_waits_only_so_long_for_a_dead_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr(samplers, "PROPOSAL_WAIT_S", 0.5)
+    study = bo_study(tmp_path)
+    study._storage.create_new_trial(study._study_id)  # its worker died while proposing
+    start = time.perf_counter()
+    trial = study.ask(SMALL_SPACE.optuna_distributions())
+    assert 0.4 <= time.perf_counter() - start < 5
+    assert samplers.PROPOSAL_ATTR in study.trials[trial.number].system_attrs
 
 
 def test_replicates_survive_resume(tmp_path):

@@ -95,6 +95,7 @@ Design of the BO samplers (`BayesOptSampler`)
 from __future__ import annotations
 
 import contextlib
+import datetime
 import itertools
 import math
 import sys
@@ -141,6 +142,9 @@ RERUN_ATTR = "rerun_of"  # user attr of a re-queued trial: the number of the tri
 SECONDS_ATTR = "autopeft_proposal_seconds"
 BUDGET_ATTR = "budget"  # study user attr: the budget of the running search (caps the replicates)
 REPLICATE_ATTR = "autopeft_replicate"  # system attr of a proposed replicate: {"of": first trial, "index": k}
+#: The longest a proposal waits for an earlier trial's (`_wait_for_earlier_proposals`): an earlier
+#: trial with no proposal this many seconds after its start is taken to have lost its worker.
+PROPOSAL_WAIT_S = 300.0
 
 _BO_OPTIONS = {
     "mc_samples": 32,
@@ -456,6 +460,7 @@ class ConfigSampler(BaseSampler):
     ) -> dict[str, Any]:
         if not search_space:
             return {}
+        _wait_for_earlier_proposals(study, trial)
         start = time.perf_counter()
         rng = self._trial_rng(trial)
         history = self._history(study, trial)
@@ -595,13 +600,36 @@ class ConfigSampler(BaseSampler):
         return row
 
 
+def _wait_for_earlier_proposals(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Wait until every running trial numbered below `trial` has its proposal recorded.
+
+    Workers sharing a study then propose in trial order, each seeing the proposals of the
+    others (pending configurations, replicates) before it makes its own; otherwise two
+    workers asking at once could both take the last replicate, or the same configuration.
+    Optuna's storages have no lock to take for this; trial numbers are the order all agree on
+    (as for the budget: `search.study._over_budget`). A trial still without a proposal
+    PROPOSAL_WAIT_S after its start is not waited for.
+    """
+    while True:
+        now = datetime.datetime.now()
+        earlier = [
+            t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.number < trial.number and PROPOSAL_ATTR not in t.system_attrs and t.datetime_start is not None
+            and (now - t.datetime_start).total_seconds() < PROPOSAL_WAIT_S
+        ]
+        if not earlier:
+            return
+        time.sleep(0.05)
+
+
 def _set_system_attrs(study: optuna.Study, trial: FrozenTrial, params: Mapping[str, int], seconds: float,
                       replicate: Mapping[str, int] | None = None) -> None:
+    """Record the proposal; PROPOSAL_ATTR last, as it marks the proposal done (`_wait_for_earlier_proposals`)."""
     try:
-        study._storage.set_trial_system_attr(trial._trial_id, PROPOSAL_ATTR, dict(params))
-        study._storage.set_trial_system_attr(trial._trial_id, SECONDS_ATTR, float(seconds))
         if replicate is not None:
             study._storage.set_trial_system_attr(trial._trial_id, REPLICATE_ATTR, dict(replicate))
+        study._storage.set_trial_system_attr(trial._trial_id, SECONDS_ATTR, float(seconds))
+        study._storage.set_trial_system_attr(trial._trial_id, PROPOSAL_ATTR, dict(params))
     except Exception:  # noqa: BLE001 - bookkeeping only; a read-only/finished trial must not break sampling
         pass
 
