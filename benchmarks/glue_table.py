@@ -21,7 +21,7 @@ Usage:
     python benchmarks/glue_table.py --methods SA --seeds 10 --tasks MRPC,STS-B,CoLA,SST-2   # one run per task
     python benchmarks/glue_table.py --workers 2 --seeds 10,11,12 \\
         --study MRPC=benchmarks/results/glue_searches/MRPC ... --transfer-from MRPC
-    python benchmarks/glue_table.py --summary        # the table of means and stds, from OUT
+    python benchmarks/glue_table.py --summary        # the table and goals, from OUT (glue_report.py)
 """
 
 from __future__ import annotations
@@ -154,29 +154,6 @@ def run(job: dict[str, Any], sst2_train: int) -> dict[str, Any]:
             "metrics": result.metrics, "score": result.score, "wall_s": result.wall_time_s, "source": job["source"]}
 
 
-def summary(rows: list[dict[str, Any]]) -> str:
-    """Markdown: mean ± std (n) and % parameters per task and method, and the average over tasks."""
-    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        name = r["method"] if r["method"] not in ("found", "transferred") else f"{r['method']} {json.dumps(r['config'], sort_keys=True)}"
-        cells.setdefault((name, r["task"]), []).append(r)
-    tasks = [t for t in TASKS if any(t == task for _, task in cells)]
-    names = sorted({n for n, _ in cells}, key=lambda n: (METHODS.index(n.split(" ")[0]), n))
-    lines = ["| method | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
-    for name in names:
-        out = []
-        for task in tasks:
-            rs = cells.get((name, task))
-            if not rs:
-                out.append("")
-                continue
-            s = [r["score"] for r in rs]
-            std = np.std(s, ddof=1) if len(s) > 1 else 0.0
-            out.append(f"{np.mean(s):.2f} ± {std:.2f} (n={len(s)}) @ {rs[0]['percent']:.2f} %")
-        lines.append(f"| {name} | " + " | ".join(out) + " |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default=",".join(TASKS), type=lambda s: s.split(","))
@@ -195,7 +172,9 @@ def main() -> None:
         raise SystemExit(f"unknown method or task {bad}; methods: {', '.join(METHODS)}; tasks: {', '.join(TASKS)}")
     rows = read_rows(args.out)
     if args.summary:
-        print(summary(rows))
+        from glue_report import report
+
+        print(report(rows))
         return
     jobs = plan(args, rows)
     print(f"{len(jobs)} run(s) to do, {len(rows)} in {args.out}", flush=True)

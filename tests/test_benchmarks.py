@@ -428,5 +428,64 @@ def test_glue_table_plans_only_the_runs_not_done_and_summarises(monkeypatch, tmp
     # SA seed 10 is done; 'found' waits for its search (no --study)
     assert planned == [("LoRA", 10), ("LoRA", 11), ("SA", 11), ("full_ft", 10), ("full_ft", 11)]
     assert all(j["config"] == "full" for j in jobs if j["method"] == "full_ft")
-    table = glue_table.summary([done, {**done, "seed": 11, "score": 82.0}])
-    assert "| SA | 81.00 ± 1.41 (n=2) @ 1.15 % |" in table
+
+
+def _glue_rows() -> list[dict]:
+    """Three seeds of every method on MRPC and CoLA; found wins on MRPC only; transferred from SST-2."""
+    def config(**sizes) -> dict:
+        return {"layers": [1] * 6, "lora_rank": 0, "parallel_adapter": 0, "prefix_length": 0, "serial_adapter": 0, **sizes}
+
+    runs = {  # method -> (configuration, %, mean on MRPC, mean on CoLA) per configuration
+        "full_ft": [("full", 100.0, 86, 30)], "SA": [(config(serial_adapter=24), 1.15, 84, 21)],
+        "PA": [(config(parallel_adapter=24), 1.15, 83, 18)], "PT": [(config(prefix_length=24), 1.14, 80, 6)],
+        "LoRA": [(config(lora_rank=8), 0.98, 83.5, 20)],
+        "found": [(config(serial_adapter=6), 1.03, 85, 19), (config(prefix_length=1), 0.66, 82, 17)],
+        "transferred": [(config(parallel_adapter=48), 1.1, 84.5, 22)],
+    }
+    rows = []
+    for method, configs in runs.items():
+        for cfg, percent, *means in configs:
+            for task, metric, mean in zip(("MRPC", "CoLA"), ("f1", "mcc"), means):
+                for seed, noise in zip((10, 11, 12), (-1.0, 0.0, 1.0)):
+                    rows.append({"task": task, "method": method, "config": cfg, "percent": percent, "seed": seed,
+                                 "score": mean + noise, "metrics": {metric: mean + noise, "score": mean + noise},
+                                 "source": "(found on SST-2)" if method == "transferred" else "study trial 3"})
+    return rows
+
+
+def test_glue_report_tables_the_means_and_decides_each_goal(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import glue_report
+
+    text = glue_report.report(_glue_rows())
+    assert "| SA24 | 84.00 ± 1.00 @ 1.15 % | 21.00 ± 1.00 @ 1.15 % | 52.50 |" in text
+    assert "| found (better) | 85.00 ± 1.00 @ 1.03 % | 19.00 ± 1.00 @ 1.03 % | 52.00 |" in text
+    assert "| found (other) | 82.00 ± 1.00 @ 0.66 % | 17.00 ± 1.00 @ 0.66 % | 49.50 |" in text
+    assert "| transferred from SST-2 | 84.50 ± 1.00 @ 1.10 % | 22.00 ± 1.00 @ 1.10 % | 53.25 |" in text
+    # MRPC: found 85 >= SA 84 at 1.03 <= 1.15 %: a win, paired differences +1 each, 1 below full
+    assert "| MRPC | SA6 @ layers 0,1,2,3,4,5: 85.00 ± 1.00 @ 1.03 % | SA 84.00 ± 1.00 @ 1.15 % | +1.00, +1.00, +1.00 | yes | -1.00 |" in text
+    assert "| CoLA | SA6 @ layers 0,1,2,3,4,5: 19.00 ± 1.00 @ 1.03 % | SA 21.00 ± 1.00 @ 1.15 % | -2.00, -2.00, -2.00 | no | -11.00 |" in text
+    assert "on 1 of 2 tasks" in text
+    assert "the better found configuration of each task 52.00 < the best single module, SA, 52.50" in text
+    assert "the configuration found on SST-2 53.25 ≥ the best single module, SA, 52.50" in text
+    assert "metrics: MRPC F1; CoLA MCC" in text
+
+
+def test_glue_report_writes_between_the_page_markers_only(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import glue_report
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in _glue_rows()))
+    page = tmp_path / "PAGE.md"
+    page.write_text(f"# top\n{glue_report.BEGIN}\nold table\n{glue_report.END}\n## after\n")
+    cmd = [sys.executable, str(BENCHMARKS / "glue_report.py"), "--rows", str(rows), "--page", str(page),
+           "--figure", str(tmp_path / "figures" / "glue.png")]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    text = page.read_text()
+    assert text.startswith(f"# top\n{glue_report.BEGIN}\n") and text.endswith(f"{glue_report.END}\n## after\n")
+    assert "old table" not in text and "| found (better) |" in text and "](figures/glue.png)" in text
+    assert (tmp_path / "figures" / "glue.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page.write_text("# no markers\n")
+    bad = subprocess.run(cmd, capture_output=True, text=True)
+    assert bad.returncode != 0 and "markers" in bad.stderr and page.read_text() == "# no markers\n"
