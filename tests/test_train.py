@@ -13,8 +13,8 @@ from autopeft.cli import main
 from autopeft.models import load_model, load_tokenizer
 from autopeft.modules import load_peft
 from autopeft.tasks import load_task
-from autopeft.training import (Fidelity, batches, build_model, default_attention, encode, fidelity_from, predict,
-                            resolve_device, train_and_evaluate)
+from autopeft.training import (Fidelity, batches, build_model, default_attention, encode, fidelity_from,
+                               linear_schedule_with_warmup, predict, resolve_device, train_and_evaluate)
 
 TINY_FIDELITY = Fidelity(train_examples=48, dev_examples=40, epochs=1, max_length=64, batch_size=16)
 
@@ -22,6 +22,31 @@ TINY_FIDELITY = Fidelity(train_examples=48, dev_examples=40, epochs=1, max_lengt
 @pytest.fixture(scope="module")
 def rte():
     return load_task("RTE")
+
+
+@pytest.mark.parametrize("warmup, total", [(0, 1), (6, 100), (35, 579), (50, 50)])
+def test_learning_rate_schedule_is_transformers_linear_warmup(warmup, total):
+    from transformers import get_linear_schedule_with_warmup
+
+    lrs = []
+    for make in (linear_schedule_with_warmup, get_linear_schedule_with_warmup):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        schedule, seen = make(optimizer, warmup, total), []
+        for _ in range(total + 2):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        lrs.append(seen)
+    assert lrs[0] == lrs[1] and max(lrs[0]) > 0
+
+
+def test_importing_the_trainer_leaves_peft_for_later():
+    """transformers.optimization would import all of PEFT (via trainer_utils) before the first trial."""
+    import subprocess
+    import sys
+
+    code = "import sys, autopeft.cli, autopeft.workflow, autopeft.training; print('peft' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_batches_pad_to_longest_and_group_by_length(rte):

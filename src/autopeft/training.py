@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+from transformers import PreTrainedTokenizerBase
 
 from autopeft.errors import UserError, check_interrupt
 from autopeft.frozen import StatesCache, lower_states, set_lower_layers_eval, skip_lower_layers
@@ -211,6 +211,21 @@ def default_attention(device: torch.device) -> str:
     return "sdpa" if device.type == "cuda" else "matmul"
 
 
+def linear_schedule_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                               total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' `get_linear_schedule_with_warmup`, the same factors to the last bit.
+
+    Written here because importing `transformers.optimization` imports `transformers.trainer_utils`,
+    and with it all of PEFT, before a search's first trial; tests/test_train.py compares the two.
+    """
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return float(step) / float(max(1, warmup_steps))
+        return max(0.0, float(total_steps - step) / float(max(1, total_steps - warmup_steps)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def _autocast(fidelity_precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=fidelity_precision == "bf16")
 
@@ -371,7 +386,7 @@ def train_and_evaluate(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     steps_per_epoch = math.ceil(len(train_data) / fidelity.batch_size)
     total_steps = max(1, round(steps_per_epoch * fidelity.epochs))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(fidelity.warmup_ratio * total_steps), total_steps)
+    scheduler = linear_schedule_with_warmup(optimizer, int(fidelity.warmup_ratio * total_steps), total_steps)
     pad_id = tokenizer.pad_token_id
 
     lowest = 0 if is_full else config.active_layers[0]
