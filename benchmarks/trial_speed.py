@@ -1,8 +1,9 @@
 """Issue-4 trial speed: the plain per-trial loop against autopeft's trial, side by side.
 
-plain  = full forward every step, every batch padded to 128 tokens, no length grouping, fp32,
-         the model's dropout on, torch's SDPA attention with its math kernel (a standard
-         fine-tuning loop; SDPA's default CPU kernel would be slower still, see training.py);
+plain  = `plain_trial`, a standard fine-tuning loop written here: the tokenizer pads every
+         example to 128 tokens, a shuffled DataLoader, full forward every step, fp32, the
+         model's dropout on, torch's SDPA attention with its math kernel (SDPA's default CPU
+         kernel would be slower still, see training.py), the same optimiser and schedule;
 fast   = the default low-fidelity trial: padding to the longest in the batch, length grouping,
          lower-layer states computed once and reused (cache shared across trials), bf16 autocast,
          no backbone dropout, autopeft's matmul attention (see modules/inject.py).
@@ -24,16 +25,62 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.data import DataLoader, TensorDataset
 
 from autopeft.frozen import StatesCache
+from autopeft.modules import fold
 from autopeft.tasks import load_task
-from autopeft.training import fidelity_from, resolve_device, train_and_evaluate
+from autopeft.training import (build_model, encode, evaluate, fidelity_from, linear_schedule_with_warmup,
+                               resolve_device, train_and_evaluate)
 from autopeft.workflow import describe_model, make_space
+
+
+def plain_trial(model_name: str, task, config, fidelity, tokenizer, device: torch.device) -> SimpleNamespace:
+    """Train and score `config` as a plain loop would: wall_time_s and score, as `train_and_evaluate` gives."""
+    start = time.perf_counter()
+    torch.manual_seed(fidelity.seed)
+    train = task.train.subset(fidelity.train_examples, fidelity.seed)
+    dev = task.dev.subset(fidelity.dev_examples, fidelity.seed) if fidelity.dev_examples else task.dev
+    model, _ = build_model(model_name, task, config, fidelity.seed, "sdpa")
+    model.to(device).train()
+    enc = tokenizer(train.text_a, train.text_b, truncation=True, max_length=fidelity.max_length,
+                    padding="max_length", return_tensors="pt")
+    regression = task.spec.is_regression
+    labels = torch.as_tensor(train.labels, dtype=torch.float if regression else torch.long)
+    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    loader = DataLoader(TensorDataset(*(enc[k] for k in names), labels), batch_size=fidelity.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(fidelity.seed))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=fidelity.lr or 1e-3, weight_decay=0.0)
+    total = max(1, round(len(loader) * fidelity.epochs))
+    schedule = linear_schedule_with_warmup(optimizer, int(fidelity.warmup_ratio * total), total)
+    step = 0
+    gpu_kernels = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    with sdpa_kernel(SDPBackend.MATH if device.type == "cpu" else gpu_kernels):
+        while step < total:
+            for *inputs, y in loader:
+                out = model(**{k: v.to(device) for k, v in zip(names, inputs)}).logits
+                y = y.to(device)
+                loss = (torch.nn.functional.mse_loss(out.squeeze(-1), y) if regression
+                        else torch.nn.functional.cross_entropy(out, y))
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if step >= total:
+                    break
+    fold(model)
+    metrics = evaluate(model, task, encode(dev, tokenizer, fidelity.max_length), tokenizer.pad_token_id)
+    return SimpleNamespace(wall_time_s=time.perf_counter() - start, score=metrics["score"])
 
 
 def main() -> None:
@@ -64,9 +111,7 @@ def main() -> None:
         config = space.sample(rng)
         plains, fasts = [], []
         for _ in range(args.repeats):
-            plains.append(train_and_evaluate(args.model, task, config, plain_fidelity, progress=False, tokenizer=tokenizer,
-                                             reuse_lower_layers=False, pad_to_max_length=True, attention="sdpa",
-                                             device=device))
+            plains.append(plain_trial(args.model, task, config, plain_fidelity, tokenizer, device))
             fasts.append(train_and_evaluate(args.model, task, config, fast_fidelity, progress=False, tokenizer=tokenizer,
                                             cache=cache, device=device))
         plain, fast = (min(runs, key=lambda r: r.wall_time_s) for runs in (plains, fasts))

@@ -489,3 +489,28 @@ def test_glue_report_writes_between_the_page_markers_only(monkeypatch, tmp_path)
     page.write_text("# no markers\n")
     bad = subprocess.run(cmd, capture_output=True, text=True)
     assert bad.returncode != 0 and "markers" in bad.stderr and page.read_text() == "# no markers\n"
+
+
+def test_trial_speed_plain_loop_pads_every_batch_to_max_length(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import torch
+    import trial_speed
+
+    from autopeft.models import load_tokenizer
+    from autopeft.space import PeftConfig
+    from autopeft.tasks import load_task
+    from autopeft.training import Fidelity
+
+    widths, build = [], trial_speed.build_model
+
+    def watched(*args, **kwargs):
+        model, spec = build(*args, **kwargs)
+        model.register_forward_pre_hook(lambda _, a, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
+        return model, spec
+
+    monkeypatch.setattr(trial_speed, "build_model", watched)
+    fidelity = Fidelity(train_examples=40, dev_examples=24, epochs=1, max_length=64, batch_size=16)
+    out = trial_speed.plain_trial("minilm", load_task("RTE"), PeftConfig(serial_adapter=8, layers=(1,) * 6), fidelity,
+                                  load_tokenizer("minilm"), torch.device("cpu"))
+    assert 0 <= out.score <= 100 and out.wall_time_s > 0
+    assert widths[:3] == [64, 64, 64] and len(widths) > 3  # 3 training batches, then evaluation

@@ -145,10 +145,56 @@ def test_bf16_precision_runs_and_stays_close(tiny_model_dir, rte):
     np.testing.assert_allclose(bf16.loss_curve, fp32.loss_curve, rtol=0.05)
 
 
-def test_fixed_padding_baseline_pads_every_batch(rte):
-    data = encode(rte.train.subset(40, seed=0), load_tokenizer("minilm"), max_length=128)
-    widths = {b["input_ids"].shape[1] for b in batches(data, 16, pad_id=0, shuffle=True, pad_to=128)}
-    assert widths == {128}
+@pytest.mark.parametrize("native", [(False, False), (True, False), (False, True)])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch, native):
+    from autopeft.cli import PRECISION_CHOICES
+    from autopeft.training import PRECISIONS
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native[0])
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native[1])
+    expected = "bf16" if any(native) else "fp32"
+    assert fidelity_from("low", device="cpu").precision == expected
+    assert fidelity_from("full", device="cpu").precision == "fp32"
+    assert fidelity_from("full", device="cpu", precision="auto").precision == expected
+    assert fidelity_from("low", device="cpu", precision="bf16").precision == "bf16"  # asked for: kept
+    assert PRECISION_CHOICES == PRECISIONS
+
+
+def test_auto_precision_resolves_when_training_starts(tiny_model_dir, rte, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    config = PeftConfig(serial_adapter=8, layers=(1, 1))
+    fp32 = train_and_evaluate(str(tiny_model_dir), rte, config, TINY_FIDELITY, progress=False)
+    auto = train_and_evaluate(str(tiny_model_dir), rte, config, replace(TINY_FIDELITY, precision="auto"),
+                              progress=False, device="cpu")
+    assert auto.loss_curve == fp32.loss_curve
+
+
+def test_a_search_stores_the_precision_auto_chose_and_a_resume_keeps_it(tiny_model_dir, tmp_path, capsys,
+                                                                        monkeypatch):
+    from autopeft.search.study import stored_study_attrs
+
+    def machine(native: bool) -> None:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+
+    out = tmp_path / "s"
+    argv = ["search", "--model", str(tiny_model_dir), "--task", "RTE", "--budget", "1", "--sampler", "random",
+            "--device", "cpu", "--train-examples", "16", "--dev-examples", "16", "--max-length", "32", "--quiet",
+            "--out", str(out)]
+    machine(True)
+    assert main(argv) == 0
+    assert stored_study_attrs(None, "autopeft", out)["fidelity"]["precision"] == "bf16"
+    machine(False)  # another machine: auto would choose fp32, so the resume is refused, naming the fix
+    before = (out / "study.db").read_bytes()
+    assert main([*argv, "--budget", "2"]) == 2
+    err = capsys.readouterr().err
+    assert 'fidelity.precision: stored "bf16" vs new "fp32"' in err
+    assert (out / "study.db").read_bytes() == before
+    assert main([*argv, "--budget", "2", "--precision", "bf16"]) == 0
+    assert stored_study_attrs(None, "autopeft", out)["fidelity"]["precision"] == "bf16"
 
 
 def test_low_fidelity_switches_dropout_off(tiny_model_dir, rte):

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from autopeft.errors import UserError, interrupts_recorded
 
+PRECISION_CHOICES = ("fp32", "bf16", "auto")  # training.PRECISIONS, without importing torch at start-up
+
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("task")
@@ -52,7 +54,8 @@ def _add_fidelity_args(p: argparse.ArgumentParser, default: str, auto: bool = Fa
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float)
     g.add_argument("--seed", type=int)
-    g.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 = bfloat16 autocast")
+    g.add_argument("--precision", choices=PRECISION_CHOICES,
+                   help="bf16 = bfloat16 autocast; auto (preset low) = bf16 where the device computes it natively")
     g.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=None,
                    help="the backbone's dropout during training (preset: off for low, on for full)")
 
@@ -88,7 +91,7 @@ def _fidelity(args: argparse.Namespace):
         "low" if args.fidelity == "auto" else args.fidelity, train_examples=args.train_examples,
         dev_examples=args.dev_examples, epochs=args.epochs,
         max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        precision=args.precision, dropout=args.dropout,
+        precision=args.precision, dropout=args.dropout, device=getattr(args, "device", "auto"),
     )
 
 
@@ -364,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind in (("--train-examples", _count_or_fraction), ("--dev-examples", _count_or_fraction),
                        ("--epochs", float), ("--max-length", int), ("--batch-size", int), ("--lr", float)):
         p.add_argument(flag, type=kind)
-    p.add_argument("--precision", choices=["fp32", "bf16"])
+    p.add_argument("--precision", choices=PRECISION_CHOICES)
     p.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=None)
     _add_device_arg(p)
     p.set_defaults(func=cmd_retrain, seed=None)

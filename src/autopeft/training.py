@@ -41,6 +41,7 @@ from autopeft.space import ModelSpec, PeftConfig
 from autopeft.tasks import Split, TaskData
 
 FULL_FINETUNE = "full"  # the configuration name of the full fine-tuning baseline
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Fidelity:
     warmup_ratio: float = 0.06
     dev_examples: int | float | None = None
     seed: int = 0
-    precision: str = "fp32"  # or "bf16": bfloat16 autocast for the forward passes
+    precision: str = "fp32"  # "bf16": bfloat16 autocast for the forward passes; "auto": see fast_precision
     dropout: bool = True  # False = the backbone's dropout is switched off (faster; see FIDELITIES)
 
     def __post_init__(self) -> None:
@@ -76,8 +77,8 @@ class Fidelity:
             raise UserError(f"fidelity: batch_size must be >= 1, got {self.batch_size}")
         if self.lr is not None and not 0 < self.lr < 1:
             raise UserError(f"fidelity: lr must be in (0, 1), got {self.lr}")
-        if self.precision not in ("fp32", "bf16"):
-            raise UserError(f"fidelity: precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"fidelity: precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"fidelity: warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
@@ -90,18 +91,39 @@ FIDELITIES: dict[str, Fidelity] = {
     # 640 examples x 2 epochs = 40 steps: a trial takes well under a minute on 2 cores.
     # No dropout: on CPU, drawing dropout masks (bernoulli_) is a large share of a trial
     # (and, with SDPA attention, forced its slower path); 40 steps do not overfit.
-    "low": Fidelity(train_examples=640, epochs=2, max_length=128, precision="bf16", dropout=False),
+    # bf16 where the device computes it natively, else fp32 (see fast_precision).
+    "low": Fidelity(train_examples=640, epochs=2, max_length=128, precision="auto", dropout=False),
     # The whole train split. 3 epochs is what a 2-core CPU affords (a PEFT run on RTE takes
     # minutes); raise --epochs on a GPU.
     "full": Fidelity(train_examples=None, epochs=3, max_length=128),
 }
 
 
-def fidelity_from(preset: str = "low", **overrides: Any) -> Fidelity:
-    """A preset with some fields replaced (None values are ignored)."""
+def fidelity_from(preset: str = "low", device: str | torch.device = "auto", **overrides: Any) -> Fidelity:
+    """A preset with some fields replaced (None values are ignored); precision "auto" is
+    resolved for `device`, so that what a study stores says what its trials ran."""
     if preset not in FIDELITIES:
         raise UserError(f"unknown fidelity '{preset}'; choose one of {sorted(FIDELITIES)}")
-    return replace(FIDELITIES[preset], **{k: v for k, v in overrides.items() if v is not None})
+    return resolve_precision(replace(FIDELITIES[preset], **{k: v for k, v in overrides.items() if v is not None}),
+                             device)
+
+
+def fast_precision(device: str | torch.device = "auto") -> str:
+    """"bf16" where `device` computes bfloat16 natively (a CUDA GPU that supports it; a CPU
+    with AVX512-BF16 or AMX), else "fp32": elsewhere bf16 autocast is emulated and much
+    slower than fp32 (BENCHMARKS.md, "Trial speed")."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    # torch has no public query for these CPU features; its private ones are read defensively.
+    native = (getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported",
+                                                                     "_is_amx_tile_supported"))
+    return "bf16" if any(native) else "fp32"
+
+
+def resolve_precision(fidelity: Fidelity, device: str | torch.device = "auto") -> Fidelity:
+    """`fidelity` with precision "auto" replaced by `fast_precision(device)`."""
+    return replace(fidelity, precision=fast_precision(device)) if fidelity.precision == "auto" else fidelity
 
 
 @dataclass
@@ -136,20 +158,15 @@ def encode(split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int) ->
     return Encoded(out["input_ids"], out.get("token_type_ids"), split.labels)
 
 
-def batches(data: Encoded, batch_size: int, pad_id: int, shuffle: bool, seed: int = 0,
-            pad_to: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+def batches(data: Encoded, batch_size: int, pad_id: int, shuffle: bool,
+            seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     """Padded batches: input_ids/attention_mask (batch, longest_in_batch), labels (batch,).
 
     With shuffle, examples are shuffled, then sorted by length inside chunks of 50 batches,
     and the batches are shuffled again; without, the order is by length (fastest to evaluate).
-    `pad_to` (the plain baseline of benchmarks/trial_speed.py): pad every batch to that
-    width and do not group by length.
     """
     lengths = np.array([len(ids) for ids in data.input_ids])
-    if pad_to is not None:
-        order = np.random.default_rng(seed).permutation(len(data)) if shuffle else np.arange(len(data))
-        groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    elif shuffle:
+    if shuffle:
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(data))
         chunk = batch_size * 50
@@ -161,7 +178,7 @@ def batches(data: Encoded, batch_size: int, pad_id: int, shuffle: bool, seed: in
         order = np.argsort(lengths, kind="stable")
         groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for idx in groups:
-        width = pad_to or int(lengths[idx].max())
+        width = int(lengths[idx].max())
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
         types = torch.zeros((len(idx), width), dtype=torch.long) if data.token_type_ids is not None else None
@@ -350,7 +367,6 @@ def train_and_evaluate(
     tokenizer: PreTrainedTokenizerBase | None = None,
     cache: StatesCache | None = None,
     reuse_lower_layers: bool = True,
-    pad_to_max_length: bool = False,
     attention: str | None = None,
     device: str | torch.device = "auto",
 ) -> TrainResult:
@@ -361,13 +377,13 @@ def train_and_evaluate(
     calls through `cache` (`frozen.open_states_cache`; None: within this call only). The
     prefix is folded before evaluation, so the dev score is that of what is kept. When
     `out_dir` is given, the trained modules and head are saved there.
-    `pad_to_max_length` pads every training batch to max_length and `attention="sdpa"` uses
-    torch's SDPA (math kernel on CPU) instead of autopeft's matmul attention (both for the
-    plain baseline of benchmarks/trial_speed.py). `device`: see `resolve_device`;
-    `attention` None: `default_attention(device)`.
+    `attention`: "matmul" (autopeft's, the CPU default) or "sdpa" (torch's; math kernel on
+    CPU; the GPU default), None: `default_attention(device)`; the stored benchmark tables
+    were trained with "sdpa". `device`: see `resolve_device`.
     """
     device = resolve_device(device)
     attention = attention or default_attention(device)
+    fidelity = resolve_precision(fidelity, device)
     start = time.perf_counter()
     torch.manual_seed(fidelity.seed)
     tokenizer = tokenizer or load_tokenizer(model_name)
@@ -401,11 +417,9 @@ def train_and_evaluate(
     model.train()
     set_lower_layers_eval(model, lowest)
     lower = skip_lower_layers(model, lowest, train_states) if reuse else nullcontext()
-    pad_to = fidelity.max_length if pad_to_max_length else None
     with lower as feed, _sdpa_kernels(device, training=True):
         while step < total_steps:
-            epoch_batches = batches(train_data, fidelity.batch_size, pad_id, shuffle=True, seed=fidelity.seed + epoch,
-                                    pad_to=pad_to)
+            epoch_batches = batches(train_data, fidelity.batch_size, pad_id, shuffle=True, seed=fidelity.seed + epoch)
             for batch in _on(device, epoch_batches):
                 check_interrupt()
                 with _autocast(fidelity.precision, device):

@@ -21,7 +21,8 @@ from autopeft.models import load_model, load_tokenizer, weights_fingerprint
 from autopeft.modules import model_spec
 from autopeft.space import ModelSpec, PeftConfig, SearchSpace
 from autopeft.tasks import TaskData, load_datasets_task, load_file_task, load_task
-from autopeft.training import FIDELITIES, FULL_FINETUNE, Fidelity, resolve_device, train_and_evaluate
+from autopeft.training import (FIDELITIES, FULL_FINETUNE, Fidelity, resolve_device, resolve_precision,
+                               train_and_evaluate)
 
 OBJECTIVES = ["score:maximize", "percent:minimize"]
 logger = logging.getLogger("autopeft")  # progress of long jobs: the CLI shows it; a library user configures logging
@@ -98,6 +99,7 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         resolve_device(self.device)  # a device that is not there fails here, not as failed trials
+        self.fidelity = resolve_precision(self.fidelity, self.device)  # what the study stores is what runs
 
 
 def _sampler_options(nuts: str) -> dict[str, Any]:
@@ -345,7 +347,7 @@ def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: s
     study = open_existing(out_dir, storage, study_name)
     meta = study.user_attrs
     task = load_task_source(meta["task_source"])
-    fidelity = replace(FIDELITIES["full"], **(fidelity_overrides or {}))
+    fidelity = resolve_precision(replace(FIDELITIES["full"], **(fidelity_overrides or {})), device)
     tokenizer = load_tokenizer(meta["model"])
     picked = spread_along_front(front_rows(study), top)
     logger.info(f"retraining {len(picked)} front configuration(s) x {seeds} seed(s) at full fidelity")
