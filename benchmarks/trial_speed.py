@@ -32,14 +32,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import DataLoader, TensorDataset
 
 from autopeft.frozen import StatesCache
 from autopeft.modules import fold
 from autopeft.tasks import load_task
-from autopeft.training import (build_model, encode, evaluate, fidelity_from, linear_schedule_with_warmup,
-                               resolve_device, train_and_evaluate)
+from autopeft.training import (_loss, _sdpa_kernels, build_model, encode, evaluate, fidelity_from,
+                               linear_schedule_with_warmup, resolve_device, train_and_evaluate)
 from autopeft.workflow import describe_model, make_space
 
 
@@ -53,8 +52,7 @@ def plain_trial(model_name: str, task, config, fidelity, tokenizer, device: torc
     model.to(device).train()
     enc = tokenizer(train.text_a, train.text_b, truncation=True, max_length=fidelity.max_length,
                     padding="max_length", return_tensors="pt")
-    regression = task.spec.is_regression
-    labels = torch.as_tensor(train.labels, dtype=torch.float if regression else torch.long)
+    labels = torch.as_tensor(train.labels)  # _loss casts them for the task's kind
     names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     loader = DataLoader(TensorDataset(*(enc[k] for k in names), labels), batch_size=fidelity.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(fidelity.seed))
@@ -63,15 +61,11 @@ def plain_trial(model_name: str, task, config, fidelity, tokenizer, device: torc
     total = max(1, round(len(loader) * fidelity.epochs))
     schedule = linear_schedule_with_warmup(optimizer, int(fidelity.warmup_ratio * total), total)
     step = 0
-    gpu_kernels = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    with sdpa_kernel(SDPBackend.MATH if device.type == "cpu" else gpu_kernels):
+    with _sdpa_kernels(device, training=True):
         while step < total:
             for *inputs, y in loader:
                 out = model(**{k: v.to(device) for k, v in zip(names, inputs)}).logits
-                y = y.to(device)
-                loss = (torch.nn.functional.mse_loss(out.squeeze(-1), y) if regression
-                        else torch.nn.functional.cross_entropy(out, y))
-                loss.backward()
+                _loss(out, y.to(device)).backward()
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
