@@ -19,6 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from autopeft.search.samplers import REPLICATE_ATTR
 from autopeft.search.study import make_storage
 
 TINY_SEARCH = ["--train-examples", "32", "--dev-examples", "32", "--epochs", "1", "--max-length", "48", "--quiet"]
@@ -176,7 +177,10 @@ def test_workers_share_one_study(tiny_model_dir, tmp_path, request, backend):
     study = load(storage, out)
     check_shared_study(study, budget, n_workers)
     if backend == "sqlite":  # the BO sampler's 2 noise-calibration replicates, made by the workers
-        assert sum("replicate_of" in t.user_attrs for t in evaluated(study)) == 2
+        assert sum("replicate_of" in t.user_attrs for t in evaluated(study)) == 2, [  # who proposed what, and when
+            (t.number, t.state.name, t.user_attrs.get("worker", {}).get("pid"), t.user_attrs.get("replicate_of"),
+             t.system_attrs.get(REPLICATE_ATTR), str(t.datetime_start), t.user_attrs.get("duplicate_of"))
+            for t in study.trials]
         with sqlite3.connect(out / "study.db") as db:
             assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
     front = json.loads((out / "front.json").read_text())  # the workers wrote the report at the same time
