@@ -5,8 +5,9 @@ plain  = `plain_trial`, a standard fine-tuning loop written here: the tokenizer 
          model's dropout on, torch's SDPA attention with its math kernel (SDPA's default CPU
          kernel would be slower still, see training.py), the same optimiser and schedule;
 fast   = the default low-fidelity trial: padding to the longest in the batch, length grouping,
-         lower-layer states computed once and reused (cache shared across trials), bf16 autocast,
-         no backbone dropout, autopeft's matmul attention (see modules/inject.py).
+         lower-layer states computed once and reused (cache shared across trials), the low preset's
+         precision (bf16 where the CPU computes it natively, else fp32), no backbone dropout,
+         autopeft's matmul attention (see modules/inject.py).
 Both train the same random configurations of the default space on the same RTE subset
 (the 'low' preset: 640 examples, 2 epochs). For each configuration the two runs follow each
 other, so they see the same machine load; with --repeats N the pair runs N times, alternately,
@@ -109,7 +110,7 @@ def main() -> None:
             fasts.append(train_and_evaluate(args.model, task, config, fast_fidelity, progress=False, tokenizer=tokenizer,
                                             cache=cache, device=device))
         plain, fast = (min(runs, key=lambda r: r.wall_time_s) for runs in (plains, fasts))
-        # The same fast path in fp32: isolates the effect of bf16 on the score.
+        # The same fast path in fp32: isolates the effect of bf16 (where the preset uses it) on the score.
         fast32 = (train_and_evaluate(args.model, task, config, replace(fast_fidelity, precision="fp32"), progress=False,
                                      tokenizer=tokenizer, cache=cache, device=device) if args.fp32_check else None)
         row = {"config": config.to_dict(), "describe": config.describe(), "plain_s": plain.wall_time_s,
