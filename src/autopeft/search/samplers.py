@@ -113,6 +113,17 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.errors import UserError
+from autopeft.search import optuna_access
+from autopeft.search.attrs import (
+    BUDGET_ATTR,
+    DUPLICATE_OF_ATTR,
+    FIXED_PARAMS_ATTR,
+    PROPOSAL_ATTR,
+    REPLICATE_ATTR,
+    REPLICATE_OF_ATTR,
+    RERUN_ATTR,
+    SECONDS_ATTR,
+)
 from autopeft.search.kernel import prepare_fused_kernel
 from autopeft.search.pareto import pareto_mask
 from autopeft.space import PeftConfig, SearchSpace, size_keys
@@ -137,11 +148,6 @@ SAMPLER_NAMES = ("saasbo", "gp", "random", "nsga2", "motpe")
 #: Pass warmup_steps/num_samples/thinning to change it.
 NUTS_DEFAULTS = {"warmup_steps": 256, "num_samples": 128, "thinning": 16, "max_tree_depth": 6}
 
-PROPOSAL_ATTR = "autopeft_proposal"
-RERUN_ATTR = "rerun_of"  # user attr of a re-queued trial: the number of the trial it re-runs
-SECONDS_ATTR = "autopeft_proposal_seconds"
-BUDGET_ATTR = "budget"  # study user attr: the budget of the running search (caps the replicates)
-REPLICATE_ATTR = "autopeft_replicate"  # system attr of a proposed replicate: {"of": first trial, "index": k}
 #: The longest a proposal waits for an earlier trial's (`_wait_for_earlier_proposals`): an earlier
 #: trial with no proposal this many seconds after its start is taken to have lost its worker.
 PROPOSAL_WAIT_S = 300.0
@@ -527,7 +533,7 @@ class ConfigSampler(BaseSampler):
 
     def _fixed_dims(self, trial: FrozenTrial) -> dict[int, int]:
         """Dimensions fixed by `study.enqueue_trial` for this trial (index values)."""
-        fixed_params = trial.system_attrs.get("fixed_params") or {}
+        fixed_params = trial.system_attrs.get(FIXED_PARAMS_ATTR) or {}
         out: dict[int, int] = {}
         for j, name in enumerate(self._grid.names):
             if name in fixed_params:
@@ -567,11 +573,11 @@ class ConfigSampler(BaseSampler):
         for t in trials:
             if t.number == trial.number or (t.state == TrialState.FAIL and t.number in rerun):
                 continue
-            if t.state == TrialState.COMPLETE and "duplicate_of" in t.user_attrs:
+            if t.state == TrialState.COMPLETE and DUPLICATE_OF_ATTR in t.user_attrs:
                 continue  # told with an evaluated configuration's values: no new observation
             if t.state != TrialState.FAIL:
                 n_started += 1
-                n_replicates += "replicate_of" in t.user_attrs or REPLICATE_ATTR in t.system_attrs
+                n_replicates += REPLICATE_OF_ATTR in t.user_attrs or REPLICATE_ATTR in t.system_attrs
             row = self._row_of(t)
             if row is None:
                 continue
@@ -595,8 +601,8 @@ class ConfigSampler(BaseSampler):
         row = self._grid.row_from_params(t.params)
         if row is None and isinstance(t.system_attrs.get(PROPOSAL_ATTR), Mapping):
             row = self._grid.row_from_params(t.system_attrs[PROPOSAL_ATTR])
-        if row is None and isinstance(t.system_attrs.get("fixed_params"), Mapping):
-            row = self._grid.row_from_params({**t.params, **t.system_attrs["fixed_params"]})
+        if row is None and isinstance(t.system_attrs.get(FIXED_PARAMS_ATTR), Mapping):
+            row = self._grid.row_from_params({**t.params, **t.system_attrs[FIXED_PARAMS_ATTR]})
         return row
 
 
@@ -627,9 +633,9 @@ def _set_system_attrs(study: optuna.Study, trial: FrozenTrial, params: Mapping[s
     """Record the proposal; PROPOSAL_ATTR last, as it marks the proposal done (`_wait_for_earlier_proposals`)."""
     try:
         if replicate is not None:
-            study._storage.set_trial_system_attr(trial._trial_id, REPLICATE_ATTR, dict(replicate))
-        study._storage.set_trial_system_attr(trial._trial_id, SECONDS_ATTR, float(seconds))
-        study._storage.set_trial_system_attr(trial._trial_id, PROPOSAL_ATTR, dict(params))
+            optuna_access.set_trial_system_attr(study, trial, REPLICATE_ATTR, dict(replicate))
+        optuna_access.set_trial_system_attr(study, trial, SECONDS_ATTR, float(seconds))
+        optuna_access.set_trial_system_attr(study, trial, PROPOSAL_ATTR, dict(params))
     except Exception:  # noqa: BLE001 - bookkeeping only; a read-only/finished trial must not break sampling
         pass
 

@@ -62,7 +62,22 @@ from optuna.trial import FrozenTrial, TrialState
 from autopeft.errors import UserError, check_interrupt, interrupts_deferred, interrupts_immediate, interrupts_recorded
 from autopeft.search.noise import NoiseEstimate, estimate_noise, format_share
 from autopeft.search.pareto import hypervolume, pareto_mask
-from autopeft.search.samplers import BUDGET_ATTR, PROPOSAL_ATTR, REPLICATE_ATTR, RERUN_ATTR
+from autopeft.search import optuna_access
+from autopeft.search.attrs import (
+    BUDGET_ATTR,
+    CONFIG_ATTR,
+    DUPLICATE_OF_ATTR,
+    FAIL_REASON_ATTR,
+    FIXED_PARAMS_ATTR,
+    PROPOSAL_ATTR,
+    REPLICATE_ATTR,
+    REPLICATE_INDEX_ATTR,
+    REPLICATE_OF_ATTR,
+    RERUN_ATTR,
+    RETRAINED_ATTR,
+    WORKER_ATTR,
+    WORKER_PREFIX,
+)
 from autopeft.space import PeftConfig, SearchSpace, size_keys
 
 DIRECTIONS = ["maximize", "minimize"]  # values = (score, percent)
@@ -298,7 +313,7 @@ def _row(trial: FrozenTrial, retrained: dict[str, Any]) -> dict[str, Any]:
     attrs = trial.user_attrs
     row = {
         "number": trial.number,
-        "config": attrs.get("config"),
+        "config": attrs.get(CONFIG_ATTR),
         "score": float(trial.values[0]),
         "percent": float(trial.values[1]),
         "trainable_params": attrs.get("trainable_params"),
@@ -308,11 +323,11 @@ def _row(trial: FrozenTrial, retrained: dict[str, Any]) -> dict[str, Any]:
         "seed": attrs.get("seed"),
         "extra": attrs.get("extra", {}),
     }
-    if "duplicate_of" in attrs:
-        row["duplicate_of"] = attrs["duplicate_of"]
-    if "replicate_of" in attrs:
-        row["replicate_of"] = attrs["replicate_of"]
-    row["replicate_index"] = int(attrs.get("replicate_index", 0))
+    if DUPLICATE_OF_ATTR in attrs:
+        row[DUPLICATE_OF_ATTR] = attrs[DUPLICATE_OF_ATTR]
+    if REPLICATE_OF_ATTR in attrs:
+        row[REPLICATE_OF_ATTR] = attrs[REPLICATE_OF_ATTR]
+    row[REPLICATE_INDEX_ATTR] = int(attrs.get(REPLICATE_INDEX_ATTR, 0))
     row["train_seed"] = attrs.get("train_seed")
     info = retrained.get(str(trial.number))
     if info:
@@ -330,11 +345,11 @@ def completed_trials(study: optuna.Study, include_duplicates: bool = False) -> l
     extra; `duplicate_of` for duplicates, `replicate_of` for replicates;
     retrained_mean / retrained_std / retrained_scores when recorded.
     """
-    retrained = study.user_attrs.get("retrained", {})
+    retrained = study.user_attrs.get(RETRAINED_ATTR, {})
     rows = [
         _row(t, retrained)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if include_duplicates or "duplicate_of" not in t.user_attrs
+        if include_duplicates or DUPLICATE_OF_ATTR not in t.user_attrs
     ]
     return sorted(rows, key=lambda r: r["number"])
 
@@ -351,7 +366,7 @@ def config_rows(study: optuna.Study) -> list[dict[str, Any]]:
         groups.setdefault(_config_key(row["config"]), []).append(row)
     out = []
     for trials in groups.values():
-        trials.sort(key=lambda r: (r["replicate_index"], r["number"]))
+        trials.sort(key=lambda r: (r[REPLICATE_INDEX_ATTR], r["number"]))
         scores = [r["score"] for r in trials]
         names = {k for r in trials for k in r["metrics"]}
         metrics = {k: float(np.mean([r["metrics"][k] for r in trials if k in r["metrics"]])) for k in sorted(names)}
@@ -379,13 +394,13 @@ def noise_estimate(study: optuna.Study) -> NoiseEstimate:
 def record_retrained(study: optuna.Study, number: int, scores: list[float]) -> None:
     """Store full-fidelity retraining scores of trial `number` (study attr `retrained`)."""
     scores = [float(s) for s in scores]
-    retrained = dict(study.user_attrs.get("retrained", {}))
+    retrained = dict(study.user_attrs.get(RETRAINED_ATTR, {}))
     retrained[str(number)] = {
         "scores": scores,
         "mean": float(np.mean(scores)),
         "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
     }
-    study.set_user_attr("retrained", retrained)
+    study.set_user_attr(RETRAINED_ATTR, retrained)
 
 
 def reference_point(study: optuna.Study) -> tuple[float, float]:
@@ -431,7 +446,7 @@ def _notify(message: str) -> None:
 
 
 def _is_evaluated(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.COMPLETE and "duplicate_of" not in trial.user_attrs
+    return trial.state == TrialState.COMPLETE and DUPLICATE_OF_ATTR not in trial.user_attrs
 
 
 def _n_done(study: optuna.Study) -> int:
@@ -440,7 +455,7 @@ def _n_done(study: optuna.Study) -> int:
 
 
 def _fail(study: optuna.Study, trial: optuna.trial.Trial, reason: str, **attrs: Any) -> FrozenTrial:
-    trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr(FAIL_REASON_ATTR, reason)
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     return study.tell(trial, state=TrialState.FAIL)
@@ -477,7 +492,7 @@ def _worker_label(worker: dict[str, Any] | None) -> str:
 def _held_params(trial: FrozenTrial) -> dict[str, Any]:
     """The parameters a trial holds: its own, completed by the sampler's stored proposal (a
     running trial) or the queued values (a waiting one)."""
-    return {**(trial.system_attrs.get("fixed_params") or {}), **(trial.system_attrs.get(PROPOSAL_ATTR) or {}),
+    return {**(trial.system_attrs.get(FIXED_PARAMS_ATTR) or {}), **(trial.system_attrs.get(PROPOSAL_ATTR) or {}),
             **trial.params}
 
 
@@ -489,8 +504,8 @@ def _replicate_proposal(trial: FrozenTrial | optuna.trial.Trial) -> dict[str, in
     being evaluated has the user attrs).
     """
     attrs = trial.user_attrs
-    if "replicate_of" in attrs:
-        return {"of": int(attrs["replicate_of"]), "index": int(attrs["replicate_index"])}
+    if REPLICATE_OF_ATTR in attrs:
+        return {"of": int(attrs[REPLICATE_OF_ATTR]), "index": int(attrs[REPLICATE_INDEX_ATTR])}
     proposal = (getattr(trial, "system_attrs", None) or {}).get(REPLICATE_ATTR)
     return {"of": int(proposal["of"]), "index": int(proposal["index"])} if isinstance(proposal, dict) else None
 
@@ -505,7 +520,7 @@ def _held_elsewhere(study: optuna.Study, trial: FrozenTrial) -> int | None:
     """Number of another trial that evaluated, runs or queued `trial`'s work (configuration and replicate index)."""
     params, index = _held_params(trial), replicate_index(trial)
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)):
-        if (params and t.number != trial.number and "duplicate_of" not in t.user_attrs
+        if (params and t.number != trial.number and DUPLICATE_OF_ATTR not in t.user_attrs
                 and _held_params(t) == params and replicate_index(t) == index):
             return t.number
     return None
@@ -524,16 +539,16 @@ def _requeue(study: optuna.Study, frozen: FrozenTrial) -> bool:
     if any(t.user_attrs.get(RERUN_ATTR) == frozen.number for t in study.get_trials(deepcopy=False)):
         return False
     replicate = _replicate_proposal(frozen)
-    extra = {} if replicate is None else {"replicate_of": replicate["of"], "replicate_index": replicate["index"]}
+    extra = {} if replicate is None else {REPLICATE_OF_ATTR: replicate["of"], REPLICATE_INDEX_ATTR: replicate["index"]}
     study.enqueue_trial(params, user_attrs={RERUN_ATTR: frozen.number, **extra})
     return True
 
 
 def _requeue_heartbeat_stale(study: optuna.Study, frozen: FrozenTrial) -> None:
     """Optuna's callback for a trial it failed for want of heartbeats (`fail_stale_trials`)."""
-    grace = HEARTBEAT_GRACE * (study._storage.get_heartbeat_interval() or 0)
+    grace = HEARTBEAT_GRACE * (optuna_access.heartbeat_interval(study) or 0)
     queued = " and queued to run first" if _requeue(study, frozen) else ""
-    owner = _worker_label(frozen.user_attrs.get("worker"))
+    owner = _worker_label(frozen.user_attrs.get(WORKER_ATTR))
     _notify(f"trial {frozen.number} ({owner}) sent no heartbeat for over {grace} s: marked FAIL{queued}")
 
 
@@ -546,18 +561,17 @@ def _recover_stale(study: optuna.Study, quiet: bool = False) -> None:
     others = any(
         _other_worker_alive(w)
         for k, w in study.user_attrs.items()
-        if k.startswith("worker:") and isinstance(w, dict) and w.get("active")
+        if k.startswith(WORKER_PREFIX) and isinstance(w, dict) and w.get("active")
     )
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = frozen.user_attrs.get("worker")
+        owner = frozen.user_attrs.get(WORKER_ATTR)
         if _other_worker_alive(owner) or (owner is None and others):
             if not quiet:
                 where = _worker_label(owner) if owner else "another live worker"
                 _notify(f"trial {frozen.number} is running in {where}; left alone")
             continue
-        # No public API sets attrs on an existing trial by number; Trial(study, id) is the handle ask() returns.
         try:
-            failed = _fail(study, optuna.trial.Trial(study, frozen._trial_id), "stale: interrupted run")
+            failed = _fail(study, optuna_access.trial_handle(study, frozen), "stale: interrupted run")
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker failed it first
         queued = " and queued to run first" if _requeue(study, failed) else ""
@@ -570,7 +584,7 @@ def _recover_stale(study: optuna.Study, quiet: bool = False) -> None:
 def _register(study: optuna.Study, active: bool) -> None:
     me = _this_worker()
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    study.set_user_attr(f"worker:{me['host']}:{me['pid']}", {**me, "active": active, "updated": now})
+    study.set_user_attr(f"{WORKER_PREFIX}{me['host']}:{me['pid']}", {**me, "active": active, "updated": now})
 
 
 class _Heartbeat:
@@ -647,15 +661,15 @@ def _over_budget(study: optuna.Study, number: int, budget: int) -> bool:
 def _failed_as_stale_elsewhere(study: optuna.Study, trial: optuna.trial.Trial) -> bool:
     """Whether another worker failed this worker's running trial as stale (late heartbeats)."""
     frozen = _frozen(study, trial)
-    return frozen.state == TrialState.FAIL and "fail_reason" not in frozen.user_attrs
+    return frozen.state == TrialState.FAIL and FAIL_REASON_ATTR not in frozen.user_attrs
 
 
 def _evaluated_configs(study: optuna.Study, space: SearchSpace) -> dict[str, int]:
     """Config key -> number of the first COMPLETE trial with that configuration (not a duplicate or replicate)."""
     done: dict[str, int] = {}
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if "duplicate_of" not in frozen.user_attrs and replicate_index(frozen) == 0:
-            config = frozen.user_attrs.get("config") or space.from_params(frozen.params)
+        if DUPLICATE_OF_ATTR not in frozen.user_attrs and replicate_index(frozen) == 0:
+            config = frozen.user_attrs.get(CONFIG_ATTR) or space.from_params(frozen.params)
             done.setdefault(_config_key(config), frozen.number)
     return done
 
@@ -669,12 +683,12 @@ def _ask(
         trial = study.ask()
     try:
         check_interrupt()  # one that landed in ask(), now that the trial can be failed
-        trial.set_user_attr("worker", _this_worker())
-        heart.add(trial._trial_id)
+        trial.set_user_attr(WORKER_ATTR, _this_worker())
+        heart.add(optuna_access.trial_id(trial))
         if _over_budget(study, trial.number, budget):
             # Another worker asked at the same moment: give this trial back (and what it popped from the queue).
             _requeue(study, _fail(study, trial, "not run: the rest of the budget went to trials of other workers"))
-            heart.discard(trial._trial_id)
+            heart.discard(optuna_access.trial_id(trial))
             return None
         start = time.perf_counter()
         for name, dist in space.optuna_distributions().items():
@@ -737,7 +751,7 @@ def run_search(
     bar = tqdm(total=budget, initial=min(n_done, budget), disable=not progress, unit="trial", dynamic_ncols=True)
     skips = failures = 0
     waiting = False
-    heart = _Heartbeat(study._storage)
+    heart = _Heartbeat(optuna_access.storage(study))
 
     def finish(frozen: FrozenTrial) -> None:
         if on_trial_end is not None:
@@ -774,7 +788,7 @@ def run_search(
                             outcome, told = _tell_one(study, space, trial, config,
                                                       {**attrs, "proposal_seconds": proposal_s}, done, evaluate, finish)
                         finally:
-                            heart.discard(trial._trial_id)
+                            heart.discard(optuna_access.trial_id(trial))
                         if outcome == "skipped":
                             skips += 1
                         elif outcome == "complete":
@@ -786,7 +800,7 @@ def run_search(
                         elif outcome == "failed":
                             skips, failures = 0, failures + 1
                             if failures >= MAX_CONSECUTIVE_FAILURES:
-                                last = told.user_attrs.get("fail_reason")
+                                last = told.user_attrs.get(FAIL_REASON_ATTR)
                                 raise UserError(f"{failures} evaluations in a row failed (last: {last}); "
                                                 f"fix the cause, then {RESUME_HINT}")
                 except KeyboardInterrupt:
@@ -826,16 +840,16 @@ def _tell_one(
     failed it as stale meanwhile.
     """
     try:
-        for name, value in {"config": config.to_dict(), **attrs}.items():
+        for name, value in {CONFIG_ATTR: config.to_dict(), **attrs}.items():
             trial.set_user_attr(name, value)
         key = _config_key(config)
         replicate = _replicate_proposal(_frozen(study, trial))
         if replicate is not None:
-            trial.set_user_attr("replicate_of", replicate["of"])
-            trial.set_user_attr("replicate_index", replicate["index"])
+            trial.set_user_attr(REPLICATE_OF_ATTR, replicate["of"])
+            trial.set_user_attr(REPLICATE_INDEX_ATTR, replicate["index"])
         elif key in done:
             first = study.get_trials(deepcopy=False)[done[key]]
-            trial.set_user_attr("duplicate_of", done[key])
+            trial.set_user_attr(DUPLICATE_OF_ATTR, done[key])
             for name in ("score", "percent", "metrics", "trainable_params"):
                 trial.set_user_attr(name, first.user_attrs.get(name))
             finish(study.tell(trial, first.values))
@@ -856,7 +870,7 @@ def _tell_one(
              "its result here is dropped")
         return "lost", None
     if frozen.state != TrialState.COMPLETE:
-        _notify(f"trial {frozen.number} failed: {frozen.user_attrs['fail_reason']}")
+        _notify(f"trial {frozen.number} failed: {frozen.user_attrs[FAIL_REASON_ATTR]}")
     elif replicate is None:
         done[key] = frozen.number
     finish(frozen)
