@@ -199,13 +199,13 @@ def report(rows: list[dict], figure_link: str | None = None) -> str:
     return "\n".join(parts)
 
 
-def update_page(page: Path, section: str) -> None:
-    """Replace the text between the markers of `page` with `section`."""
+def update_page(page: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the text between the markers `begin` and `end` of `page` with `section`."""
     text = page.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{page}: no {BEGIN} ... {END} markers to write between")
-    head, rest = text.split(BEGIN, 1)
-    page.write_text(f"{head}{BEGIN}\n{section}\n{END}{rest.split(END, 1)[1]}")
+    if begin not in text or end not in text:
+        raise SystemExit(f"{page}: no {begin} ... {end} markers to write between")
+    head, rest = text.split(begin, 1)
+    page.write_text(f"{head}{begin}\n{section}\n{end}{rest.split(end, 1)[1]}")
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ Usage:
     python benchmarks/startup.py --repeats 5 [--task STS-B] [--sampler saasbo]
 Beside each run it times the floor: a bare Python importing torch, transformers' modeling code,
 scikit-learn and SciPy's metrics, and Optuna's SQL storage, which any search must do first.
-Prints the min and median, and writes benchmarks/results/startup-SAMPLER.json.
+Prints the min and median, and writes benchmarks/results/startup-SAMPLER.json (or --out), with the
+machine it ran on.
 """
 
 from __future__ import annotations
@@ -50,11 +51,21 @@ def floor() -> float:
     return float(out.stdout.split()[-1]) - start
 
 
+def machine() -> str:
+    """The CPU model, its core count, and whether it computes bf16 natively (which sets the low preset's precision)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 "unknown CPU")
+    bf16 = "native bf16 (AMX or AVX-512 BF16)" if ("amx_bf16" in info or "avx512_bf16" in info) else "no native bf16"
+    return f"{model}, {os.cpu_count()} cores, {bf16}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--task", default="STS-B")
     parser.add_argument("--sampler", default="saasbo", help="the default sampler; its first trial is a Sobol point")
+    parser.add_argument("--out", type=Path, help="result file (default: benchmarks/results/startup-SAMPLER.json)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         one(args.task, args.sampler, Path(tmp) / "warm-up")
@@ -62,11 +73,13 @@ def main() -> None:
         for k in range(args.repeats):  # side by side, so both see the same machine load
             seconds.append(one(args.task, args.sampler, Path(tmp) / f"run{k}"))
             floors.append(floor())
-    result = {"task": args.task, "sampler": args.sampler, "seconds": seconds, "min": float(np.min(seconds)),
-              "median": float(np.median(seconds)), "floor_imports": FLOOR_IMPORTS, "floor_seconds": floors,
+    result = {"task": args.task, "sampler": args.sampler, "machine": machine(), "seconds": seconds,
+              "min": float(np.min(seconds)), "median": float(np.median(seconds)),
+              "floor_imports": FLOOR_IMPORTS, "floor_seconds": floors,
               "floor_min": float(np.min(floors)), "floor_median": float(np.median(floors))}
-    (HERE / "results" / f"startup-{args.sampler}.json").write_text(json.dumps(result, indent=2))
-    print(f"launch -> first trial start, {args.repeats} repeats: min {result['min']:.2f} s, median {result['median']:.2f} s")
+    (args.out or HERE / "results" / f"startup-{args.sampler}.json").write_text(json.dumps(result, indent=2))
+    print(f"launch -> first trial start, {args.repeats} repeats: min {result['min']:.2f} s, "
+          f"median {result['median']:.2f} s")
     print(f"of which the libraries' imports alone ({FLOOR_IMPORTS}): min {result['floor_min']:.2f} s, "
           f"median {result['floor_median']:.2f} s")
 
