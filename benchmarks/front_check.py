@@ -34,7 +34,7 @@ def main() -> None:
     from autopeft.frozen import open_states_cache
     from autopeft.metrics import majority_baseline
     from autopeft.models import load_tokenizer
-    from autopeft.search.study import completed_trials, front_rows
+    from autopeft.search.results import completed_trials, front_rows
     from autopeft.space import PeftConfig
     from autopeft.training import Fidelity, train_and_evaluate
     from autopeft.workflow import load_task_source, open_existing

@@ -69,7 +69,7 @@ def single_modules(spec) -> dict[str, Any]:
 
 def found_configs(study_dir: str, spec, max_percent: float) -> list[tuple[Any, str]]:
     """Two configurations spread along the study's front of means, each at <= max_percent; with their source."""
-    from autopeft.search.study import front_rows
+    from autopeft.search.results import front_rows
     from autopeft.space import PeftConfig
     from autopeft.workflow import open_existing, spread_along_front
 

@@ -47,7 +47,8 @@ def run_one(table_path: str, arm: str, seed: int, budget: int, n_init: int) -> d
     torch.set_num_threads(1)
     import optuna
 
-    from autopeft.search.samplers import REPLICATE_ATTR, make_sampler
+    from autopeft.search.attrs import REPLICATE_ATTR
+    from autopeft.search.samplers import make_sampler
     from replay import _setup
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

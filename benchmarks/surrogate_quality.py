@@ -8,7 +8,7 @@ then, for the table's best-scoring row: its rank among all rows by the predictio
 each model fitted on every other row (can a model point a search at it?).
 Models: the "saasbo" sampler's MAP SAAS GP and the "gp" sampler's GP, fitted by the
 samplers' own code on the same encoding, on the raw scores and with
-`score_floor_quantile=0.2` (`samplers.floor_low_scores`); a random forest on the same
+`score_floor_quantile=0.2` (`search.bo.model.floor_low_scores`); a random forest on the same
 encoding as a reference that is not a GP.
 
 Usage: python benchmarks/surrogate_quality.py --table benchmarks/data/sst2_minilm_low.csv --n 25,50,100
@@ -25,7 +25,8 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.ensemble import RandomForestRegressor
 
-from autopeft.search.samplers import floor_low_scores, make_sampler
+from autopeft.search.bo.model import fit_gp, floor_low_scores
+from autopeft.search.samplers import BOOptions
 
 from replay import _setup
 
@@ -43,15 +44,15 @@ def main() -> None:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     rows, _, space, _ = _setup(args.table)
-    samplers = {"SAAS-MAP": make_sampler("saasbo", space, fit="map"), "GP": make_sampler("gp", space)}
-    grid = samplers["GP"]._grid
+    options = {"SAAS-MAP": BOOptions(model="saas", fit="map"), "GP": BOOptions(model="gp")}  # the samplers' models
+    grid = space.grid()
     X = grid.to_x(np.stack([grid.index(r["config"]) for r in rows]))  # rows x d, the samplers' encoding
     y = np.array([r["score"] for r in rows])
 
     def gaussian_process(name: str, quantile: float):
         def predict(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
             target = torch.as_tensor(floor_low_scores(y[train], quantile)).unsqueeze(-1)
-            model = samplers[name]._fit_one(torch.as_tensor(X[train]), target, seed)
+            model = fit_gp(torch.as_tensor(X[train]), target, options[name], seed)
             with torch.no_grad():
                 return model.posterior(torch.as_tensor(X[test])).mean.reshape(-1).numpy()
         return predict

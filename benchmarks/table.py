@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autopeft.search.study import completed_trials
+from autopeft.search.results import completed_trials
 from autopeft.workflow import open_existing
 from autopeft.space import PeftConfig
 

@@ -100,7 +100,7 @@ def test_auto_fidelity_is_stored_and_another_fidelity_is_refused_on_resume(tiny_
     printed = capsys.readouterr().out
     assert "fidelity chosen by calibration" in printed and "<- chosen" in printed
     assert "(constant predictor " in printed  # each rung is shown against the constant predictor
-    from autopeft.search.study import stored_study_attrs
+    from autopeft.search.storage import stored_study_attrs
 
     attrs = stored_study_attrs(None, "autopeft", out)
     chosen = [r for r in attrs["calibration"] if r["chosen"]]

@@ -53,7 +53,7 @@ def test_report_prints_the_noise_and_warns_when_it_swamps_the_configurations(sea
     from autopeft.search.noise import NoiseEstimate
 
     for share, warned in ((0.2, True), (0.6, False)):
-        monkeypatch.setattr("autopeft.search.study.noise_estimate", lambda study: NoiseEstimate(3.0, share, 2))
+        monkeypatch.setattr("autopeft.search.results.noise_estimate", lambda study: NoiseEstimate(3.0, share, 2))
         assert main(["report", str(out)]) == 0
         printed = capsys.readouterr().out
         assert ("warning:" in printed) == warned
@@ -331,3 +331,4 @@ def test_a_glue_name_stays_a_glue_task_beside_a_folder_of_that_name(tmp_path, mo
     (tmp_path / "RTE").mkdir()  # e.g. run from the GLUE data root
     args = build_parser().parse_args(["train", "--task", "RTE", "--config", "full", "--out", "o"])
     assert _task_source(args) == {"name": "RTE", "data_dir": None}
+

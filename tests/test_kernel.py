@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from autopeft.search.kernel import EXTENSION, cpu_tag
+from autopeft.search.environment import cpu_tag
+from autopeft.search.kernel import EXTENSION
 
 # A 5-trial BO search (2 random, 3 MAP-SAAS + qLogNEHVI proposals) on a synthetic objective.
 SEARCH = """
@@ -58,7 +59,7 @@ def test_a_search_without_a_compiler_still_completes(tmp_path):
 
 
 def test_the_default_folder_is_keyed_by_torch_python_and_cpu(tmp_path):
-    code = "from autopeft.search.kernel import extensions_dir; print(extensions_dir())"
+    code = "from autopeft.search.environment import extensions_dir; print(extensions_dir())"
     env = {k: v for k, v in os.environ.items() if k != "TORCH_EXTENSIONS_DIR"}
     out = subprocess.run([sys.executable, "-c", code], env={**env, "AUTOPEFT_TORCH_EXTENSIONS_DIR": str(tmp_path)},
                          capture_output=True, text=True, check=True).stdout.strip()

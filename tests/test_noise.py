@@ -15,18 +15,12 @@ import pytest
 from optuna.trial import TrialState
 
 from autopeft.search.noise import estimate_noise
-from autopeft.search import samplers
-from autopeft.search.samplers import REPLICATE_ATTR, make_sampler
-from autopeft.search.study import (
-    TrialResult,
-    completed_trials,
-    config_rows,
-    front_rows,
-    noise_estimate,
-    open_study,
-    replicate_index,
-    run_search,
-)
+from autopeft.search.attrs import PROPOSAL_ATTR, REPLICATE_ATTR
+from autopeft.search.samplers import base as sampler_base
+from autopeft.search.samplers import make_sampler
+from autopeft.search.results import completed_trials, config_rows, front_rows, noise_estimate, replicate_index
+from autopeft.search.runner import TrialResult, run_search
+from autopeft.search.storage import open_study
 from autopeft.space import PeftConfig
 from conftest import SMALL_SPACE, SMALL_SPEC, study_metadata
 
@@ -173,13 +167,13 @@ def test_concurrent_askers_take_the_last_replicate_once(tmp_path):
 
 
 def test_a_proposal_waits_only_so_long_for_a_dead_worker(tmp_path, monkeypatch):
-    monkeypatch.setattr(samplers, "PROPOSAL_WAIT_S", 0.5)
+    monkeypatch.setattr(sampler_base, "PROPOSAL_WAIT_S", 0.5)
     study = bo_study(tmp_path)
     study._storage.create_new_trial(study._study_id)  # its worker died while proposing
     start = time.perf_counter()
     trial = study.ask(SMALL_SPACE.optuna_distributions())
     assert 0.4 <= time.perf_counter() - start < 5
-    assert samplers.PROPOSAL_ATTR in study.trials[trial.number].system_attrs
+    assert PROPOSAL_ATTR in study.trials[trial.number].system_attrs
 
 
 def test_replicates_survive_resume(tmp_path):

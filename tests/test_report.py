@@ -14,7 +14,9 @@ import pytest
 from autopeft.errors import UserError
 from autopeft.report import export_config, format_front_table, plot_loss_curve, plot_points, write_report
 from autopeft.search.pareto import default_reference_point, space_max_percent
-from autopeft.search.study import TrialResult, front_rows, open_study, record_retrained, run_search
+from autopeft.search.results import front_rows, record_retrained
+from autopeft.search.runner import TrialResult, run_search
+from autopeft.search.storage import open_study
 from autopeft.space import PeftConfig
 from conftest import SMALL_SPACE, SMALL_SPEC, study_metadata
 

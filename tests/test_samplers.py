@@ -11,7 +11,9 @@ import pytest
 
 from autopeft.errors import UserError
 from autopeft.search.pareto import hypervolume
-from autopeft.search.samplers import PROPOSAL_ATTR, SAMPLER_NAMES, SECONDS_ATTR, floor_low_scores, make_sampler
+from autopeft.search.attrs import PROPOSAL_ATTR, SECONDS_ATTR
+from autopeft.search.bo.model import floor_low_scores
+from autopeft.search.samplers import SAMPLER_NAMES, make_sampler
 from autopeft.space import ModelSpec, PeftConfig, SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

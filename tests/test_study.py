@@ -25,14 +25,9 @@ from autopeft.search.pareto import (
     pareto_mask,
     space_max_percent,
 )
-from autopeft.search.study import (
-    TrialResult,
-    completed_trials,
-    front_rows,
-    n_valid_configs,
-    open_study,
-    run_search,
-)
+from autopeft.search.results import completed_trials, front_rows
+from autopeft.search.runner import TrialResult, run_search
+from autopeft.search.storage import open_study
 from autopeft.space import PeftConfig, SearchSpace
 from conftest import SMALL_SPACE, SMALL_SPEC, study_metadata
 
@@ -70,16 +65,16 @@ def make(tmp_path: Path, storage: str | None = None, sampler_seed: int = 0, hear
 @pytest.fixture
 def short_waits(monkeypatch):
     """A waiting search polls every 0.1 s and fails (instead of hanging) after 60 s."""
-    import autopeft.search.study as study_module
+    import autopeft.search.runner as runner
 
-    monkeypatch.setattr(study_module, "WAIT_POLL_S", 0.1)
-    recover, start = study_module._recover_stale, time.monotonic()
+    monkeypatch.setattr(runner, "WAIT_POLL_S", 0.1)
+    recover, start = runner.recover_stale, time.monotonic()
 
     def recover_or_give_up(*args, **kwargs):
         assert time.monotonic() - start < 60, "the search waited over 60 s for trials of other workers"
         return recover(*args, **kwargs)
 
-    monkeypatch.setattr(study_module, "_recover_stale", recover_or_give_up)
+    monkeypatch.setattr(runner, "recover_stale", recover_or_give_up)
 
 
 def n_state(study: optuna.Study, state: TrialState) -> int:
@@ -448,7 +443,7 @@ def test_duplicates_are_not_evaluated(tmp_path):
 
 def test_exhausted_space_stops(tmp_path, capsys):
     tiny = SearchSpace(n_layers=2, serial_adapter=(0, 8), parallel_adapter=(0,), prefix_length=(0,))
-    assert n_valid_configs(tiny) == 3
+    assert tiny.n_valid() == 3
     meta = metadata(space=tiny.to_dict())
     study = open_study(None, "tiny", tmp_path, meta, optuna.samplers.RandomSampler(seed=0))
     ev = Evaluator()
@@ -471,7 +466,7 @@ def test_valid_config_count_matches_enumeration():
         space.contains(PeftConfig(sa, pa, 0, layers=(a, True, b)))
         for sa, pa, a, b in itertools.product((0, 8), (0, 4), (0, 1), (0, 1))
     )
-    assert n_valid_configs(space) == count
+    assert space.n_valid() == count
 
 
 # --- several workers: stale trials, heartbeats, half-written studies --------------------------
@@ -534,7 +529,7 @@ def test_trial_of_a_silent_worker_on_another_host_is_rerun(tmp_path, short_waits
 
 
 def test_heartbeat_option(tmp_path):
-    from autopeft.search.study import DEFAULT_HEARTBEAT_S
+    from autopeft.search.workers import DEFAULT_HEARTBEAT_S
 
     assert make(tmp_path)._storage.get_heartbeat_interval() == DEFAULT_HEARTBEAT_S
     assert make(tmp_path, heartbeat=0)._storage.get_heartbeat_interval() is None
@@ -548,7 +543,8 @@ def test_heartbeat_option(tmp_path):
 
 
 def test_requeued_stale_trial_is_not_a_failed_configuration(tmp_path):
-    from autopeft.search.samplers import _key, make_sampler
+    from autopeft.search.samplers import make_sampler
+    from autopeft.space import row_key as _key
 
     sampler = make_sampler("random", SPACE, seed=0)
     study = open_study(None, "h", tmp_path, metadata(), sampler)

@@ -174,7 +174,7 @@ def test_auto_precision_resolves_when_training_starts(tiny_model_dir, rte, monke
 
 def test_a_search_stores_the_precision_auto_chose_and_a_resume_keeps_it(tiny_model_dir, tmp_path, capsys,
                                                                         monkeypatch):
-    from autopeft.search.study import stored_study_attrs
+    from autopeft.search.storage import stored_study_attrs
 
     def machine(native: bool) -> None:
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)

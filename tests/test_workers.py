@@ -19,8 +19,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autopeft.search.samplers import REPLICATE_ATTR
-from autopeft.search.study import make_storage
+from autopeft.search.attrs import REPLICATE_ATTR
+from autopeft.search.storage import make_storage
 
 TINY_SEARCH = ["--train-examples", "32", "--dev-examples", "32", "--epochs", "1", "--max-length", "48", "--quiet"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -249,7 +249,7 @@ def test_queued_trials_are_popped_once_by_concurrent_processes(tmp_path):
     start = time.time() + 5  # all three processes pop at once
     code = (
         "import sys, time, warnings, optuna; warnings.simplefilter('ignore');"
-        "from pathlib import Path; from autopeft.search.study import make_storage;"
+        "from pathlib import Path; from autopeft.search.storage import make_storage;"
         f"s = optuna.load_study(study_name='q', storage=make_storage({url!r}, Path('.')));"
         f"time.sleep(max(0, {start} - time.time()));"
         "print(' '.join(str(s.ask().user_attrs.get('q')) for _ in range(15)))"

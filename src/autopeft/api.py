@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -19,6 +19,9 @@ from autopeft.errors import UserError
 from autopeft.space import PeftConfig
 from autopeft.training import FIDELITIES, FULL_FINETUNE, Fidelity, TrainResult, fidelity_from
 from autopeft.trained import load_trained
+
+if TYPE_CHECKING:
+    from autopeft.search.results import TrialRecord
 
 # a GLUE name, or the arguments of load_file_task (train_path, dev_path, text_a, ...) or of
 # load_datasets_task (datasets: a save_to_disk folder or hf:NAME[:CONFIG], text_a, ...)
@@ -74,7 +77,7 @@ class Search:
 
     @property
     def study(self) -> Any:
-        """The Optuna study (an optuna.Study; trial attributes: docs in autopeft.search.study)."""
+        """The Optuna study (an optuna.Study; trial attribute names: autopeft.search.attrs)."""
         from autopeft.workflow import open_existing
 
         return open_existing(self.out_dir, self._settings.storage, self._settings.study_name)
@@ -88,15 +91,15 @@ class Search:
 
     def front(self) -> list[FrontMember]:
         """The front of configuration means, fewest parameters first."""
-        from autopeft.search.study import front_rows
+        from autopeft.search.results import front_rows
 
         return [FrontMember(PeftConfig.from_dict(r["config"]), r["score"], r["score_std"], r["n_seeds"],
                             tuple(r["scores"]), r["percent"], r["trainable_params"], tuple(r["numbers"]))
                 for r in front_rows(self.study)]
 
-    def trials(self) -> list[dict[str, Any]]:
-        """Every evaluated trial (replicates included), as `search.study.completed_trials` rows."""
-        from autopeft.search.study import completed_trials
+    def trials(self) -> list[TrialRecord]:
+        """Every evaluated trial (replicates included), as `search.results.completed_trials` rows."""
+        from autopeft.search.results import completed_trials
 
         return completed_trials(self.study)
 

@@ -190,9 +190,7 @@ def _ref_point(text: str | None) -> tuple[float, float] | None:
         score, percent = (float(v) for v in text.split(","))
     except ValueError:
         raise UserError(f"--ref-point must be 'SCORE,PERCENT' (e.g. 50,10), got {text!r}") from None
-    if percent <= 0:
-        raise UserError(f"--ref-point percent must be > 0, got {percent}")
-    return score, percent
+    return score, percent  # its values are checked with the sampler's options (workflow._sampler_options)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

@@ -15,7 +15,15 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 
 from autopeft.errors import UserError
 from autopeft.search.pareto import hypervolume
-from autopeft.search.study import completed_trials, config_rows, front_rows, noise_estimate, reference_point
+from autopeft.search.results import (
+    ConfigRecord,
+    TrialRecord,
+    completed_trials,
+    config_rows,
+    front_rows,
+    noise_estimate,
+    reference_point,
+)
 from autopeft.space import PeftConfig, size_keys
 
 
@@ -47,7 +55,7 @@ def _describe(config: dict[str, Any] | None) -> str:
     return PeftConfig.from_dict(config).describe() if config else "?"
 
 
-def _flat(row: dict[str, Any], rank: int | None = None) -> dict[str, Any]:
+def _flat(row: TrialRecord | ConfigRecord, rank: int | None = None) -> dict[str, Any]:
     """A CSV-friendly row: config fields spread out, metrics as metric_<name>."""
     config = row.get("config") or {}
     out: dict[str, Any] = {} if rank is None else {"rank": rank}
@@ -272,7 +280,7 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def format_front_table(rows: list[dict[str, Any]]) -> str:
+def format_front_table(rows: list[ConfigRecord]) -> str:
     """Fixed-width table of front rows (as from front_rows), numbered from 1; score = mean ± std (seeds)."""
     retrained = any("retrained_mean" in r for r in rows)
     seeds = any(r.get("n_seeds", 1) > 1 for r in rows)

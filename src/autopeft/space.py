@@ -5,12 +5,19 @@ listed in `autopeft.methods`) and one insertion bit per layer shared by all modu
 Zhou et al. (TACL 2024). A size of 0 switches that module off. Sizes come from a set
 relative to the model's hidden size (hidden / 2**k for k = 0..8, plus 1 and 0); nothing is
 tied to one model.
+
+A configuration is valid when at least one module and at least one layer are on. That rule is
+coded once (`_valid`); `PeftConfig.is_valid`, `SearchSpace.check`, `SearchSpace.n_valid` and
+`SpaceGrid.valid` all apply it. `SpaceGrid` is the space as integer index vectors, the form
+the samplers search in.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +28,26 @@ import numpy as np
 from autopeft.errors import UserError
 from autopeft.methods import METHODS, default_sizes, size_keys
 
-__all__ = ["ModelSpec", "PeftConfig", "SearchSpace", "default_sizes", "size_keys"]
+__all__ = [
+    "ModelSpec",
+    "PeftConfig",
+    "SearchSpace",
+    "SpaceGrid",
+    "default_sizes",
+    "rows_not_in",
+    "row_key",
+    "size_keys",
+    "unique_rows",
+]
+
+
+def _valid(module_on: Any, layer_on: Any) -> Any:
+    """The validity rule: at least one module on and at least one layer on.
+
+    Takes bools, or boolean arrays (then elementwise), so that every check of the
+    package applies this one rule.
+    """
+    return module_on & layer_on
 
 
 def _positional_sizes(what: str, sizes: tuple[Any, ...], named: dict[str, Any]) -> dict[str, Any]:
@@ -101,17 +127,19 @@ class PeftConfig:
 
     def check_valid(self) -> None:
         """Raise UserError unless at least one module and one layer are on."""
+        if self.is_valid:
+            return
         if not self.modules_on:
             raise UserError(
                 "configuration has no module on: set at least one of "
                 + ", ".join(size_keys()) + " to a positive size"
             )
-        if not any(self.layers):
-            raise UserError("configuration inserts its modules in no layer: set at least one entry of 'layers' to 1")
+        raise UserError("configuration inserts its modules in no layer: set at least one entry of 'layers' to 1")
 
     @property
     def is_valid(self) -> bool:
-        return bool(self.modules_on) and any(self.layers)
+        """At least one module and one layer are on."""
+        return bool(_valid(bool(self.modules_on), any(self.layers)))
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.sizes, "layers": [int(b) for b in self.layers]}
@@ -306,6 +334,22 @@ class SearchSpace:
             return False
         return True
 
+    def n_valid(self) -> int:
+        """The number of valid configurations of the space."""
+        # The rule joins a part about sizes and a part about layers, so count each part's
+        # combinations with and without something on, and add the products the rule accepts.
+        n_sizes = math.prod(len(self.choices(k)) for k in size_keys())
+        n_sizes_off = math.prod(int(0 in self.choices(k)) for k in size_keys())
+        n_layers = 2 ** len(self.searched_layers)
+        n_layers_off = int(not any(f is True for f in self.fixed_layers))
+        sizes = {True: n_sizes - n_sizes_off, False: n_sizes_off}
+        layers = {True: n_layers - n_layers_off, False: n_layers_off}
+        return sum(sizes[m] * layers[b] for m in (True, False) for b in (True, False) if _valid(m, b))
+
+    def grid(self) -> SpaceGrid:
+        """The searched dimensions as integer index vectors (`SpaceGrid`)."""
+        return SpaceGrid(self)
+
     # --- encoding for the optimiser -----------------------------------------------
     @property
     def searched_sizes(self) -> tuple[str, ...]:
@@ -382,6 +426,168 @@ class SearchSpace:
         dists.update({f"layer_{i}": CategoricalDistribution([0, 1]) for i in self.searched_layers})
         return dists
 
+
+class SpaceGrid:
+    """The searched dimensions of a `SearchSpace` as integer index vectors ("rows").
+
+    A row has ``d = space.dim`` entries: entry j < ``n_sizes`` is the index of the size of
+    ``space.searched_sizes[j]`` in its sorted list, the others are the searched layer bits
+    (0/1). Rows are what the samplers draw, compare and store; `to_x` maps them to
+    ``space.encode``'s [0, 1]^d vectors (index / (len - 1), bits as 0/1), the GP's inputs.
+    Arrays of rows have shape ``n x d`` (int64).
+
+    Example::
+
+        grid = space.grid()
+        rows = grid.random(np.random.default_rng(0), 5)   # 5 x d valid rows
+        configs = [grid.config(r) for r in rows]
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.size_keys = space.searched_sizes
+        self.layer_ids = space.searched_layers
+        self.n_sizes = len(self.size_keys)
+        self.d = space.dim
+        self.names = space.dim_names
+        #: Choices per dimension (``d``): the number of sizes, or 2 for a layer bit.
+        self.n_choices = np.array(
+            [len(space.choices(k)) for k in self.size_keys] + [2] * len(self.layer_ids), dtype=np.int64
+        )
+        self.scale = (self.n_choices - 1).astype(np.float64)
+        #: Per searched size key: which of its indices switch the module on (size > 0).
+        self.size_positive = [np.array([s > 0 for s in space.choices(k)]) for k in self.size_keys]
+        #: A module or a layer is on in every configuration (fixed by the space).
+        self.fixed_module_on = any(space.choices(k)[0] > 0 for k in size_keys() if k not in self.size_keys)
+        self.fixed_layer_on = any(f is True for f in space.fixed_layers)
+        self.max_sizes = {k: max(space.choices(k)) for k in size_keys()}
+
+    # --- conversions ----------------------------------------------------------------
+    def to_x(self, rows: np.ndarray) -> np.ndarray:
+        """Rows (``... x d``) -> encoded vectors in [0, 1] (same shape, float64)."""
+        return np.asarray(rows, dtype=np.float64) / self.scale
+
+    def from_x(self, x: np.ndarray) -> np.ndarray:
+        """Encoded vectors (``... x d``) -> the nearest rows (same shape, int64)."""
+        return np.rint(np.asarray(x, dtype=np.float64) * self.scale).astype(np.int64)
+
+    def params(self, row: np.ndarray) -> dict[str, int]:
+        """Row (``d``) -> Optuna parameter dict (`SearchSpace.to_params`' form)."""
+        out: dict[str, int] = {}
+        for j, key in enumerate(self.size_keys):
+            out[key] = int(self.space.choices(key)[int(row[j])])
+        for j, i in enumerate(self.layer_ids):
+            out[f"layer_{i}"] = int(row[self.n_sizes + j])
+        return out
+
+    def config(self, row: np.ndarray) -> PeftConfig:
+        """Row (``d``) -> configuration."""
+        return self.space.from_params(self.params(row))
+
+    def index(self, config: PeftConfig) -> np.ndarray:
+        """Configuration of the space -> row (``d``); UserError if it is not one."""
+        return self.from_x(self.space.encode(config))
+
+    def row_from_params(self, params: Mapping[str, Any]) -> np.ndarray | None:
+        """Row of a complete Optuna parameter dict, or None if it is not a configuration of the space."""
+        if not all(n in params for n in self.names):
+            return None
+        try:
+            config = self.space.from_params(params)
+        except (UserError, KeyError, TypeError, ValueError):
+            return None
+        if not self.space.contains(config):
+            return None
+        return self.index(config)
+
+    def max_config(self) -> PeftConfig:
+        """The largest configuration: every size at its maximum, every layer on that may be."""
+        layers = tuple(True if f is None else f for f in self.space.fixed_layers)
+        return PeftConfig(**self.max_sizes, layers=layers)
+
+    # --- validity and generation ----------------------------------------------------
+    def valid(self, rows: np.ndarray) -> np.ndarray:
+        """Which rows (``n x d``, or one row) are valid configurations: a boolean ``n``."""
+        rows = np.atleast_2d(rows)
+        modules = np.full(len(rows), self.fixed_module_on)
+        for j in range(self.n_sizes):
+            modules |= self.size_positive[j][rows[:, j]]
+        layers = np.full(len(rows), self.fixed_layer_on)
+        if self.d > self.n_sizes:
+            layers |= rows[:, self.n_sizes:].any(axis=1)
+        return _valid(modules, layers)
+
+    def random(self, rng: np.random.Generator, n: int, fixed: Mapping[int, int] | None = None) -> np.ndarray:
+        """Up to `n` uniformly random valid rows (``<= n x d``; rejection sampling, may repeat).
+
+        `fixed` maps dimensions to the index every row takes there.
+        """
+        out: list[np.ndarray] = []
+        got = 0
+        for _ in range(100):
+            draw = rng.integers(0, self.n_choices, size=(max(2 * (n - got), 16), self.d))
+            for j, v in (fixed or {}).items():
+                draw[:, j] = v
+            draw = draw[self.valid(draw)][: n - got]
+            out.append(draw)
+            got += len(draw)
+            if got >= n:
+                break
+        return np.concatenate(out) if out else np.zeros((0, self.d), dtype=np.int64)
+
+    def neighbours(self, rows: np.ndarray) -> np.ndarray:
+        """The valid rows one size index +-1, or one or two layer bits, away from `rows` (``n x d``).
+
+        Returns ``m x d`` unique rows, in a deterministic order.
+        """
+        rows = np.atleast_2d(rows)
+        if len(rows) == 0:
+            return rows
+        parts = []
+        for j in range(self.n_sizes):
+            for step in (-1, 1):
+                nb = rows.copy()
+                nb[:, j] += step
+                parts.append(nb[(nb[:, j] >= 0) & (nb[:, j] < self.n_choices[j])])
+        bits = list(range(self.n_sizes, self.d))
+        masks = [[b] for b in bits] + [list(p) for p in itertools.combinations(bits, 2)]
+        if masks:
+            m = np.zeros((len(masks), self.d), dtype=np.int64)
+            for r, cols in enumerate(masks):
+                m[r, cols] = 1
+            parts.append((rows[:, None, :] ^ m[None, :, :]).reshape(-1, self.d))
+        out = np.concatenate(parts)
+        return unique_rows(out[self.valid(out)])
+
+    def n_points(self) -> int:
+        """The number of rows, valid or not (the product of `n_choices`)."""
+        return int(np.prod(self.n_choices.astype(object)))
+
+    def enumerate_valid(self) -> np.ndarray:
+        """Every valid row (``n_valid x d``), in lexicographic order; only for small spaces."""
+        grid = np.array(list(itertools.product(*(range(c) for c in self.n_choices))), dtype=np.int64)
+        grid = grid.reshape(-1, self.d)
+        return grid[self.valid(grid)]
+
+
+def unique_rows(rows: np.ndarray) -> np.ndarray:
+    """The unique rows of `rows` (``n x d``), in order of first appearance (deterministic)."""
+    if len(rows) == 0:
+        return rows
+    _, first = np.unique(rows, axis=0, return_index=True)
+    return rows[np.sort(first)]
+
+
+def row_key(row: np.ndarray) -> bytes:
+    """A hashable key of one row (``d``), for sets of seen configurations."""
+    return np.asarray(row, dtype=np.int64).tobytes()
+
+
+def rows_not_in(rows: np.ndarray, keys: set[bytes]) -> np.ndarray:
+    """The rows of `rows` (``n x d``) whose `row_key` is not in `keys`, in order."""
+    if len(rows) == 0:
+        return rows
+    return rows[np.array([row_key(r) not in keys for r in rows], dtype=bool)]
 
 
 @dataclass(frozen=True)

@@ -98,19 +98,69 @@ class SearchSettings:
     device: str = "auto"  # where trials train (training.resolve_device)
 
     def __post_init__(self) -> None:
+        from autopeft.search.samplers import OptionError, check_n_init
+
+        if self.budget <= 0:
+            raise UserError(f"--budget must be a positive number of trials, got {self.budget}")
+        if self.batch <= 0:
+            raise UserError(f"--batch must be >= 1, got {self.batch}")
+        try:
+            check_n_init(self.n_init)
+        except OptionError as exc:
+            raise _flag_error(exc) from None
         resolve_device(self.device)  # a device that is not there fails here, not as failed trials
         self.fidelity = resolve_precision(self.fidelity, self.device)  # what the study stores is what runs
 
 
-def _sampler_options(nuts: str) -> dict[str, Any]:
+# The CLI flag that sets each sampler option, so that a bad value is reported in the user's words.
+_OPTION_FLAGS = {"n_init": "--init", "percent_scale": "--percent-scale", "replicates": "--replicates",
+                 "calibration_pairs": "--calibration-pairs", "ref_point": "--ref-point",
+                 "warmup_steps": "--nuts", "num_samples": "--nuts", "thinning": "--nuts"}
+
+
+def _flag_error(exc: Any) -> UserError:
+    """A sampler's `OptionError`, reworded with the CLI flag that set the option."""
+    flag = _OPTION_FLAGS.get(exc.option)
+    if flag == "--nuts":
+        return UserError(f"--nuts 'warmup,samples,thinning': {exc.option} {exc.problem}")
+    return UserError(f"{flag} {exc.problem}") if flag else exc
+
+
+def _sampler_options(s: SearchSettings) -> dict[str, Any]:
+    """`make_sampler`'s options for a search; their values are checked by `BOOptions` (reported by flag)."""
+    from autopeft.search.samplers import BOOptions, OptionError
+
+    bo = s.sampler in BO_SAMPLERS
+    for flag, value in (("--percent-scale", s.percent_scale is not None), ("--replicates", s.replicates),
+                        ("--calibration-pairs", s.calibration_pairs)):
+        if value and not bo:
+            raise UserError(f"{flag} applies to the saasbo and gp samplers, not {s.sampler!r}; drop it")
+    options: dict[str, Any] = _nuts_options(s.nuts) if s.sampler == "saasbo" else {}
+    if s.percent_scale is not None:
+        options["percent_scale"] = s.percent_scale
+    if s.ref_point:  # a user's reference point also steers the acquisition; else the sampler adapts its own
+        options["ref_point"] = s.ref_point
+    if bo:
+        options["replicates"] = s.replicates or 0.0
+        options["calibration_pairs"] = DEFAULT_CALIBRATION_PAIRS if s.calibration_pairs is None else s.calibration_pairs
+    try:
+        if bo:
+            BOOptions.from_options(s.sampler, options)
+        elif s.ref_point:  # still the report's hypervolume reference point
+            BOOptions(ref_point=s.ref_point)
+    except OptionError as exc:
+        raise _flag_error(exc) from None
+    return options
+
+
+def _nuts_options(nuts: str) -> dict[str, Any]:
+    """--nuts: 'map', or the NUTS settings 'warmup,samples,thinning'."""
     if nuts == "map":
         return {"fit": "map"}
     try:
         warmup, samples, thinning = (int(v) for v in nuts.split(","))
     except ValueError:
         raise UserError(f"--nuts must be 'warmup,samples,thinning' (e.g. 256,128,16) or 'map', got {nuts!r}") from None
-    if min(warmup, samples, thinning) < 1:
-        raise UserError(f"--nuts values must be positive, got {nuts!r}")
     return {"warmup_steps": warmup, "num_samples": samples, "thinning": thinning}
 
 
@@ -126,15 +176,12 @@ def search(settings: SearchSettings) -> StudyReport:
     from autopeft.frozen import open_states_cache
     from autopeft.search.pareto import default_reference_point, space_max_percent
     from autopeft.search.samplers import make_sampler
-    from autopeft.search.study import TrialResult, open_study, replicate_index, run_search
+    from autopeft.search.results import replicate_index
+    from autopeft.search.runner import TrialResult, run_search
+    from autopeft.search.storage import open_study
 
-    s = settings
-    if s.budget <= 0:
-        raise UserError(f"--budget must be a positive number of trials, got {s.budget}")
-    if s.batch <= 0:
-        raise UserError(f"--batch must be >= 1, got {s.batch}")
-    if s.n_init < 1:
-        raise UserError(f"--init must be >= 1, got {s.n_init}")
+    s = settings  # budget, batch and n_init are checked by SearchSettings
+    options = _sampler_options(s)  # checked before the model loads
     spec, tokenizer = describe_model(s.model, s.task.spec.num_labels)
     space = (SearchSpace.from_dict(s.space, spec.hidden_size, spec.n_layers) if s.space is not None
              else make_space(spec, s.space_file, s.lora))
@@ -161,25 +208,6 @@ def search(settings: SearchSettings) -> StudyReport:
         "user_reference_point": list(s.ref_point) if s.ref_point else None,  # so load_search resumes with it
         "constant_baseline": majority_baseline(s.task.spec, s.task.train.labels, s.task.dev.labels)["score"],
     }
-    options = _sampler_options(s.nuts) if s.sampler == "saasbo" else {}
-    if s.percent_scale is not None:
-        if s.sampler not in ("saasbo", "gp"):
-            raise UserError(f"--percent-scale applies to the saasbo and gp samplers, not {s.sampler!r}; drop it")
-        if s.percent_scale not in ("log", "linear"):
-            raise UserError(f"--percent-scale must be 'log' or 'linear', got {s.percent_scale!r}")
-        options["percent_scale"] = s.percent_scale
-    if s.ref_point:  # a user's reference point also steers the acquisition; else the sampler adapts its own
-        options["ref_point"] = s.ref_point
-    if s.replicates is not None and not 0 <= s.replicates < 1:
-        raise UserError(f"--replicates must be a fraction of the budget in [0, 1) (0: off), got {s.replicates}")
-    if s.calibration_pairs is not None and s.calibration_pairs < 0:
-        raise UserError(f"--calibration-pairs must be >= 0 (0: no noise calibration), got {s.calibration_pairs}")
-    for flag, value in (("--replicates", s.replicates), ("--calibration-pairs", s.calibration_pairs)):
-        if value and s.sampler not in BO_SAMPLERS:
-            raise UserError(f"{flag} applies to the saasbo and gp samplers, not {s.sampler!r}; drop it")
-    if s.sampler in BO_SAMPLERS:
-        options["replicates"] = s.replicates or 0.0
-        options["calibration_pairs"] = DEFAULT_CALIBRATION_PAIRS if s.calibration_pairs is None else s.calibration_pairs
     metadata["replicates"] = options.get("replicates", 0.0)
     metadata["calibration_pairs"] = options.get("calibration_pairs", 0)
     if calibration is not None:
@@ -215,7 +243,7 @@ def search(settings: SearchSettings) -> StudyReport:
 def _auto_fidelity(s: SearchSettings, space: SearchSpace, tokenizer, cache) -> tuple[Fidelity, list[dict[str, Any]]]:
     """`--fidelity auto`: the stored choice when the study exists, else a calibration (`autopeft.calibrate`)."""
     from autopeft.calibrate import calibrate, describe_calibration
-    from autopeft.search.study import stored_study_attrs
+    from autopeft.search.storage import stored_study_attrs
 
     stored = stored_study_attrs(s.storage, s.study_name, s.out_dir)
     if stored is not None:
@@ -241,7 +269,7 @@ def _auto_fidelity(s: SearchSettings, space: SearchSpace, tokenizer, cache) -> t
 def report_text(study) -> str:
     """The front table, the seed-noise line and, when the noise swamps the configurations, a warning."""
     from autopeft.report import format_front_table
-    from autopeft.search.study import front_rows, noise_estimate
+    from autopeft.search.results import front_rows, noise_estimate
 
     from autopeft.calibrate import MIN_MARGIN, clears_baseline, describe_calibration
 
@@ -265,7 +293,7 @@ def report_text(study) -> str:
 def open_existing(out_dir: str | Path, storage: str | None, study_name: str):
     import optuna
 
-    from autopeft.search.study import make_storage
+    from autopeft.search.storage import make_storage
 
     out_dir = Path(out_dir)
     if storage is None and not (out_dir / "study.db").is_file():
@@ -339,7 +367,7 @@ def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: s
     Weights go to out_dir/retrained/trial_N/seed_S/ (reload with autopeft.modules.load_peft);
     mean and std are recorded in the study and shown in its report.
     """
-    from autopeft.search.study import front_rows, record_retrained
+    from autopeft.search.results import front_rows, record_retrained
 
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
@@ -412,7 +440,7 @@ def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str |
              fidelity: Fidelity | None = None, progress: bool = True, device: str = "auto") -> list[dict[str, Any]]:
     """Retrain the source study's front on `task`, beside the single-module baselines there."""
     from autopeft.report import plot_points
-    from autopeft.search.study import front_rows
+    from autopeft.search.results import front_rows
 
     study = open_existing(source_dir, storage, study_name)
     model = model or study.user_attrs["model"]

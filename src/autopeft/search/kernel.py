@@ -4,9 +4,8 @@ BoTorch 0.18 compiles ``logei_fused_ext`` (``-march=native``) into ``TORCH_EXTEN
 first time a qLogNEHVI is built, behind torch's ``FileBaton``: a ``lock`` file that a killed
 compile leaves behind, after which every later load sleeps forever. So `prepare_fused_kernel`:
 
-- keys the folder by torch, Python and CPU (``~/.cache/autopeft/torch_extensions/<tag>``, or
-  ``$AUTOPEFT_TORCH_EXTENSIONS_DIR/<tag>``; a ``TORCH_EXTENSIONS_DIR`` set by the user is used
-  as it is), so machines sharing a home folder never load each other's builds;
+- builds in `search.environment.extensions_dir`, a folder keyed by torch, Python and CPU, so
+  machines sharing a home folder never load each other's builds;
 - serialises autopeft's builds with an ``fcntl.flock`` on a file beside torch's lock. The kernel
   releases a flock when its holder dies, so it is never stale; and while it is held no autopeft
   process is building, so a torch ``lock`` left there is removed (after `FOREIGN_LOCK_WAIT_S`, in
@@ -22,15 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
-import platform
 import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 from collections.abc import Iterator
+
+from autopeft.search.environment import extensions_dir
 
 COMPILE_TIMEOUT_S = 300  # several times a normal compile on 2 cores; past it the pure-PyTorch path is used
 FOREIGN_LOCK_WAIT_S = 10.0  # how long a torch lock not made by autopeft may still be released by its owner
@@ -40,32 +39,6 @@ _COMPILE = (
     "sys.exit(0 if m._C is not None else 1)"
 )
 _state: str | None = None  # outcome in this process: "loaded" or "fallback"
-
-
-def cpu_tag() -> str:
-    """A short tag of this CPU (model and instruction-set flags): builds with -march=native differ by it."""
-    text = platform.machine()
-    with contextlib.suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        keep = [line for line in lines if line.startswith(("model name", "flags", "Features", "CPU part"))]
-        text += "\n".join(dict.fromkeys(keep))
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
-
-
-def extensions_dir() -> Path:
-    """The torch extensions folder autopeft uses (and sets in ``TORCH_EXTENSIONS_DIR``)."""
-    if "TORCH_EXTENSIONS_DIR" in os.environ:
-        return Path(os.environ["TORCH_EXTENSIONS_DIR"])
-    import torch
-
-    base = os.environ.get("AUTOPEFT_TORCH_EXTENSIONS_DIR")
-    if base is None:
-        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        base = os.path.join(cache, "autopeft", "torch_extensions")
-    tag = f"torch-{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}-cpu-{cpu_tag()}"
-    path = Path(base) / tag
-    os.environ["TORCH_EXTENSIONS_DIR"] = str(path)
-    return path
 
 
 @contextlib.contextmanager

@@ -1,0 +1,178 @@
+"""The options of the BO samplers ("saasbo", "gp"), checked once.
+
+`BOOptions` holds every option `make_sampler` accepts for a BO sampler; `__post_init__`
+checks each value and raises `OptionError` (a `UserError`) naming the option and what it
+must be. A caller with its own names for the options (the CLI's flags) reads
+``exc.option`` and ``exc.problem`` to say the same in its own words.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal, get_args
+
+from autopeft.errors import UserError
+
+__all__ = ["BOOptions", "NUTS_DEFAULTS", "OptionError", "SAMPLER_NAMES", "check_n_init", "reject_options"]
+
+SAMPLER_NAMES = ("saasbo", "gp", "random", "nsga2", "motpe")
+
+#: NUTS settings of the "saasbo" sampler with ``fit="nuts"`` (warmup, draws before thinning,
+#: thinning: num_samples // thinning = 8 MCMC samples of the GP hyperparameters). Half of
+#: BoTorch's tutorial setting (512/256/16): the acquisition's cost grows with the number of
+#: MCMC samples, and this keeps a proposal affordable on a small CPU (benchmarks/sampler_overhead.py;
+#: docs/lab-notes/benchmarks-log.md, "Sampler overhead").
+NUTS_DEFAULTS = {"warmup_steps": 256, "num_samples": 128, "thinning": 16, "max_tree_depth": 6}
+_NUTS_OPTIONS = ("fit", *NUTS_DEFAULTS)
+
+Model = Literal["saas", "gp"]
+Fit = Literal["map", "nuts"]
+PercentScale = Literal["log", "linear"]
+
+
+class OptionError(UserError):
+    """A bad option value. `option`: its name; `problem`: what it must be, and the value given."""
+
+    def __init__(self, option: str, problem: str, *, context: str = "sampler option") -> None:
+        super().__init__(f"{context} {option} {problem}".lstrip())
+        self.option = option
+        self.problem = problem
+
+
+def check_n_init(n_init: Any) -> None:
+    """Raise OptionError unless `n_init` (the initial random trials) is a positive integer."""
+    if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
+        raise OptionError("n_init", f"must be a positive integer, got {n_init!r}", context="")
+
+
+def reject_options(name: str, options: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    """Raise UserError if `options` has a key the sampler `name` does not take."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        hint = f"allowed: {', '.join(sorted(allowed))}" if allowed else "it takes no options"
+        raise UserError(f"sampler {name!r}: unknown option(s) {unknown}; {hint}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class BOOptions:
+    """Options of `BayesOptSampler` (the "saasbo" and "gp" samplers of `make_sampler`).
+
+    Attributes:
+        model: "saas" (SAAS prior, "saasbo") or "gp" (``SingleTaskGP``, Matern-5/2 ARD).
+        fit: how the SAAS GP is fitted: "map" (BoTorch's ``get_fitted_map_saas_model``) or
+            "nuts" (fully Bayesian, ``SaasFullyBayesianSingleTaskGP``). Ignored by "gp".
+        warmup_steps, num_samples, thinning, max_tree_depth: NUTS settings (`NUTS_DEFAULTS`).
+        mc_samples: Sobol quasi-MC samples of the acquisition.
+        n_random_candidates: random valid configurations in each candidate pool.
+        max_local_candidates: at most this many neighbours of the observed front in the pool,
+            and per hill-climbing round.
+        climb_rounds, climb_top_k: hill-climbing rounds from the `climb_top_k` best candidates.
+        max_batch_size: candidates per acquisition call.
+        ref_point: the hypervolume reference point (score, percent); None: adapted to the
+            observations (`search.bo.acquisition.reference_point`).
+        prune_baseline: qLogNEHVI's ``prune_baseline``.
+        num_threads: torch and BLAS threads of a proposal (`search.environment.thread_limit`).
+        percent_scale: the second objective is -log10(percent) ("log") or -percent ("linear").
+        score_floor_quantile: scores below this quantile are raised to it before the fit
+            (`search.bo.model.floor_low_scores`); 0: off.
+        replicates: fraction of the trials that may retrain an evaluated configuration with a
+            new seed, in [0, 1).
+        max_seeds: at most this many seeds per configuration (>= 2).
+        calibration_pairs: configurations retrained with a second seed right after the
+            initial design, to measure the seed noise (>= 0).
+
+    Raises:
+        OptionError: a value of the wrong type or out of range (checked on construction).
+    """
+
+    model: Model = "saas"
+    fit: Fit = "map"
+    warmup_steps: int = NUTS_DEFAULTS["warmup_steps"]
+    num_samples: int = NUTS_DEFAULTS["num_samples"]
+    thinning: int = NUTS_DEFAULTS["thinning"]
+    max_tree_depth: int = NUTS_DEFAULTS["max_tree_depth"]
+    mc_samples: int = 32
+    n_random_candidates: int = 512
+    max_local_candidates: int = 1024
+    climb_rounds: int = 2
+    climb_top_k: int = 5
+    max_batch_size: int = 512
+    ref_point: tuple[float, float] | None = None
+    prune_baseline: bool = True
+    num_threads: int = 1
+    percent_scale: PercentScale = "log"
+    score_floor_quantile: float = 0.0
+    replicates: float = 0.0
+    max_seeds: int = 4
+    calibration_pairs: int = 0
+
+    @classmethod
+    def from_options(cls, name: str, options: Mapping[str, Any]) -> BOOptions:
+        """The options of sampler `name` ("saasbo" or "gp") from `make_sampler`'s keyword arguments.
+
+        "gp" takes no NUTS option (``fit`` is accepted and ignored, as its GP is fitted by
+        marginal likelihood).
+        """
+        general = [f.name for f in fields(cls) if f.name not in (*_NUTS_OPTIONS, "model")]
+        allowed = [*general, *_NUTS_OPTIONS] if name == "saasbo" else general
+        reject_options(name, {k: v for k, v in options.items() if k != "fit"}, allowed)
+        return cls(model="saas" if name == "saasbo" else "gp", **options)
+
+    def __post_init__(self) -> None:
+        if self.model not in get_args(Model):
+            raise OptionError("model", f"must be 'saas' or 'gp', got {self.model!r}", context="")
+        if self.fit not in get_args(Fit):
+            raise OptionError("fit", f"must be 'nuts' or 'map', got {self.fit!r}", context="sampler 'saasbo': option")
+        for k in NUTS_DEFAULTS:
+            v, least = getattr(self, k), 0 if k == "warmup_steps" else 1
+            if not _is_int(v) or v < least:
+                what = "a non-negative integer" if least == 0 else "a positive integer"
+                raise OptionError(k, f"must be {what}, got {v!r}", context="sampler 'saasbo': option")
+        if self.num_samples < self.thinning:
+            raise OptionError("thinning", f"must be at most num_samples (num_samples // thinning draws are kept), "
+                              f"got thinning={self.thinning} > num_samples={self.num_samples}",
+                              context="sampler 'saasbo': option")
+        for k in ("mc_samples", "max_batch_size", "climb_top_k", "num_threads"):
+            if not _is_int(getattr(self, k)) or getattr(self, k) < 1:
+                raise OptionError(k, f"must be a positive integer, got {getattr(self, k)!r}")
+        for k in ("n_random_candidates", "max_local_candidates", "climb_rounds"):
+            if not _is_int(getattr(self, k)) or getattr(self, k) < 0:
+                raise OptionError(k, f"must be a non-negative integer, got {getattr(self, k)!r}")
+        if self.percent_scale not in get_args(PercentScale):
+            raise OptionError("percent_scale", f"must be 'log' or 'linear', got {self.percent_scale!r}")
+        if not isinstance(self.prune_baseline, bool):
+            raise OptionError("prune_baseline", f"must be True or False, got {self.prune_baseline!r}")
+        r = self.replicates
+        if not _is_number(r) or not 0 <= r < 1:
+            raise OptionError("replicates", f"must be a fraction of the trials in [0, 1) (0: off), got {r!r}")
+        if not _is_int(self.max_seeds) or self.max_seeds < 2:
+            raise OptionError("max_seeds", f"must be an integer >= 2, got {self.max_seeds!r}")
+        if not _is_int(self.calibration_pairs) or self.calibration_pairs < 0:
+            raise OptionError("calibration_pairs", f"must be >= 0, a whole number (0: no noise calibration), "
+                              f"got {self.calibration_pairs!r}")
+        q = self.score_floor_quantile
+        if not _is_number(q) or not 0 <= q < 1:
+            raise OptionError("score_floor_quantile", f"must be a number in [0, 1) (0: off), got {q!r}")
+        rp = self.ref_point
+        if rp is not None:
+            if (
+                not isinstance(rp, (list, tuple)) or len(rp) != 2
+                or not all(_is_number(v) and math.isfinite(v) for v in rp) or rp[1] <= 0
+            ):
+                raise OptionError("ref_point", f"must be (score, percent) with percent > 0, got {rp!r}", context="")
+            object.__setattr__(self, "ref_point", (float(rp[0]), float(rp[1])))
+
+    @property
+    def nuts(self) -> dict[str, int]:
+        """The NUTS settings, as BoTorch's ``fit_fully_bayesian_model_nuts`` takes them."""
+        return {k: getattr(self, k) for k in NUTS_DEFAULTS}
