@@ -93,7 +93,7 @@ def main() -> None:
         if variant.startswith("saasbo") and "map" in variant:
             return "saasbo", {"fit": "map"}
         if variant.startswith("saasbo"):
-            return "saasbo", {k: nuts[k] for k in ("warmup_steps", "num_samples", "thinning")}
+            return "saasbo", {"fit": "nuts", **{k: nuts[k] for k in ("warmup_steps", "num_samples", "thinning")}}
         return variant, {}
 
     print(f"# sampler proposal time, SearchSpace.default(384, 6) (d={space.dim}), "

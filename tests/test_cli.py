@@ -332,3 +332,20 @@ def test_a_glue_name_stays_a_glue_task_beside_a_folder_of_that_name(tmp_path, mo
     args = build_parser().parse_args(["train", "--task", "RTE", "--config", "full", "--out", "o"])
     assert _task_source(args) == {"name": "RTE", "data_dir": None}
 
+
+def test_nuts_flag_fits_the_saas_model_fully_bayesian(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import autopeft.search.samplers as samplers
+    from autopeft.errors import UserError
+
+    make_sampler, built = samplers.make_sampler, []
+
+    def build_then_stop(*args, **kwargs):
+        built.append(make_sampler(*args, **kwargs))
+        raise UserError("stopped after building the sampler")
+
+    monkeypatch.setattr(samplers, "make_sampler", build_then_stop)
+    err = _error(capsys, ["search", "--model", str(tiny_model_dir), "--out", str(tmp_path / "s"), "--quiet",
+                          "--nuts", "64,32,8"])
+    assert "stopped after building the sampler" in err
+    options = built[0].options
+    assert (options.fit, options.warmup_steps, options.num_samples, options.thinning) == ("nuts", 64, 32, 8)

@@ -161,7 +161,7 @@ def _nuts_options(nuts: str) -> dict[str, Any]:
         warmup, samples, thinning = (int(v) for v in nuts.split(","))
     except ValueError:
         raise UserError(f"--nuts must be 'warmup,samples,thinning' (e.g. 256,128,16) or 'map', got {nuts!r}") from None
-    return {"warmup_steps": warmup, "num_samples": samples, "thinning": thinning}
+    return {"fit": "nuts", "warmup_steps": warmup, "num_samples": samples, "thinning": thinning}
 
 
 class StudyReport(NamedTuple):
