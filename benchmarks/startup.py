@@ -6,8 +6,9 @@ trial's `datetime_start` from the study. The trial itself is tiny (32 examples, 
 
 Usage:
     python benchmarks/startup.py --repeats 5 [--task STS-B] [--sampler saasbo]
-Beside each run it times the floor: a bare Python importing torch, transformers' modeling code,
-scikit-learn and SciPy's metrics, and Optuna's SQL storage, which any search must do first.
+Beside each run it times the floor: a bare Python importing torch, transformers' modeling code
+and Optuna's SQL storage, which any search must do first. (Files written before 2026-12-06 also
+counted scikit-learn's and SciPy's metrics in the floor: autopeft imported them then.)
 Prints the min and median, and writes benchmarks/results/startup-SAMPLER.json (or --out), with the
 machine it ran on.
 """
@@ -40,7 +41,7 @@ def one(task: str, sampler: str, out: Path) -> float:
     return first.timestamp() - start  # Optuna stores local time; a naive datetime's timestamp() reads it so
 
 
-FLOOR_IMPORTS = "import torch, transformers.modeling_utils, sklearn.metrics, scipy.stats, optuna, alembic.context"
+FLOOR_IMPORTS = "import torch, transformers.modeling_utils, optuna, alembic.context"
 
 
 def floor() -> float:

@@ -77,3 +77,35 @@ def test_majority_baseline():
     three = TaskSpec("t", "classification", ("a", "b", "c"), "accuracy")
     assert majority_baseline(three, np.array([2, 2, 0]), np.array([2, 1]))["score"] == 50.0
     assert majority_baseline(STSB, np.array([1.0, 3.0]), np.array([0.0, 4.0, 2.0]))["score"] == 0.0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_metrics_match_scikit_learn_and_scipy(seed):
+    from scipy import stats
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    gold, preds = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    if seed % 5 == 0:
+        preds[:] = seed % 2  # a constant prediction (MCC 0; F1 0 when it is all negatives)
+    mrpc, cola = compute_metrics(MRPC, preds, gold), compute_metrics(COLA, preds, gold)
+    assert mrpc["accuracy"] == pytest.approx(100 * accuracy_score(gold, preds), abs=1e-9)
+    assert mrpc["f1"] == pytest.approx(100 * f1_score(gold, preds, zero_division=0), abs=1e-9)
+    assert cola["mcc"] == pytest.approx(100 * matthews_corrcoef(gold, preds), abs=1e-9)
+
+    labels = rng.integers(0, 6, n).astype(float)  # STS-B-like scores with many ties
+    scores = np.round(labels + rng.normal(0, 1.5, n), int(seed % 3))
+    stsb = compute_metrics(STSB, scores, labels)
+    if np.ptp(labels) and np.ptp(scores):
+        assert stsb["pearson"] == pytest.approx(100 * stats.pearsonr(scores, labels)[0], abs=1e-9)
+        assert stsb["spearman"] == pytest.approx(100 * stats.spearmanr(scores, labels)[0], abs=1e-9)
+
+
+def test_three_class_mcc_matches_scikit_learn():
+    from sklearn.metrics import matthews_corrcoef
+
+    rng = np.random.default_rng(0)
+    gold, preds = rng.integers(0, 3, 50), rng.integers(0, 3, 50)
+    mnli_like = TaskSpec("three", "classification", ("a", "b", "c"), "mcc")
+    assert compute_metrics(mnli_like, preds, gold)["mcc"] == pytest.approx(100 * matthews_corrcoef(gold, preds))
