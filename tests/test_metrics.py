@@ -109,3 +109,22 @@ def test_three_class_mcc_matches_scikit_learn():
     gold, preds = rng.integers(0, 3, 50), rng.integers(0, 3, 50)
     mnli_like = TaskSpec("three", "classification", ("a", "b", "c"), "mcc")
     assert compute_metrics(mnli_like, preds, gold)["mcc"] == pytest.approx(100 * matthews_corrcoef(gold, preds))
+
+
+def test_correlations_of_non_finite_or_extreme_predictions():
+    from scipy import stats
+
+    labels = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    with_nan = compute_metrics(STSB, np.array([0.1, np.nan, 2.2, 2.9, 4.1]), labels)
+    assert math.isnan(with_nan["pearson"]) and math.isnan(with_nan["spearman"]) and math.isnan(with_nan["score"])
+    for scale in (1e-200, 1e200):
+        preds = np.array([0.1, 1.3, 1.9, 3.2, 3.8]) * scale
+        expected = 100 * stats.pearsonr(preds, labels)[0]
+        assert compute_metrics(STSB, preds, labels)["pearson"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_mcc_of_labels_that_are_not_class_ids_matches_scikit_learn():
+    from sklearn.metrics import matthews_corrcoef
+
+    gold, preds = np.array([-1, 1, 1, -1, 1, -1, 1]), np.array([-1, 1, -1, -1, 1, 1, 1])
+    assert compute_metrics(COLA, preds, gold)["mcc"] == pytest.approx(100 * matthews_corrcoef(gold, preds))

@@ -31,12 +31,16 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     x, y = x - x.mean(), y - y.mean()
+    x, y = x / np.abs(x).max(), y / np.abs(y).max()  # in [-1, 1]: tiny or huge values neither under- nor overflow
     return float(np.clip(x @ y / np.sqrt((x @ x) * (y @ y)), -1.0, 1.0))
 
 
 def _correlation(x: np.ndarray, y: np.ndarray, rank: bool) -> float:
     """Pearson's (or, with `rank`, Spearman's) correlation of (n,) arrays; 0 where it is
-    undefined, i.e. when either side is constant (e.g. the mean baseline)."""
+    undefined, i.e. when either side is constant (e.g. the mean baseline); NaN when a value is
+    not finite."""
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return float("nan")
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return 0.0
     return _pearson(_average_ranks(x), _average_ranks(y)) if rank else _pearson(x, y)
@@ -51,7 +55,8 @@ def _f1(gold: np.ndarray, preds: np.ndarray, positive: int = 1) -> float:
 
 def _mcc(gold: np.ndarray, preds: np.ndarray) -> float:
     """Matthews correlation (multiclass form, as sklearn's); 0 when either side is constant."""
-    n_classes = int(max(gold.max(), preds.max())) + 1
+    classes, codes = np.unique(np.r_[gold, preds], return_inverse=True)  # any label values -> 0..k-1
+    n_classes, gold, preds = len(classes), codes[: len(gold)], codes[len(gold):]
     confusion = np.bincount(gold * n_classes + preds, minlength=n_classes**2).reshape(n_classes, n_classes)
     true, predicted = confusion.sum(axis=1).astype(np.float64), confusion.sum(axis=0).astype(np.float64)
     correct, n = float(np.trace(confusion)), float(confusion.sum())
