@@ -346,6 +346,12 @@ class SearchSpace:
         layers = {True: n_layers - n_layers_off, False: n_layers_off}
         return sum(sizes[m] * layers[b] for m in (True, False) for b in (True, False) if _valid(m, b))
 
+    def max_config(self) -> PeftConfig:
+        """The largest configuration: every size at its maximum, every layer on that may be (the
+        parameter count grows with each size and layer, so this bounds the space's %)."""
+        largest = {k: max(self.choices(k)) for k in size_keys()}
+        return PeftConfig(**largest, layers=tuple(f is not False for f in self.fixed_layers))
+
     def grid(self) -> SpaceGrid:
         """The searched dimensions as integer index vectors (`SpaceGrid`)."""
         return SpaceGrid(self)
@@ -460,7 +466,6 @@ class SpaceGrid:
         #: A module or a layer is on in every configuration (fixed by the space).
         self.fixed_module_on = any(space.choices(k)[0] > 0 for k in size_keys() if k not in self.size_keys)
         self.fixed_layer_on = any(f is True for f in space.fixed_layers)
-        self.max_sizes = {k: max(space.choices(k)) for k in size_keys()}
 
     # --- conversions ----------------------------------------------------------------
     def to_x(self, rows: np.ndarray) -> np.ndarray:
@@ -499,11 +504,6 @@ class SpaceGrid:
         if not self.space.contains(config):
             return None
         return self.index(config)
-
-    def max_config(self) -> PeftConfig:
-        """The largest configuration: every size at its maximum, every layer on that may be."""
-        layers = tuple(True if f is None else f for f in self.space.fixed_layers)
-        return PeftConfig(**self.max_sizes, layers=layers)
 
     # --- validity and generation ----------------------------------------------------
     def valid(self, rows: np.ndarray) -> np.ndarray:

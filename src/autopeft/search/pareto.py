@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from autopeft.space import ModelSpec, PeftConfig, SearchSpace, size_keys
+from autopeft.space import ModelSpec, SearchSpace
 
 ArrayLike = Sequence[float] | np.ndarray
 
@@ -100,11 +100,5 @@ def default_reference_point(max_percent: float, baseline_score: float | None = N
 
 
 def space_max_percent(space: SearchSpace, spec: ModelSpec) -> float:
-    """Analytic upper bound of % trainable parameters over the space.
-
-    The parameter count grows with every size and every layer bit, so the bound
-    is the configuration with the largest sizes and every allowed layer on.
-    """
-    largest = {k: max(space.choices(k)) for k in size_keys()}
-    layers = tuple(f is not False for f in space.fixed_layers)
-    return spec.percent(PeftConfig(**largest, layers=layers))
+    """Analytic upper bound of % trainable parameters over the space (`SearchSpace.max_config`)."""
+    return spec.percent(space.max_config())

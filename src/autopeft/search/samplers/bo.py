@@ -122,7 +122,7 @@ class BayesOptSampler(ConfigSampler):
         scores = model.floor_low_scores(scores, opts.score_floor_quantile)
         max_percent = None
         if opts.ref_point is None and self.percent_fn is not None:
-            max_percent = float(self.percent_fn(grid.max_config()))
+            max_percent = float(self.percent_fn(self.space.max_config()))
         ref_score, ref_percent = acquisition.reference_point(scores, percents, opts.ref_point, max_percent)
         info["ref_point"] = (ref_score, ref_percent)
         ref = np.array([ref_score, float(self._percent_objective(np.array([ref_percent]))[0])])
