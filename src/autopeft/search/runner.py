@@ -203,7 +203,7 @@ def run_search(
     bar = tqdm(total=budget, initial=min(n_done, budget), disable=not progress, unit="trial", dynamic_ncols=True)
     skips = failures = 0
     waiting = False
-    heart = Heartbeat(optuna_access.storage(study))
+    heart = Heartbeat(study)
 
     def finish(frozen: FrozenTrial) -> None:
         if on_trial_end is not None:

@@ -181,9 +181,9 @@ class Heartbeat:
     every interval until it is told. A failed write is retried at the next beat.
     """
 
-    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
-        self._storage = storage
-        self.interval: int | None = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    def __init__(self, study: optuna.Study) -> None:
+        self._storage = optuna_access.storage(study)
+        self.interval: int | None = optuna_access.heartbeat_interval(study)
         self._ids: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
