@@ -7,8 +7,8 @@ relative to the model's hidden size (hidden / 2**k for k = 0..8, plus 1 and 0); 
 tied to one model.
 
 A configuration is valid when at least one module and at least one layer are on. That rule is
-coded once (`_valid`); `PeftConfig.is_valid`, `SearchSpace.check`, `SearchSpace.n_valid` and
-`SpaceGrid.valid` all apply it. `SpaceGrid` is the space as integer index vectors, the form
+coded once (`_valid`), which `PeftConfig.is_valid`, `SearchSpace.check` and `SpaceGrid.valid`
+apply; `SearchSpace.n_valid` counts what it accepts. `SpaceGrid` is the space as integer index vectors, the form
 the samplers search in.
 """
 
@@ -335,16 +335,12 @@ class SearchSpace:
         return True
 
     def n_valid(self) -> int:
-        """The number of valid configurations of the space."""
-        # The rule joins a part about sizes and a part about layers, so count each part's
-        # combinations with and without something on, and add the products the rule accepts.
+        """The number of valid configurations of the space: (size combinations with a module on)
+        x (layer combinations with a layer on), as `_valid` asks for both."""
+        n_sizes_off = math.prod(int(0 in self.choices(k)) for k in size_keys())  # 0 or 1: all modules off
+        n_layers_off = int(not any(f is True for f in self.fixed_layers))  # 0 or 1: all layers off
         n_sizes = math.prod(len(self.choices(k)) for k in size_keys())
-        n_sizes_off = math.prod(int(0 in self.choices(k)) for k in size_keys())
-        n_layers = 2 ** len(self.searched_layers)
-        n_layers_off = int(not any(f is True for f in self.fixed_layers))
-        sizes = {True: n_sizes - n_sizes_off, False: n_sizes_off}
-        layers = {True: n_layers - n_layers_off, False: n_layers_off}
-        return sum(sizes[m] * layers[b] for m in (True, False) for b in (True, False) if _valid(m, b))
+        return (n_sizes - n_sizes_off) * (2 ** len(self.searched_layers) - n_layers_off)
 
     def max_config(self) -> PeftConfig:
         """The largest configuration: every size at its maximum, every layer on that may be (the
