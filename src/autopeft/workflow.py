@@ -129,6 +129,7 @@ def _flag_error(exc: Any) -> UserError:
 def _sampler_options(s: SearchSettings) -> dict[str, Any]:
     """`make_sampler`'s options for a search; their values are checked by `BOOptions` (reported by flag)."""
     from autopeft.search.samplers import BOOptions, OptionError
+    from autopeft.search.samplers.options import check_ref_point
 
     bo = s.sampler in BO_SAMPLERS
     for flag, value in (("--percent-scale", s.percent_scale is not None), ("--replicates", s.replicates),
@@ -147,7 +148,7 @@ def _sampler_options(s: SearchSettings) -> dict[str, Any]:
         if bo:
             BOOptions.from_options(s.sampler, options)
         elif s.ref_point:  # still the report's hypervolume reference point
-            BOOptions(ref_point=s.ref_point)
+            check_ref_point(s.ref_point)
     except OptionError as exc:
         raise _flag_error(exc) from None
     return options

@@ -15,7 +15,8 @@ from typing import Any, Literal, get_args
 
 from autopeft.errors import UserError
 
-__all__ = ["BOOptions", "NUTS_DEFAULTS", "OptionError", "SAMPLER_NAMES", "check_n_init", "reject_options"]
+__all__ = ["BOOptions", "NUTS_DEFAULTS", "OptionError", "SAMPLER_NAMES", "check_n_init", "check_ref_point",
+           "reject_options"]
 
 SAMPLER_NAMES = ("saasbo", "gp", "random", "nsga2", "motpe")
 
@@ -45,6 +46,16 @@ def check_n_init(n_init: Any) -> None:
     """Raise OptionError unless `n_init` (the initial random trials) is a positive integer."""
     if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
         raise OptionError("n_init", f"must be a positive integer, got {n_init!r}", context="")
+
+
+def check_ref_point(ref_point: Any) -> tuple[float, float]:
+    """A hypervolume reference point (score, percent) as floats; OptionError unless finite with percent > 0."""
+    if (
+        not isinstance(ref_point, (list, tuple)) or len(ref_point) != 2
+        or not all(_is_number(v) and math.isfinite(v) for v in ref_point) or ref_point[1] <= 0
+    ):
+        raise OptionError("ref_point", f"must be (score, percent) with percent > 0, got {ref_point!r}", context="")
+    return float(ref_point[0]), float(ref_point[1])
 
 
 def reject_options(name: str, options: Mapping[str, Any], allowed: Sequence[str]) -> None:
@@ -163,14 +174,8 @@ class BOOptions:
         q = self.score_floor_quantile
         if not _is_number(q) or not 0 <= q < 1:
             raise OptionError("score_floor_quantile", f"must be a number in [0, 1) (0: off), got {q!r}")
-        rp = self.ref_point
-        if rp is not None:
-            if (
-                not isinstance(rp, (list, tuple)) or len(rp) != 2
-                or not all(_is_number(v) and math.isfinite(v) for v in rp) or rp[1] <= 0
-            ):
-                raise OptionError("ref_point", f"must be (score, percent) with percent > 0, got {rp!r}", context="")
-            object.__setattr__(self, "ref_point", (float(rp[0]), float(rp[1])))
+        if self.ref_point is not None:
+            object.__setattr__(self, "ref_point", check_ref_point(self.ref_point))
 
     @property
     def nuts(self) -> dict[str, int]:
