@@ -8,8 +8,8 @@ tied to one model.
 
 A configuration is valid when at least one module and at least one layer are on. That rule is
 coded once (`_valid`), which `PeftConfig.is_valid`, `SearchSpace.check` and `SpaceGrid.valid`
-apply; `SearchSpace.n_valid` counts what it accepts. `SpaceGrid` is the space as integer index vectors, the form
-the samplers search in.
+apply; `SearchSpace.n_valid` counts what it accepts. `SpaceGrid` is the space as integer index
+vectors, the form the samplers search in.
 """
 
 from __future__ import annotations
