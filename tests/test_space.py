@@ -32,16 +32,24 @@ def test_default_sizes_relative_to_hidden_size():
     assert list(sizes) == sorted(set(sizes))
 
 
-def test_default_space_lora_off_unless_asked():
+def test_default_space_has_lora_and_the_papers_space_has_not():
     space = SearchSpace.default(H, N)
-    assert space.lora_rank == (0,)
+    assert space.lora_rank == (0, 1, 2, 4, 8, 16, 32, 64)  # rank 8, the standard module, included
     assert space.serial_adapter == default_sizes(H)
     assert space.n_layers == N and space.fixed_layers == (None,) * N
-    assert "lora_rank" not in space.dim_names
-    with_lora = SearchSpace.default(H, N, lora=True)
-    assert any(r > 0 for r in with_lora.lora_rank)
-    assert max(with_lora.lora_rank) <= H
-    assert "lora_rank" in with_lora.dim_names
+    assert "lora_rank" in space.dim_names
+    paper = SearchSpace.default(H, N, lora=False)
+    assert paper.lora_rank == (0,) and "lora_rank" not in paper.dim_names
+    assert paper.serial_adapter == space.serial_adapter and paper.prefix_length == space.prefix_length
+
+
+def test_standard_modules_of_the_space():
+    named = SearchSpace.default(H, N).standard_modules(H)
+    assert named == {"SA24": cfg(sa=24), "PA24": cfg(pa=24), "PT24": cfg(pt=24), "LoRA8": cfg(lora=8)}
+    assert list(SearchSpace.default(H, N, lora=False).standard_modules(H)) == ["SA24", "PA24", "PT24"]
+    # a space that cannot hold a module in all layers, or at its standard size, has no such standard module
+    assert SearchSpace(N, (0, 24), fixed_layers=(False,) + (None,) * (N - 1)).standard_modules(H) == {}
+    assert list(SearchSpace(N, (0, 12, 24), (0, 8)).standard_modules(H)) == ["SA24"]
 
 
 # --- PeftConfig I/O -------------------------------------------------------------------------
@@ -167,7 +175,7 @@ def test_space_constructor_errors():
 # --- encoding ---------------------------------------------------------------------------------
 SPACES = {
     "default": SearchSpace.default(H, N),
-    "lora": SearchSpace.default(H, N, lora=True),
+    "paper": SearchSpace.default(H, N, lora=False),
     "fixed": SearchSpace(N, (0, 8, 64), (16,), (0, 2, 4, 8), fixed_layers=(False, None, True, None, None, False)),
 }
 
@@ -186,7 +194,7 @@ def test_encode_decode_roundtrip(name):
 
 
 def test_encode_endpoints():
-    space = SPACES["default"]
+    space = SPACES["paper"]
     lo = space.encode(cfg(sa=0, pa=0, pt=1, layers=(0, 1, 0, 0, 0, 0)))
     hi = space.encode(cfg(sa=H, pa=H, pt=H, layers=(1,) * N))
     assert lo[:3].tolist() == [0.0, 0.0, 1 / (len(default_sizes(H)) - 1)]
@@ -261,7 +269,7 @@ def test_space_from_yaml_restricts_sizes(tmp_path):
     assert space.serial_adapter == (0, 48, 96)
     assert space.parallel_adapter == (0,)
     assert space.prefix_length == (0,)
-    assert space.lora_rank == SearchSpace.default(H, N, lora=True).lora_rank
+    assert space.lora_rank == SearchSpace.default(H, N).lora_rank
     assert any(r > 0 for r in space.lora_rank)
     assert space.fixed_layers == (False, None, None, None, None, True)
     assert space.searched_sizes == ("serial_adapter", "lora_rank")
@@ -275,7 +283,7 @@ def test_space_from_json_and_defaults(tmp_path):
     assert space.prefix_length == (0, 4, 8)
     assert space.serial_adapter == default_sizes(H)
     assert space.parallel_adapter == default_sizes(H)
-    assert space.lora_rank == (0,)  # LoRA off unless named
+    assert space.lora_rank == SearchSpace.default(H, N).lora_rank  # missing: the default space's sizes
     assert space.fixed_layers[2] is True and space.fixed_layers.count(None) == N - 1
 
 
@@ -303,7 +311,7 @@ def test_space_to_dict_roundtrip():
         ("fixed_layers: {x: 1}\n", "not a layer index"),
         ("fixed_layers: {1: 2}\n", "must be 0 or 1"),
         ("fixed_layers: [1, 0]\n", "fixed_layers"),
-        ("serial_adapter: [0]\nparallel_adapter: false\nprefix_length: [0]\n", "every module is off"),
+        ("serial_adapter: [0]\nparallel_adapter: false\nprefix_length: [0]\nlora_rank: [0]\n", "every module is off"),
         ("fixed_layers: {0: 0, 1: 0, 2: 0, 3: 0, 4: 0, 5: 0}\n", "every layer is fixed off"),
         ("serial_adapter: 8\n", "must be a list"),
         ("serial_adapter: [0, -4]\n", "serial_adapter"),

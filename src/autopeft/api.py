@@ -97,6 +97,14 @@ class Search:
                             tuple(r["scores"]), r["percent"], r["trainable_params"], tuple(r["numbers"]))
                 for r in front_rows(self.study)]
 
+    def answer(self) -> list[dict[str, Any]]:
+        """The answer at the target fidelity (with `promote`), fewest parameters first: per member its config
+        (a dict), standard (name or None), fidelity, score (mean on the report split), score_std, n_seeds, percent,
+        selection_score and runs (its trained weights, for `load_trained`); [] without promotion."""
+        from autopeft.report import answer_rows
+
+        return answer_rows(self.study)
+
     def trials(self) -> list[TrialRecord]:
         """Every evaluated trial (replicates included), as `search.results.completed_trials` rows."""
         from autopeft.search.results import completed_trials
@@ -157,6 +165,7 @@ def load_search(out_dir: str | Path, storage: str | None = None, study_name: str
     from autopeft.workflow import SearchSettings, load_task_source, open_existing
 
     meta = open_existing(out_dir, storage, study_name).user_attrs
+    promotion = meta.get("promotion") or {}
     settings = SearchSettings(model=meta["model"], task=load_task_source(meta["task_source"]),
                               fidelity=Fidelity(**meta["fidelity"]), out_dir=Path(out_dir), storage=storage,
                               study_name=study_name, sampler=meta["sampler"], search_seed=meta.get("seed", 0),
@@ -164,7 +173,8 @@ def load_search(out_dir: str | Path, storage: str | None = None, study_name: str
                               calibration_pairs=meta.get("calibration_pairs"), space=meta["space"],
                               fidelity_auto="calibration" in meta, progress=progress, device=device,
                               ref_point=tuple(meta["user_reference_point"]) if meta.get("user_reference_point")
-                              else None)
+                              else None, promote=promotion.get("k", 0),
+                              target=Fidelity(**promotion["rungs"][-1]) if promotion else None)
     return Search(settings)
 
 

@@ -23,7 +23,9 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
                    "folder written by datasets' save_to_disk, or hf:NAME[:CONFIG] (the hub; online only)")
     g.add_argument("--train-split", default="train", help="datasets tasks: the training split")
     g.add_argument("--dev-split", default="validation", help="datasets tasks: the split scored as dev")
-    g.add_argument("--dev", help="dev file for a file task")
+    g.add_argument("--dev", help="dev file for a file task (a search chooses configurations on it)")
+    g.add_argument("--test", help="file tasks: a test file, the split a search reports its answer on (without it "
+                   "the answer is scored on --dev, which also chose it)")
     g.add_argument("--text-a", default="text", help="column of the first text (file tasks)")
     g.add_argument("--text-b", help="column of the optional second text (file tasks)")
     g.add_argument("--label", default="label", help="label column (file tasks)")
@@ -103,6 +105,9 @@ def _task_source(args: argparse.Namespace) -> dict:
                "kind": "regression" if args.regression else "classification",
                **({"primary_metric": args.metric} if args.metric else {})}
     saved = (Path(args.task) / "dataset_dict.json").is_file()  # a folder written by DatasetDict.save_to_disk
+    if getattr(args, "test", None) and (args.task.startswith("hf:") or saved or not Path(args.task).suffix):
+        raise UserError("--test is for file tasks; GLUE and datasets tasks report on their dev split and choose on "
+                        "a split held out of train")
     if args.task.startswith("hf:") or saved:
         return {"name": args.name or datasets_task_name(args.task), "datasets": args.task,
                 "train_split": args.train_split, "dev_split": args.dev_split, **columns}
@@ -113,7 +118,9 @@ def _task_source(args: argparse.Namespace) -> dict:
         return {"name": args.task, "data_dir": args.data_dir}  # an unknown name fails with the known list
     if not args.dev:
         raise UserError(f"file task {args.task} needs --dev with the dev file")
-    return {"name": args.name or file_task_name(args.task), "train_path": args.task, "dev_path": args.dev, **columns}
+    test = {"test_path": args.test} if getattr(args, "test", None) else {}
+    return {"name": args.name or file_task_name(args.task), "train_path": args.task, "dev_path": args.dev, **columns,
+            **test}
 
 
 def _task(args: argparse.Namespace):
@@ -172,8 +179,28 @@ def cmd_search(args: argparse.Namespace) -> None:
         heartbeat=args.heartbeat,
         states_cache=args.states_cache, replicates=args.replicates,
         calibration_pairs=args.calibration_pairs, fidelity_auto=args.fidelity == "auto", device=args.device,
+        promote=args.promote, target=_target(args),
     )
     _print_report(search(settings))
+
+
+def _target(args: argparse.Namespace):
+    """--target: a preset name, or EXAMPLESxEPOCHS (the full preset's other settings); None when not given."""
+    from dataclasses import replace
+
+    from autopeft.training import FIDELITIES, fidelity_from
+
+    text = args.target
+    if text is None:
+        return None
+    if text in FIDELITIES:
+        return fidelity_from(text, device=args.device)
+    try:
+        examples, epochs = text.lower().split("x")
+        return replace(FIDELITIES["full"], train_examples=int(examples), epochs=float(epochs))
+    except ValueError:
+        raise UserError(f"--target must be a preset ({', '.join(FIDELITIES)}) or EXAMPLESxEPOCHS such as 2400x3, "
+                        f"got {text!r}") from None
 
 
 def _print_report(result) -> None:
@@ -323,9 +350,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--budget", type=int, default=20, help="number of evaluated trials (default 20)")
         p.add_argument("--sampler", default="saasbo", help="saasbo (default) | gp | random | nsga2 | motpe")
         p.add_argument("--batch", type=int, default=1, help="configurations proposed per round (q)")
-        p.add_argument("--init", type=int, default=8, help="random initial configurations (n0)")
+        p.add_argument("--init", type=int, default=8,
+                       help="random initial configurations (n0), after the standard modules, which every search "
+                       "trains first (SA, PA, PT at hidden/16 and LoRA r=8, in all layers)")
         p.add_argument("--space", help="YAML/JSON file restricting or extending the search space")
-        p.add_argument("--lora", action="store_true", help="add LoRA to the default space")
+        p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=True,
+                       help="LoRA in the default space (default); --no-lora: the paper's space (SA, PA, PT)")
+        p.add_argument("--promote", type=int, default=0, metavar="K",
+                       help="take K configurations spread along the front, and the standard modules near it, up a "
+                       "ladder of fidelities to --target by successive halving; the answer is the front there, "
+                       "with 2 seeds each, scored on the report split (0: off, the default)")
+        p.add_argument("--target", metavar="PRESET|EXAMPLESxEPOCHS",
+                       help="with --promote: the fidelity the answer is earned at: a preset (full, the default) or "
+                       "e.g. 2400x3")
         p.add_argument("--search-seed", type=int, default=0, help="seed of the sampler")
         p.add_argument("--ref-point", help="hypervolume reference point 'SCORE,PERCENT' "
                        "(default: score 0, percent = the largest configuration of the space)")
@@ -342,8 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="saasbo/gp: up to this fraction of the trials also re-train the front member with the "
                        "fewest seeds (default 0: only the calibration pairs)")
         p.add_argument("--baselines", nargs="?", const="all", choices=["peft", "all"],
-                       help="also train SA, PA, PT, LoRA alone ('peft') and full fine-tuning ('all', the default "
-                       "when the flag has no value) at the search fidelity; marked in the plot")
+                       help="'all' (the default when the flag has no value): also train full fine-tuning at the "
+                       "search fidelity, marked in the plot. The standard modules are trials of every search; "
+                       "'peft' adds nothing more")
         p.add_argument("--retrain", type=int, default=0,
                        help="retrain K configurations spread along the front at full fidelity")
         p.add_argument("--seeds", type=int, default=3, help="seeds per retrained configuration")

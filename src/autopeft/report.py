@@ -15,14 +15,17 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 
 from autopeft.errors import UserError
 from autopeft.search.pareto import hypervolume
+from autopeft.search.attrs import PROMOTION_ATTR, REPORT_SCORE_ATTR
 from autopeft.search.results import (
     ConfigRecord,
     TrialRecord,
     completed_trials,
+    config_key,
     config_rows,
     front_rows,
     noise_estimate,
     reference_point,
+    standard_names,
 )
 from autopeft.space import PeftConfig, size_keys
 
@@ -90,8 +93,10 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def _all_trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     rows = []
+    standards = standard_names(study)
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
+        promotion = attrs.get(PROMOTION_ATTR)
         rows.append(
             {
                 "trial": t.number,
@@ -99,6 +104,9 @@ def _all_trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "score": t.values[0] if t.values else None,
                 "percent": t.values[1] if t.values else None,
                 "configuration": _describe(attrs.get("config")),
+                "standard": standards.get(config_key(attrs["config"]), "") if attrs.get("config") else "",
+                "fidelity": promotion["fidelity"] if promotion else study.user_attrs.get("fidelity_label"),
+                "report_score": attrs.get(REPORT_SCORE_ATTR),
                 "config": json.dumps(attrs.get("config")),
                 "trainable_params": attrs.get("trainable_params"),
                 "wall_time_s": attrs.get("wall_time_s"),
@@ -117,7 +125,8 @@ def plot_front(
     study: optuna.Study, path: Path, baselines: list[dict] | None = None, labels: dict[str, str] | None = None
 ) -> Path:
     """Scatter of all completed trials (one point per seed) with the front of configuration means as a step
-    line, error bars = std over seeds (log-scale x); the constant predictor's score as a dashed line."""
+    line, error bars = std over seeds (log-scale x); the standard modules named; the answer at the target
+    fidelity (with promotion); the constant predictor's score as a dashed line."""
     rows, front = completed_trials(study), front_rows(study)
     labels = labels or study_labels(study)
     fig = Figure(figsize=(9, 5), dpi=120)
@@ -127,25 +136,34 @@ def plot_front(
         s=18, color="0.65", alpha=0.8, label=f"trials ({len(rows)})", zorder=2,
     )
     fx, fy = [r["percent"] for r in front], [r["score"] for r in front]
+    fidelity = study.user_attrs.get("fidelity_label")
     ax.plot(fx, fy, drawstyle="steps-post", color="tab:red", lw=1.6, zorder=3)
     ax.errorbar(fx, fy, yerr=[r["score_std"] for r in front], fmt="o", ms=6, color="tab:red", mec="black", mew=0.6,
-                capsize=3, label=f"Pareto front of means ({len(front)}; bars: std over seeds)", zorder=4)
+                capsize=3, zorder=4, label=f"front of means{f' at {fidelity}' if fidelity else ''} ({len(front)}; "
+                "bars: std over seeds)")
     constant = study.user_attrs.get("constant_baseline")
     if constant is not None and np.isfinite(constant):
         ax.axhline(constant, color="0.3", ls="--", lw=1, label=f"constant predictor ({constant:.1f})", zorder=1)
-    for k, (x, y) in enumerate(zip(fx, fy), start=1):  # '#' of the front table; alternate sides
-        offset = (5, -12) if k % 2 else (-11, 5)
-        ax.annotate(str(k), (x, y), textcoords="offset points", xytext=offset, fontsize=7, color="tab:red")
-    xs = [r["percent"] for r in rows] + [b["percent"] for b in baselines or []]
+    named: list[tuple[float, float, str, str]] = []  # (percent, score, label, colour), labels placed at the end
+    named += [(x, y, str(k), "tab:red") for k, (x, y) in enumerate(zip(fx, fy), start=1)]  # '#' of the front table
+    standards = [r for r in config_rows(study) if r.get("standard")]
+    if standards:
+        ax.scatter([r["percent"] for r in standards], [r["score"] for r in standards], marker="*", s=140,
+                   color="tab:blue", edgecolor="black", lw=0.6, zorder=5, label="standard modules (trials)")
+        named += [(r["percent"], r["score"], str(r["standard"]), "tab:blue") for r in standards]
+    answer = answer_rows(study)
+    if answer:
+        ax.errorbar([m["percent"] for m in answer], [m["selection_score"] for m in answer],
+                    yerr=[np.std(m["selection_scores"], ddof=1) for m in answer], fmt="D", ms=7, color="tab:green",
+                    mec="black", mew=0.6, capsize=3, zorder=6,
+                    label=f"answer at {answer[0]['fidelity']} (mean of {answer[0]['n_seeds']} seeds)")
+        named += [(m["percent"], m["selection_score"], m["standard"] or f"A{k}", "tab:green")
+                  for k, m in enumerate(answer, start=1)]
     for b in baselines or []:
-        ax.scatter([b["percent"]], [b["score"]], marker="*", s=140, color="tab:blue", edgecolor="black", lw=0.6,
+        ax.scatter([b["percent"]], [b["score"]], marker="P", s=90, color="tab:purple", edgecolor="black", lw=0.6,
                    zorder=5)
-        rightmost = b["percent"] >= max(xs)  # label on the left so it stays inside the axes
-        ax.annotate(
-            str(b["name"]), (b["percent"], b["score"]), textcoords="offset points", xytext=(-7 if rightmost else 7, 5),
-            ha="right" if rightmost else "left", fontsize=8, color="tab:blue", zorder=6,
-            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
-        )
+        named.append((b["percent"], b["score"], str(b["name"]), "tab:purple"))
+    xs = [r["percent"] for r in rows] + [p for p, *_ in named]
     if xs and min(xs) > 0:
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -153,14 +171,87 @@ def plot_front(
         ax.set_xlabel("% trainable parameters (log scale)")
     else:
         ax.set_xlabel("% trainable parameters")
-    ax.set_ylabel(f"{labels['metric']} ({labels['task']} dev)")
+    selection = study.user_attrs.get("selection") or {}
+    split = "held-out train" if selection.get("split") == "train" else "dev"
+    ax.set_ylabel(f"{labels['metric']} ({labels['task']}, {split})")
     ax.set_title(f"AutoPEFT search: {labels['task']}, {labels['model']} — {study.study_name}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     # outside the axes: no point's label ever lies under it
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     fig.tight_layout()
+    _place_labels(ax, named)
     fig.savefig(path)
     return path
+
+
+def _place_labels(ax: Any, named: list[tuple[float, float, str, str]]) -> None:
+    """Annotate each (x, y, text, colour) beside its point, moving a label up until no other overlaps it.
+
+    Hand-written: matplotlib has no label placement, and adjustText would be one more dependency for this.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(ax.figure)  # the figure's canvas from now on (savefig then writes with it)
+    canvas.draw()  # so that the transforms hold the final limits and scales
+    renderer = canvas.get_renderer()
+    xmax = ax.get_window_extent().x1
+    placed: list[Any] = []
+    for x, y, text, colour in sorted(named, key=lambda n: (n[1], n[0])):
+        px, py = ax.transData.transform((x, y))
+        right = px > xmax - 60  # near the right edge: the label goes on the left
+        label = ax.annotate(text, (x, y), textcoords="offset pixels", xytext=(-7 if right else 7, 4),
+                            ha="right" if right else "left", fontsize=7, color=colour, zorder=7,
+                            bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75})
+        for _ in range(40):
+            box = label.get_window_extent(renderer).expanded(1.0, 1.1)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            label.set_position((label.get_position()[0], label.get_position()[1] + 6))
+        placed.append(label.get_window_extent(renderer))
+
+
+def answer_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """The answer at the target fidelity (`search.promotion.answer_members`); [] without promotion."""
+    from autopeft.search.promotion import PromotionPlan, answer_members
+
+    plan = study.user_attrs.get("promotion")
+    return answer_members(study, PromotionPlan.from_dict(plan)) if plan else []
+
+
+def answer_verdict(study: optuna.Study) -> list[str]:
+    """In plain words: did the search beat the best standard module at or below its size, on the report split,
+    over seeds? Or is a standard module the recommendation? [] without promotion."""
+    from autopeft.search.promotion import PromotionPlan, answer_members
+
+    plan = study.user_attrs.get("promotion")
+    if not plan:
+        return []
+    plan = PromotionPlan.from_dict(plan)
+    answer, evaluated = answer_members(study, plan), answer_members(study, plan, front=False)
+    target, split = plan.labels[-1], (study.user_attrs.get("selection") or {}).get("report", "dev")
+    if not answer:
+        return [f"no answer yet: no configuration has its {plan.final_seeds} seeds at the target fidelity {target}"]
+    best = max(answer, key=lambda m: m["selection_score"])
+    if best["standard"]:
+        return [f"the standard module {best['standard']} is the recommendation: at {target} no configuration the "
+                f"search found beat it on the selection split ({split} score {best['score']:.2f} ± "
+                f"{best['score_std']:.2f} over {best['n_seeds']} seeds)"]
+    rivals = [m for m in evaluated if m["standard"] and m["percent"] <= best["percent"]]
+    name = f"{_describe(best['config'])} ({best['percent']:.3g} %)"
+    if not rivals:
+        return [f"the search's best answer {name} scores {best['score']:.2f} ± {best['score_std']:.2f} on the {split} "
+                f"split at {target}; no standard module at or below its size reached {target} (they fell on the way "
+                "up), so it was not compared with one there"]
+    rival = max(rivals, key=lambda m: m["selection_score"])  # chosen on the selection split, like the answer
+    diffs = [a - b for a, b in zip(best["scores"], rival["scores"])]
+    mean = float(np.mean(diffs))
+    per_seed = ", ".join(f"{d:+.2f}" for d in diffs)
+    against = f"{rival['standard']} ({rival['percent']:.3g} %), the best standard module at or below its size"
+    if mean > 0:
+        return [f"the search beat {against}: {name} scores {mean:+.2f} points on the {split} split at {target} "
+                f"(per seed: {per_seed})"]
+    return [f"the search did not beat {against}: {name} scores {mean:+.2f} points against it on the {split} split "
+            f"at {target} (per seed: {per_seed}); {rival['standard']} is the recommendation"]
 
 
 def plot_hypervolume(study: optuna.Study, path: Path, ref: tuple[float, float]) -> Path:
@@ -266,8 +357,13 @@ def write_report(
         "reference_point": list(ref),
         "hypervolume": hypervolume([r["score"] for r in configs], [r["percent"] for r in configs], *ref),
         "noise": noise_estimate(study).to_dict(),
+        "selection": study.user_attrs.get("selection"),
+        "fidelity": study.user_attrs.get("fidelity_label"),
         "front": [{"rank": k, "configuration": _describe(r["config"]), **r} for k, r in enumerate(front, start=1)],
     }
+    if study.user_attrs.get("promotion"):
+        summary["answer"] = [{"configuration": _describe(m["config"]), **m} for m in answer_rows(study)]
+        summary["verdict"] = answer_verdict(study)
     paths["front.json"].write_text(json.dumps(summary, indent=2) + "\n")
     plot_front(study, paths["front.png"], baselines, labels)
     plot_hypervolume(study, paths["hypervolume.png"], ref)
@@ -311,6 +407,17 @@ def format_front_table(rows: list[ConfigRecord]) -> str:
     note = ("params = PEFT modules + task head, prefix counted folded (its reparametrisation MLP is dropped "
             "after training); % params = params / backbone parameters")
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body), note])
+
+
+def format_answer_table(answer: list[dict[str, Any]]) -> str:
+    """Fixed-width table of the answer (`answer_rows`): report-split and selection-split means over seeds."""
+    header = ["#", "configuration", "standard", "report score ± std", "selection score", "seeds", "% params"]
+    body = [[f"A{k}", _describe(m["config"]), m["standard"] or "-", f"{m['score']:.2f} ± {m['score_std']:.2f}",
+             f"{m['selection_score']:.2f}", str(m["n_seeds"]), f"{m['percent']:.4f}"]
+            for k, m in enumerate(answer, start=1)]
+    widths = [max(len(x) for x in col) for col in zip(header, *body)]
+    return "\n".join("  ".join(c.ljust(w) if i in (1, 2) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+                     .rstrip() for cells in [header, ["-" * w for w in widths], *body])
 
 
 def export_config(study: optuna.Study, pick: int, path: Path) -> Path:

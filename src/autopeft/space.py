@@ -37,6 +37,7 @@ __all__ = [
     "rows_not_in",
     "row_key",
     "size_keys",
+    "standard_modules",
     "unique_rows",
 ]
 
@@ -236,15 +237,16 @@ class SearchSpace:
 
     # --- construction -------------------------------------------------------------
     @classmethod
-    def default(cls, hidden_size: int, n_layers: int, lora: bool = False) -> SearchSpace:
-        """The paper's space (SA, PA, PT: the methods `in_default_space`); LoRA is added only when `lora`."""
+    def default(cls, hidden_size: int, n_layers: int, lora: bool = True) -> SearchSpace:
+        """The default space: SA, PA, PT and LoRA (the methods `in_default_space`); `lora=False`: the paper's
+        space, without the methods that are not `in_paper_space`."""
         return cls(n_layers, **{k: m.default_sizes(hidden_size) for k, m in METHODS.items()
-                                if m.in_default_space or (lora and k == "lora_rank")})
+                                if m.in_default_space and (lora or m.in_paper_space)})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], hidden_size: int, n_layers: int) -> SearchSpace:
         """Build from a mapping (parsed YAML/JSON). A missing size list takes the method's
-        default when it is in the default space (SA, PA, PT) and is off otherwise (LoRA); the
+        default when it is in the default space (SA, PA, PT, LoRA) and is off otherwise; the
         string "default" takes the method's default sizes; `[0]` or `false` switches it off.
 
         Keys: one per method (serial_adapter, parallel_adapter, prefix_length, lora_rank:
@@ -347,6 +349,12 @@ class SearchSpace:
         parameter count grows with each size and layer, so this bounds the space's %)."""
         largest = {k: max(self.choices(k)) for k in size_keys()}
         return PeftConfig(**largest, layers=tuple(f is not False for f in self.fixed_layers))
+
+    def standard_modules(self, hidden_size: int) -> dict[str, PeftConfig]:
+        """The standard modules this space contains, by name (e.g. "SA24"): each method alone at its
+        `baseline_size` (SA, PA, PT at hidden/16, LoRA rank 8), in all layers."""
+        return {name: config for name, config in standard_modules(hidden_size, self.n_layers).items()
+                if self.contains(config)}
 
     def grid(self) -> SpaceGrid:
         """The searched dimensions as integer index vectors (`SpaceGrid`)."""
@@ -564,6 +572,17 @@ class SpaceGrid:
         grid = np.array(list(itertools.product(*(range(c) for c in self.n_choices))), dtype=np.int64)
         grid = grid.reshape(-1, self.d)
         return grid[self.valid(grid)]
+
+
+def standard_modules(hidden_size: int, n_layers: int) -> dict[str, PeftConfig]:
+    """Each registered method alone at the size a user would pick by hand (`PeftMethod.baseline_size`:
+    SA and PA bottleneck hidden/16, i.e. reduction factor 16 (Pfeiffer et al.); PT length hidden/16;
+    LoRA rank 8 (Hu et al.)), in all layers, named by label and size ("SA24", "LoRA8")."""
+    out = {}
+    for key, method in METHODS.items():
+        size = method.baseline_size(hidden_size)
+        out[f"{method.label}{size}"] = PeftConfig(**{key: size}, layers=(True,) * n_layers)
+    return out
 
 
 def unique_rows(rows: np.ndarray) -> np.ndarray:

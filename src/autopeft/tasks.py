@@ -108,6 +108,11 @@ class Split:
             digest.update(json.dumps(part, ensure_ascii=False).encode())
         return digest.hexdigest()
 
+    def take(self, indices: np.ndarray) -> Split:
+        """The examples at `indices` (``n`` ints), in that order."""
+        return Split([self.text_a[i] for i in indices],
+                     None if self.text_b is None else [self.text_b[i] for i in indices], self.labels[indices].copy())
+
     def subset(self, n_or_fraction: int | float, seed: int) -> Split:
         """A deterministic random subset, in the original order.
 
@@ -131,12 +136,7 @@ class Split:
             n = min(total, max(1, round(total * float(n_or_fraction))))
         if n >= total:
             return Split(list(self.text_a), None if self.text_b is None else list(self.text_b), self.labels.copy())
-        idx = np.sort(np.random.default_rng(seed).permutation(total)[:n])
-        return Split(
-            [self.text_a[i] for i in idx],
-            None if self.text_b is None else [self.text_b[i] for i in idx],
-            self.labels[idx].copy(),
-        )
+        return self.take(np.sort(np.random.default_rng(seed).permutation(total)[:n]))
 
 
 @dataclass
@@ -156,6 +156,60 @@ class TaskData:
         return {"train_sha256": self.train.sha256(), "dev_sha256": self.dev.sha256(), "kind": self.spec.kind,
                 "columns": {"text": list(self.spec.text_columns), "label": self.spec.label_column},
                 "labels": list(self.spec.label_names), "metric": self.spec.primary_metric}
+
+
+# --------------------------------------------------------------------------- selection split
+
+#: The selection split carved from train (GLUE and `datasets` tasks): this fraction of train, at most
+#: SELECTION_MAX examples, for train splits of at least SELECTION_MIN_TRAIN; always drawn with SELECTION_SEED.
+SELECTION_FRACTION = 0.1
+SELECTION_MAX = 1000
+SELECTION_MIN_TRAIN = 2000
+SELECTION_SEED = 0
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which data chose a search's configurations, and which data reports the answer's score.
+
+    split: "train" (held out of train: trials train on the rest) or "dev".
+    report: the split the answer is scored on: "dev" or "test".
+    optimistic: the report split also selected (it is dev), so its scores of chosen configurations lean high.
+    """
+
+    split: str
+    examples: int
+    report: str
+    optimistic: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "examples": self.examples, "report": self.report,
+                "optimistic": self.optimistic, "seed": SELECTION_SEED if self.split == "train" else None}
+
+    def describe(self) -> str:
+        held = (f"{self.examples} examples held out of train" if self.split == "train"
+                else f"the dev split ({self.examples} examples)")
+        text = f"configurations chosen on {held}; the answer scored on the {self.report} split"
+        return text + (" (which also chose them, so its scores lean high)" if self.optimistic else "")
+
+
+def selection_split(task: TaskData, test: Split | None = None, carve: bool = True) -> tuple[TaskData, Split, Selection]:
+    """Split `task` into what a search chooses on and what it reports on.
+
+    Returns (the task the search's trials train on, with the selection split as its dev; the
+    report split; the `Selection`). `carve`: hold the selection split out of train (GLUE and
+    `datasets` tasks, train of at least SELECTION_MIN_TRAIN examples); else dev selects and
+    `test` (a file task's --test) reports, or dev itself, flagged optimistic.
+    """
+    if carve and test is None and len(task.train) >= SELECTION_MIN_TRAIN:
+        n = min(SELECTION_MAX, round(SELECTION_FRACTION * len(task.train)))
+        order = np.random.default_rng(SELECTION_SEED).permutation(len(task.train))
+        held, rest = np.sort(order[:n]), np.sort(order[n:])
+        search_task = TaskData(task.spec, task.train.take(rest), task.train.take(held), source=task.source)
+        return search_task, task.dev, Selection("train", n, "dev", optimistic=False)
+    if test is not None:
+        return task, test, Selection("dev", len(task.dev), "test", optimistic=False)
+    return task, task.dev, Selection("dev", len(task.dev), "dev", optimistic=True)
 
 
 # --------------------------------------------------------------------------- GLUE registry

@@ -85,6 +85,18 @@ class Fidelity:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def n_train(self, available: int) -> int:
+        """How many train examples a run trains on, out of `available`."""
+        if self.train_examples is None:
+            return available
+        if isinstance(self.train_examples, float):
+            return min(available, max(1, round(available * self.train_examples)))
+        return min(available, int(self.train_examples))
+
+    def describe(self, available: int) -> str:
+        """"EXAMPLESxEPOCHS" with the examples actually trained on, out of `available`, e.g. "800x3"."""
+        return f"{self.n_train(available)}x{self.epochs:g}"
+
 
 # Documented presets. "low" is the cheap proxy used for search trials; "full" for retraining.
 FIDELITIES: dict[str, Fidelity] = {
@@ -135,6 +147,7 @@ class TrainResult:
     wall_time_s: float
     loss_curve: list[float] = field(default_factory=list)  # mean loss of each logged window
     steps: int = 0
+    report_metrics: dict[str, float] | None = None  # on the report split, when one was given
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -369,8 +382,10 @@ def train_and_evaluate(
     reuse_lower_layers: bool = True,
     attention: str | None = None,
     device: str | torch.device = "auto",
+    report: Split | None = None,
 ) -> TrainResult:
-    """Train `config` (a PeftConfig, or 'full') on task.train at `fidelity`; score on task.dev.
+    """Train `config` (a PeftConfig, or 'full') on task.train at `fidelity`; score on task.dev
+    (and, when `report` is given, on it too: `TrainResult.report_metrics`).
 
     Layers below the lowest modified one are frozen, run in eval mode, and (with
     `reuse_lower_layers`) computed once per example and reused across epochs, and across
@@ -446,6 +461,13 @@ def train_and_evaluate(
         fold(model)
     with skip_lower_layers(model, lowest, dev_states) if reuse else nullcontext() as feed:
         metrics = evaluate(model, task, dev_data, pad_id, feed=feed, precision=fidelity.precision)
+    report_metrics = None
+    if report is not None:
+        report_data = encode(report, tokenizer, fidelity.max_length)
+        report_states = (_states(model, lowest, report_data, pad_id, model_name, cache, fidelity.precision)
+                         if reuse else None)
+        with skip_lower_layers(model, lowest, report_states) if reuse else nullcontext() as feed:
+            report_metrics = evaluate(model, task, report_data, pad_id, feed=feed, precision=fidelity.precision)
     kept = trainable_params(model)
     result = TrainResult(
         metrics=metrics,
@@ -455,6 +477,7 @@ def train_and_evaluate(
         wall_time_s=time.perf_counter() - start,
         loss_curve=losses,
         steps=step,
+        report_metrics=report_metrics,
     )
     if out_dir is not None:
         _save(model, config, out_dir, model_name, task, fidelity, result)

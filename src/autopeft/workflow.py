@@ -15,12 +15,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from autopeft.errors import UserError, interrupts_deferred
+from autopeft.search.attrs import REPORT_SCORE_ATTR
 from autopeft.metrics import majority_baseline
-from autopeft.methods import METHODS
 from autopeft.models import load_model, load_tokenizer, weights_fingerprint
 from autopeft.modules import model_spec
-from autopeft.space import ModelSpec, PeftConfig, SearchSpace
-from autopeft.tasks import TaskData, load_datasets_task, load_file_task, load_task
+from autopeft.space import ModelSpec, PeftConfig, SearchSpace, standard_modules
+from autopeft.tasks import (Selection, Split, TaskData, load_datasets_task, load_file_task, load_task,
+                            selection_split)
 from autopeft.training import (FIDELITIES, FULL_FINETUNE, Fidelity, resolve_device, resolve_precision,
                                train_and_evaluate)
 
@@ -42,13 +43,25 @@ def task_source(task: TaskData, **file_args: Any) -> dict[str, Any]:
 
 def load_task_source(source: dict[str, Any]) -> TaskData:
     """The task a source describes: a GLUE name (+ data_dir), a file task (train_path, ...) or a
-    `datasets` task (datasets: a save_to_disk folder or hf:NAME[:CONFIG], ...)."""
-    args = {k: v for k, v in source.items() if k != "name"}
+    `datasets` task (datasets: a save_to_disk folder or hf:NAME[:CONFIG], ...). A file task's
+    test_path (its report split) is read by `search_splits`."""
+    args = {k: v for k, v in source.items() if k not in ("name", "test_path")}
     if "train_path" in source:
         return load_file_task(**args, name=source["name"])
     if "datasets" in source:
         return load_datasets_task(args.pop("datasets"), **args, name=source["name"])
     return load_task(source["name"], source.get("data_dir"))
+
+
+def search_splits(task: TaskData, source: dict[str, Any]) -> tuple[TaskData, Split, Selection]:
+    """What a search trains and chooses on, and what it reports on (`tasks.selection_split`): GLUE and
+    `datasets` tasks hold the selection split out of train; a file task selects on its dev file and
+    reports on its test file (test_path), when it has one."""
+    test = None
+    if source.get("test_path"):
+        args = {k: v for k, v in source.items() if k not in ("name", "test_path", "dev_path")}
+        test = load_file_task(**args, dev_path=source["test_path"], name=source["name"]).dev
+    return selection_split(task, test=test, carve="train_path" not in source)
 
 
 def describe_model(model: str, num_labels: int) -> tuple[ModelSpec, Any]:
@@ -79,7 +92,7 @@ class SearchSettings:
     storage: str | None = None
     study_name: str = "autopeft"
     space_file: str | None = None
-    lora: bool = False
+    lora: bool = True  # False: the paper's space (SA, PA, PT), without LoRA
     search_seed: int = 0
     nuts: str = "map"
     percent_scale: str | None = None  # saasbo/gp: 'log' (sampler default) or 'linear' % objective of the acquisition
@@ -96,6 +109,8 @@ class SearchSettings:
     fidelity_auto: bool = False  # choose examples x epochs by calibration (autopeft.calibrate); `fidelity` is the base
     space: dict[str, Any] | None = None  # a stored SearchSpace.to_dict() (load_search); else space_file / lora
     device: str = "auto"  # where trials train (training.resolve_device)
+    promote: int = 0  # > 0: this many front candidates (+ the standard modules near it) go up to `target`
+    target: Fidelity | None = None  # the fidelity the answer is earned at (None: the "full" preset)
 
     def __post_init__(self) -> None:
         from autopeft.search.samplers import OptionError, check_n_init
@@ -110,6 +125,13 @@ class SearchSettings:
             raise _flag_error(exc) from None
         resolve_device(self.device)  # a device that is not there fails here, not as failed trials
         self.fidelity = resolve_precision(self.fidelity, self.device)  # what the study stores is what runs
+        if isinstance(self.promote, bool) or not isinstance(self.promote, int) or self.promote < 0:
+            raise UserError(f"--promote must be a number of front candidates >= 0 (0: off), got {self.promote!r}")
+        if self.target is not None and not self.promote:
+            raise UserError("--target is the fidelity promotion goes up to; give --promote K as well")
+        self.target = resolve_precision(self.target or FIDELITIES["full"], self.device)
+        if self.baselines not in (None, "peft", "all"):
+            raise UserError(f"--baselines must be 'peft' or 'all', got {self.baselines!r}")
 
 
 # The CLI flag that sets each sampler option, so that a bad value is reported in the user's words.
@@ -173,23 +195,40 @@ class StudyReport(NamedTuple):
 
 
 def search(settings: SearchSettings) -> StudyReport:
-    """Run (or resume) a search, write its report, optionally retrain part of the front."""
+    """Run (or resume) a search, write its report, optionally retrain part of the front.
+
+    The standard modules of the space are its first trials; trials train on the search task
+    and are scored on the selection split (`search_splits`). With `promote`, the front then goes
+    up a ladder of fidelities to `target` (`search.promotion`), and the answer there is scored on
+    the report split.
+    """
     from autopeft.frozen import open_states_cache
     from autopeft.search.pareto import default_reference_point, space_max_percent
+    from autopeft.search.promotion import (PromotionPlan, check_plan_fits, fidelity_ladder, run_promotion,
+                                           standard_keys)
     from autopeft.search.samplers import make_sampler
     from autopeft.search.results import replicate_index
     from autopeft.search.runner import TrialResult, run_search
     from autopeft.search.storage import open_study
 
-    s = settings  # budget, batch and n_init are checked by SearchSettings
+    s = settings  # budget, batch, n_init, promote and baselines are checked by SearchSettings
     options = _sampler_options(s)  # checked before the model loads
+    source = s.task_source or task_source(s.task)
+    search_task, report_split, selection = search_splits(s.task, source)
     spec, tokenizer = describe_model(s.model, s.task.spec.num_labels)
     space = (SearchSpace.from_dict(s.space, spec.hidden_size, spec.n_layers) if s.space is not None
              else make_space(spec, s.space_file, s.lora))
+    standards = space.standard_modules(spec.hidden_size)
     cache = open_states_cache(s.states_cache)
     fidelity, calibration = s.fidelity, None
     if s.fidelity_auto:
-        fidelity, calibration = _auto_fidelity(s, space, tokenizer, cache)
+        fidelity, calibration = _auto_fidelity(s, search_task, space, tokenizer, cache)
+    n_train = len(search_task.train)
+    plan, explore_budget = None, s.budget
+    if s.promote:
+        rungs = fidelity_ladder(fidelity, s.target, n_train)
+        plan = PromotionPlan(s.promote, tuple(rungs), tuple(f.describe(n_train) for f in rungs))
+        explore_budget = check_plan_fits(plan, s.budget, len(standards), s.n_init)
     # Default: score 0 (chance level / lower bound of the metrics), percent = the space's maximum.
     ref = s.ref_point or default_reference_point(space_max_percent(space, spec))
     metadata = {
@@ -197,9 +236,10 @@ def search(settings: SearchSettings) -> StudyReport:
         "model_weights": weights_fingerprint(s.model),
         "task": s.task.spec.name,
         "task_identity": s.task.identity(),
-        "task_source": s.task_source or task_source(s.task),
+        "task_source": source,
         "space": space.to_dict(),
         "fidelity": fidelity.to_dict(),
+        "fidelity_label": fidelity.describe(n_train),
         "objectives": OBJECTIVES,
         "metric": s.task.spec.primary_metric,
         "sampler": s.sampler,
@@ -207,31 +247,50 @@ def search(settings: SearchSettings) -> StudyReport:
         "model_spec": spec.to_dict(),
         "reference_point": list(ref),
         "user_reference_point": list(s.ref_point) if s.ref_point else None,  # so load_search resumes with it
-        "constant_baseline": majority_baseline(s.task.spec, s.task.train.labels, s.task.dev.labels)["score"],
+        "constant_baseline": majority_baseline(s.task.spec, search_task.train.labels, search_task.dev.labels)["score"],
+        "selection": selection.to_dict(),
+        "standards": {name: config.to_dict() for name, config in standards.items()},
+        "promotion": plan.to_dict() if plan else None,
     }
     metadata["replicates"] = options.get("replicates", 0.0)
     metadata["calibration_pairs"] = options.get("calibration_pairs", 0)
     if calibration is not None:
         metadata["calibration"] = calibration
-    sampler = make_sampler(s.sampler, space, seed=s.search_seed, n_init=s.n_init, percent_fn=spec.percent, **options)
+    sampler = make_sampler(s.sampler, space, seed=s.search_seed, n_init=s.n_init, percent_fn=spec.percent,
+                           standards=list(standards.values()), **options)
     study = open_study(s.storage, s.study_name, s.out_dir, metadata, sampler, heartbeat=s.heartbeat)
 
-    def evaluate(config: PeftConfig, trial) -> TrialResult:
-        seed = fidelity.seed + replicate_index(trial)  # a replicate trains with a new seed
+    def train(config: PeftConfig, trial, at: Fidelity, seed: int, **kwargs: Any) -> TrialResult:
         with interrupts_deferred():  # run_search lets a Ctrl-C raise at once in here, but not mid-write
             trial.set_user_attr("train_seed", seed)
-        result = train_and_evaluate(s.model, s.task, config, replace(fidelity, seed=seed), progress=False,
-                                    tokenizer=tokenizer, cache=cache, device=s.device)
+        result = train_and_evaluate(s.model, search_task, config, replace(at, seed=seed), progress=False,
+                                    tokenizer=tokenizer, cache=cache, device=s.device, **kwargs)
+        extra = {"loss_curve": result.loss_curve, "steps": result.steps}
+        if result.report_metrics is not None:
+            extra["report_metrics"] = result.report_metrics
         return TrialResult(score=result.score, percent=result.percent, metrics=result.metrics,
-                           wall_time_s=result.wall_time_s, trainable_params=result.trainable_params,
-                           extra={"loss_curve": result.loss_curve, "steps": result.steps})
+                           wall_time_s=result.wall_time_s, trainable_params=result.trainable_params, extra=extra)
 
-    run_search(study, space, evaluate, s.budget, s.batch, progress=s.progress, ref=ref)
-    if s.baselines not in (None, "peft", "all"):
-        raise UserError(f"--baselines must be 'peft' or 'all', got {s.baselines!r}")
-    if s.baselines:
-        run_baselines(s.model, s.task, fidelity, 1, s.out_dir, spec, tokenizer, progress=s.progress,
-                      full_finetuning=s.baselines == "all", device=s.device)
+    def evaluate(config: PeftConfig, trial) -> TrialResult:
+        return train(config, trial, fidelity, fidelity.seed + replicate_index(trial))  # a replicate: a new seed
+
+    def promote(config: PeftConfig, trial, task) -> TrialResult:
+        at = plan.rungs[task.rung - 1]
+        if task.rung < len(plan.rungs):
+            return train(config, trial, at, at.seed + task.seed_index)
+        run_dir = Path(s.out_dir) / "promoted" / f"trial_{trial.number}"  # the answer's weights, kept
+        result = train(config, trial, at, at.seed + task.seed_index, report=report_split, out_dir=run_dir)
+        with interrupts_deferred():
+            trial.set_user_attr(REPORT_SCORE_ATTR, result.extra["report_metrics"]["score"])
+            trial.set_user_attr("run_dir", str(run_dir.relative_to(s.out_dir)))  # relative: the folder may move
+        return result
+
+    run_search(study, space, evaluate, explore_budget, s.batch, progress=s.progress, ref=ref)
+    if plan is not None:
+        run_promotion(study, space, plan, standard_keys(metadata["standards"]), promote, progress=s.progress)
+    if s.baselines == "all":
+        run_baselines(s.model, search_task, fidelity, 1, s.out_dir, spec, tokenizer, progress=s.progress,
+                      device=s.device, configs={"full fine-tuning": FULL_FINETUNE})
     if s.retrain_top:
         retrain_front(s.out_dir, s.storage, s.study_name, top=s.retrain_top, seeds=s.retrain_seeds,
                       progress=s.progress, device=s.device)
@@ -241,7 +300,8 @@ def search(settings: SearchSettings) -> StudyReport:
     return StudyReport(study, paths)
 
 
-def _auto_fidelity(s: SearchSettings, space: SearchSpace, tokenizer, cache) -> tuple[Fidelity, list[dict[str, Any]]]:
+def _auto_fidelity(s: SearchSettings, task: TaskData, space: SearchSpace, tokenizer,
+                   cache) -> tuple[Fidelity, list[dict[str, Any]]]:
     """`--fidelity auto`: the stored choice when the study exists, else a calibration (`autopeft.calibrate`)."""
     from autopeft.calibrate import calibrate, describe_calibration
     from autopeft.search.storage import stored_study_attrs
@@ -256,12 +316,12 @@ def _auto_fidelity(s: SearchSettings, space: SearchSpace, tokenizer, cache) -> t
         return Fidelity(**stored["fidelity"]), stored["calibration"]
 
     def train(config: PeftConfig, fidelity: Fidelity) -> float:
-        result = train_and_evaluate(s.model, s.task, config, fidelity, progress=False, tokenizer=tokenizer, cache=cache,
+        result = train_and_evaluate(s.model, task, config, fidelity, progress=False, tokenizer=tokenizer, cache=cache,
                                     device=s.device)
         return result.score
 
     logger.info("calibrating the fidelity (--fidelity auto): the same configurations, two seeds each, rung by rung")
-    constant = majority_baseline(s.task.spec, s.task.train.labels, s.task.dev.labels)["score"]
+    constant = majority_baseline(task.spec, task.train.labels, task.dev.labels)["score"]
     fidelity, records = calibrate(train, space, s.fidelity, s.search_seed, Path(s.out_dir) / "calibration.json",
                                   on_rung=lambda r: logger.info(describe_calibration([r])), constant_baseline=constant)
     return fidelity, records
@@ -274,11 +334,21 @@ def report_text(study) -> str:
 
     from autopeft.calibrate import MIN_MARGIN, clears_baseline, describe_calibration
 
+    from autopeft.report import answer_rows, answer_verdict, format_answer_table
+
     noise = noise_estimate(study)
-    lines = [format_front_table(front_rows(study)), f"noise: {noise.describe()}"]
+    fidelity = study.user_attrs.get("fidelity_label")
+    lines = [f"front of means at the search fidelity{f' ({fidelity})' if fidelity else ''}:",
+             format_front_table(front_rows(study)), f"noise: {noise.describe()}"]
+    if selection := study.user_attrs.get("selection"):
+        lines.append("selection: " + Selection(**{k: selection[k] for k in ("split", "examples", "report",
+                                                                           "optimistic")}).describe())
+    if answer := answer_rows(study):
+        lines += [f"answer at the target fidelity ({answer[0]['fidelity']}):", format_answer_table(answer)]
+    lines += answer_verdict(study)
     if study.user_attrs.get("calibration"):
         calibration = describe_calibration(study.user_attrs["calibration"])
-        lines.insert(1, "fidelity chosen by calibration (--fidelity auto):\n" + calibration)
+        lines.insert(0, "fidelity chosen by calibration (--fidelity auto):\n" + calibration)
         if not clears_baseline(study.user_attrs["calibration"][-1]):
             lines.append(f"warning: even at the chosen fidelity the calibration models score less than {MIN_MARGIN:g} "
                          "points above the constant predictor, so the front may only rank how far configurations "
@@ -398,16 +468,8 @@ def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: s
 
 
 def baseline_configs(spec: ModelSpec, full_finetuning: bool = True) -> dict[str, PeftConfig | str]:
-    """Single-module baselines at standard sizes in all layers, plus (optionally) full fine-tuning.
-
-    Named by label and size; each method's `baseline_size`: SA and PA bottleneck hidden/16
-    (reduction factor 16, Pfeiffer et al.), PT length hidden/16, LoRA rank 8 (Hu et al.).
-    """
-    all_layers = (True,) * spec.n_layers
-    configs: dict[str, PeftConfig | str] = {}
-    for key, method in METHODS.items():
-        size = method.baseline_size(spec.hidden_size)
-        configs[f"{method.label}{size}"] = PeftConfig(**{key: size}, layers=all_layers)
+    """The standard modules (`space.standard_modules`), plus (optionally) full fine-tuning."""
+    configs: dict[str, PeftConfig | str] = dict(standard_modules(spec.hidden_size, spec.n_layers))
     if full_finetuning:
         configs["full fine-tuning"] = FULL_FINETUNE
     return configs
@@ -419,12 +481,13 @@ def _stored_baselines(out_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def run_baselines(model: str, task: TaskData, fidelity: Fidelity, seeds: int, out_dir: Path, spec: ModelSpec,
-                  tokenizer, progress: bool = True, full_finetuning: bool = True,
-                  device: str = "auto") -> list[dict[str, Any]]:
-    """Train the baselines (reusing finished seeds) and store them in out_dir/baselines.json."""
+                  tokenizer, progress: bool = True, full_finetuning: bool = True, device: str = "auto",
+                  configs: dict[str, PeftConfig | str] | None = None) -> list[dict[str, Any]]:
+    """Train the baselines (default: `baseline_configs`; reusing finished seeds) and store them in
+    out_dir/baselines.json."""
     path = out_dir / "baselines.json"
     stored: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    for name, config in baseline_configs(spec, full_finetuning).items():
+    for name, config in (configs or baseline_configs(spec, full_finetuning)).items():
         slug = name.replace(" ", "_")
         results = train_seeds(model, task, config, fidelity, seeds, out_dir / "baselines" / slug, tokenizer, progress,
                               device)

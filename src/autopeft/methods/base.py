@@ -63,14 +63,15 @@ class PeftMethod:
     key: ClassVar[str]
     label: ClassVar[str]
     name: ClassVar[str]
-    in_default_space: ClassVar[bool] = True  # False: searched only when asked for (LoRA: --lora)
+    in_default_space: ClassVar[bool] = True  # False: searched only when a space file asks for it
+    in_paper_space: ClassVar[bool] = True  # in the space of Zhou et al. (SA, PA, PT; `--no-lora` keeps to it)
 
     def default_sizes(self, hidden_size: int) -> tuple[int, ...]:
         """The sizes a default search space allows (0 included)."""
         return default_sizes(hidden_size)
 
     def baseline_size(self, hidden_size: int) -> int:
-        """The size of this method's single-module baseline (all layers)."""
+        """The size of this method's standard module: the size a user would pick by hand (all layers)."""
         return max(1, hidden_size // 16)
 
     def params_per_layer(self, spec: ModelSpec, size: int) -> int:

@@ -11,11 +11,13 @@ class LoRA(PeftMethod):
     key = "lora_rank"
     label = "LoRA"
     name = "LoRA"
-    in_default_space = False  # the paper's space has no LoRA; `--lora` adds it
+    in_paper_space = False
+    # In the default space, beside the paper's three methods: it is the module users most often pick
+    # by hand, and the search's answer is compared with it (`--no-lora`: the paper's exact space).
 
     def default_sizes(self, hidden_size: int) -> tuple[int, ...]:
-        """0, 1 and hidden/2**k for k = 3..8."""
-        return tuple(sorted({0, 1, *(max(1, hidden_size >> k) for k in range(3, 9))}))
+        """0 and the powers of two from 1 to min(64, hidden/4): the ranks LoRA is used with (8 included)."""
+        return (0, *(2**k for k in range(7) if 2**k <= max(1, hidden_size // 4)))
 
     def baseline_size(self, hidden_size: int) -> int:
         return 8

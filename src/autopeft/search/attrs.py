@@ -19,8 +19,11 @@ DUPLICATE_OF_ATTR = "duplicate_of"  # told with the values of this earlier trial
 FAIL_REASON_ATTR = "fail_reason"  # why autopeft failed the trial (absent: Optuna failed it as stale)
 WORKER_ATTR = "worker"  # {"host", "pid"} of the process that ran the trial
 CONFIG_ATTR = "config"  # the evaluated configuration as a dict
+PROMOTION_ATTR = "promotion"  # a promoted evaluation: {"rung", "seed_index", "fidelity"} (search.promotion)
+STANDARD_ATTR = "standard"  # the standard module's name ("SA24") when the configuration is one
+REPORT_SCORE_ATTR = "report_score"  # a target-rung evaluation's score on the report split (never used to choose)
 
 # Study user attributes.
 RETRAINED_ATTR = "retrained"  # {trial number: {"scores", "mean", "std"}}: front members retrained at full fidelity
-BUDGET_ATTR = "budget"  # the budget of the running search (caps the replicates)
+BUDGET_ATTR = "budget"  # the exploring part of the running search's budget (caps the replicates)
 WORKER_PREFIX = "worker:"  # + "<host>:<pid>": a registered worker, {"host", "pid", "active", "updated"}

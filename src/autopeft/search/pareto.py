@@ -102,3 +102,21 @@ def default_reference_point(max_percent: float, baseline_score: float | None = N
 def space_max_percent(space: SearchSpace, spec: ModelSpec) -> float:
     """Analytic upper bound of % trainable parameters over the space (`SearchSpace.max_config`)."""
     return spec.percent(space.max_config())
+
+
+def pareto_ranks(scores: ArrayLike, percents: ArrayLike) -> np.ndarray:
+    """Non-dominated sorting (as in NSGA-II): rank 0 for the front, 1 for the front of the rest, ...
+
+    Returns int ranks of shape (n,); non-finite points get rank n.
+    """
+    s, p = _as_arrays(scores, percents)
+    ranks = np.full(s.size, s.size, dtype=np.int64)
+    left = np.isfinite(s) & np.isfinite(p)
+    rank = 0
+    while left.any():
+        idx = np.flatnonzero(left)
+        on = idx[pareto_mask(s[idx], p[idx])]
+        ranks[on] = rank
+        left[on] = False
+        rank += 1
+    return ranks

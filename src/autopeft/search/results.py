@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autopeft.search.attrs import (
     CONFIG_ATTR,
     DUPLICATE_OF_ATTR,
+    PROMOTION_ATTR,
     REPLICATE_ATTR,
     REPLICATE_INDEX_ATTR,
     REPLICATE_OF_ATTR,
@@ -51,6 +52,8 @@ class TrialRecord(TypedDict):
     retrained_mean: NotRequired[float]  # full-fidelity retraining: mean score over its seeds
     retrained_std: NotRequired[float]  # ... their std (ddof 1; 0 for one seed)
     retrained_scores: NotRequired[list[float]]  # ... the score of each seed
+    standard: str | None  # the standard module's name ("SA24") when the configuration is one
+    fidelity: str | None  # "EXAMPLESxEPOCHS" it trained at (a promoted evaluation's rung, else the search's)
 
 
 class ConfigRecord(TrialRecord):
@@ -90,7 +93,12 @@ def replicate_index(trial: FrozenTrial | optuna.trial.Trial) -> int:
     return 0 if proposal is None else proposal["index"]
 
 
-def _row(trial: FrozenTrial, retrained: dict[str, Any]) -> TrialRecord:
+def standard_names(study: optuna.Study) -> dict[str, str]:
+    """Config key -> name of the study's standard modules (study attr "standards": name -> configuration)."""
+    return {config_key(config): name for name, config in (study.user_attrs.get("standards") or {}).items()}
+
+
+def _row(trial: FrozenTrial, retrained: dict[str, Any], standards: dict[str, str], fidelity: str | None) -> TrialRecord:
     attrs = trial.user_attrs
     row: TrialRecord = {
         "number": trial.number,
@@ -110,6 +118,9 @@ def _row(trial: FrozenTrial, retrained: dict[str, Any]) -> TrialRecord:
         row[REPLICATE_OF_ATTR] = attrs[REPLICATE_OF_ATTR]
     row[REPLICATE_INDEX_ATTR] = int(attrs.get(REPLICATE_INDEX_ATTR, 0))
     row["train_seed"] = attrs.get("train_seed")
+    row["standard"] = standards.get(config_key(row["config"])) if row["config"] else None
+    promotion = attrs.get(PROMOTION_ATTR)
+    row["fidelity"] = promotion["fidelity"] if isinstance(promotion, dict) else fidelity
     info = retrained.get(str(trial.number))
     if info:
         row["retrained_mean"] = info.get("mean")
@@ -118,13 +129,17 @@ def _row(trial: FrozenTrial, retrained: dict[str, Any]) -> TrialRecord:
     return row
 
 
-def completed_trials(study: optuna.Study, include_duplicates: bool = False) -> list[TrialRecord]:
-    """One row per COMPLETE trial (see TrialRecord) in trial order (duplicates left out unless asked)."""
+def completed_trials(study: optuna.Study, include_duplicates: bool = False,
+                     promoted: bool = False) -> list[TrialRecord]:
+    """One row per COMPLETE trial (see TrialRecord) in trial order (duplicates left out unless asked): the
+    search's own trials, at its fidelity, or with `promoted` only the promoted evaluations (search.promotion)."""
     retrained = study.user_attrs.get(RETRAINED_ATTR, {})
+    standards, fidelity = standard_names(study), study.user_attrs.get("fidelity_label")
     rows = [
-        _row(t, retrained)
+        _row(t, retrained, standards, fidelity)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if include_duplicates or DUPLICATE_OF_ATTR not in t.user_attrs
+        if (include_duplicates or DUPLICATE_OF_ATTR not in t.user_attrs)
+        and (PROMOTION_ATTR in t.user_attrs) == promoted
     ]
     return sorted(rows, key=lambda r: r["number"])
 

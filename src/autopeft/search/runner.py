@@ -28,6 +28,7 @@ from autopeft.search.attrs import (
     CONFIG_ATTR,
     DUPLICATE_OF_ATTR,
     FAIL_REASON_ATTR,
+    PROMOTION_ATTR,
     REPLICATE_INDEX_ATTR,
     REPLICATE_OF_ATTR,
     WORKER_ATTR,
@@ -68,7 +69,9 @@ class TrialResult:
 
 
 def _is_evaluated(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.COMPLETE and DUPLICATE_OF_ATTR not in trial.user_attrs
+    """A COMPLETE trial of the search itself: not a duplicate, not a promoted evaluation."""
+    return (trial.state == TrialState.COMPLETE and DUPLICATE_OF_ATTR not in trial.user_attrs
+            and PROMOTION_ATTR not in trial.user_attrs)
 
 
 def _n_done(study: optuna.Study) -> int:
@@ -106,7 +109,8 @@ def _over_budget(study: optuna.Study, number: int, budget: int) -> bool:
     which of them fit.
     """
     trials = study.get_trials(deepcopy=False)
-    ahead = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number <= number for t in trials)
+    ahead = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number <= number
+                and PROMOTION_ATTR not in t.user_attrs for t in trials)
     return sum(map(_is_evaluated, trials)) + ahead > budget
 
 
@@ -120,7 +124,7 @@ def _evaluated_configs(study: optuna.Study, space: SearchSpace) -> dict[str, int
     """Config key -> number of the first COMPLETE trial with that configuration (not a duplicate or replicate)."""
     done: dict[str, int] = {}
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if DUPLICATE_OF_ATTR not in frozen.user_attrs and replicate_index(frozen) == 0:
+        if _is_evaluated(frozen) and replicate_index(frozen) == 0:
             config = frozen.user_attrs.get(CONFIG_ATTR) or space.from_params(frozen.params)
             done.setdefault(config_key(config), frozen.number)
     return done
@@ -137,6 +141,10 @@ def _ask(
         check_interrupt()  # one that landed in ask(), now that the trial can be failed
         trial.set_user_attr(WORKER_ATTR, this_worker())
         heart.add(optuna_access.trial_id(trial))
+        if PROMOTION_ATTR in trial.user_attrs:  # queued by a promoting worker that was killed: promotion redoes it
+            fail_trial(study, trial, "not run: a promoted evaluation left queued; promotion schedules it again")
+            heart.discard(optuna_access.trial_id(trial))
+            return _ask(study, space, heart, budget)
         if _over_budget(study, trial.number, budget):
             # Another worker asked at the same moment: give this trial back (and what it popped from the queue).
             requeue(study, fail_trial(study, trial, "not run: the rest of the budget went to trials of other workers"))

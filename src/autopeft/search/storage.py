@@ -30,7 +30,8 @@ from autopeft.search.workers import DEFAULT_HEARTBEAT_S, HEARTBEAT_GRACE, requeu
 
 DIRECTIONS = ["maximize", "minimize"]  # values = (score, percent)
 # Metadata keys that must match when a stored study is resumed.
-COMPARED_KEYS = ("model", "model_weights", "task", "task_identity", "space", "fidelity", "objectives")
+COMPARED_KEYS = ("model", "model_weights", "task", "task_identity", "space", "fidelity", "objectives", "selection",
+                 "standards", "promotion")
 
 
 def as_stored(value: Any) -> Any:
@@ -203,6 +204,11 @@ def open_study(
             f"study '{study_name}' has directions {[d.name.lower() for d in study.directions]}, not "
             f"{DIRECTIONS}; it was not made by autopeft. Use a new --study name or --out dir"
         )
+    if "fidelity" in old and "selection" not in old:
+        raise UserError(
+            f"study '{study_name}' was made by an earlier autopeft, which chose configurations on the split it "
+            "reported (no selection split): its trials cannot be mixed with this version's. `autopeft report` still "
+            "reads it; to search again, use a new --out dir (or --study name)")
     # A key not stored yet is not a difference: its creator is still writing it, or crashed before.
     differ = [k for k in COMPARED_KEYS if k in old and old[k] != new.get(k)]
     if differ:

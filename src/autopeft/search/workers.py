@@ -36,6 +36,7 @@ from autopeft.search.attrs import (
     DUPLICATE_OF_ATTR,
     FAIL_REASON_ATTR,
     FIXED_PARAMS_ATTR,
+    PROMOTION_ATTR,
     PROPOSAL_ATTR,
     REPLICATE_INDEX_ATTR,
     REPLICATE_OF_ATTR,
@@ -101,12 +102,19 @@ def _held_params(trial: FrozenTrial) -> dict[str, Any]:
             **trial.params}
 
 
+def _rung(trial: FrozenTrial) -> tuple[int, int] | None:
+    """(rung, seed index) of a promoted evaluation (search.promotion), None for the search's own trials."""
+    promotion = trial.user_attrs.get(PROMOTION_ATTR)
+    return (int(promotion["rung"]), int(promotion["seed_index"])) if isinstance(promotion, dict) else None
+
+
 def held_elsewhere(study: optuna.Study, trial: FrozenTrial) -> int | None:
-    """Number of another trial that evaluated, runs or queued `trial`'s work (configuration and replicate index)."""
-    params, index = _held_params(trial), replicate_index(trial)
+    """Number of another trial that evaluated, runs or queued `trial`'s work (configuration, replicate index
+    and, for a promoted evaluation, its rung and seed)."""
+    params, index, rung = _held_params(trial), replicate_index(trial), _rung(trial)
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)):
         if (params and t.number != trial.number and DUPLICATE_OF_ATTR not in t.user_attrs
-                and _held_params(t) == params and replicate_index(t) == index):
+                and _held_params(t) == params and replicate_index(t) == index and _rung(t) == rung):
             return t.number
     return None
 
@@ -119,8 +127,8 @@ def requeue(study: optuna.Study, frozen: FrozenTrial) -> bool:
     `frozen`, so that samplers do not take it for a failed configuration.
     """
     params = _held_params(frozen)
-    if not params or held_elsewhere(study, frozen) is not None:
-        return False
+    if not params or held_elsewhere(study, frozen) is not None or _rung(frozen) is not None:
+        return False  # a promoted evaluation is scheduled again by search.promotion, from the study's state
     if any(t.user_attrs.get(RERUN_ATTR) == frozen.number for t in study.get_trials(deepcopy=False)):
         return False
     replicate = replicate_proposal(frozen)

@@ -78,6 +78,7 @@ def make_sampler(
     n_init: int = 10,
     percent_fn: Callable[[PeftConfig], float] | None = None,
     candidates: Sequence[PeftConfig] | None = None,
+    standards: Sequence[PeftConfig] = (),
     **options: Any,
 ) -> BaseSampler:
     """Build the sampler `name` for `space`.
@@ -94,6 +95,9 @@ def make_sampler(
         candidates: restrict every proposal to these configurations (a tabular
             benchmark): BO scores only the unseen candidates, random draws among them,
             NSGA-II/MOTPE proposals are replaced by the nearest unseen candidate.
+        standards: configurations every sampler proposes first, in order (the standard
+            modules of the space, `SearchSpace.standard_modules`); then its own proposals
+            (for the BO samplers: then ``n_init`` random ones).
         options: "saasbo" and "gp": the fields of `BOOptions` (``fit`` and the NUTS settings
             for "saasbo" only); "nsga2"/"motpe": keyword arguments of Optuna's
             ``NSGAIISampler`` / ``TPESampler``. ``ref_point`` is accepted and ignored by
@@ -116,13 +120,13 @@ def make_sampler(
 
     if name in ("saasbo", "gp"):
         return BayesOptSampler(space, BOOptions.from_options(name, options), seed=seed, n_init=n_init,
-                               percent_fn=percent_fn, candidates=candidates)
+                               percent_fn=percent_fn, candidates=candidates, standards=standards)
     # The hypervolume reference point only matters to the BO samplers; accepted (and
     # ignored) by the others so that a driver can pass the same options to every sampler.
     options.pop("ref_point", None)
     if name == "random":
         reject_options(name, options, ())
-        return RandomConfigSampler(space, seed=seed, candidates=candidates)
+        return RandomConfigSampler(space, seed=seed, candidates=candidates, standards=standards)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -137,4 +141,4 @@ def make_sampler(
             raise UserError(f"sampler {name!r}: bad option ({exc})") from None
         except ValueError as exc:
             raise UserError(f"sampler {name!r}: bad option value ({exc})") from None
-    return ValidatingSampler(delegate, space, seed=seed, candidates=candidates)
+    return ValidatingSampler(delegate, space, seed=seed, candidates=candidates, standards=standards)

@@ -3,7 +3,13 @@
 - Whole configurations at once: the relative search space is the whole space and
   ``sample_relative`` returns every parameter, as a `SpaceGrid` row that subclasses propose
   (`ConfigSampler._propose`).
-- History (`History`): the study's trials as rows. COMPLETE trials are observations;
+- Standard modules first: the first trials of a search are the standard modules of the space
+  (`standards`, e.g. SA, PA, PT at hidden/16 and LoRA r=8 in all layers), then the subclass's
+  proposals. They are ordinary trials: a user compares the search's answer with them.
+- An enqueued trial whose parameters are all fixed is taken as it is (the promotion trials of
+  `search.promotion` are such trials).
+- History (`History`): the study's trials as rows. Promoted evaluations (user attr
+  PROMOTION_ATTR) are at another fidelity and left out. COMPLETE trials are observations;
   RUNNING and WAITING (enqueued) trials other than the current one are pending; FAIL and
   PRUNED trials are failed configurations (not retried). A FAIL trial that a later trial
   re-runs (user attr ``rerun_of``: a stale or interrupted trial, queued again) is not a
@@ -40,6 +46,7 @@ from autopeft.search import optuna_access
 from autopeft.search.attrs import (
     DUPLICATE_OF_ATTR,
     FIXED_PARAMS_ATTR,
+    PROMOTION_ATTR,
     PROPOSAL_ATTR,
     REPLICATE_ATTR,
     REPLICATE_OF_ATTR,
@@ -97,14 +104,20 @@ class ConfigSampler(BaseSampler):
         space: every proposal is a valid configuration of it.
         seed: seeds every proposal (None: a random seed).
         candidates: restrict the proposals to these configurations of the space.
+        standards: configurations of the space proposed first, in order (the standard modules).
     """
 
     def __init__(
-        self, space: SearchSpace, *, seed: int | None = None, candidates: Sequence[PeftConfig] | None = None
+        self, space: SearchSpace, *, seed: int | None = None, candidates: Sequence[PeftConfig] | None = None,
+        standards: Sequence[PeftConfig] = (),
     ) -> None:
         self.space = space
         self._grid = space.grid()
         self._candidates = None if candidates is None else self._candidate_rows(candidates)
+        for config in standards:
+            if not space.contains(config):
+                raise UserError(f"standards: {config.describe()} is not a configuration of the search space")
+        self._standards = [self._grid.index(c) for c in standards]
         self._seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (2**32))
         self._independent = optuna.samplers.RandomSampler(seed=self._seed)
         self._distributions = space.optuna_distributions()
@@ -126,12 +139,19 @@ class ConfigSampler(BaseSampler):
         history = self._history(study, trial)
         fixed = self._fixed_dims(trial)
         info: dict[str, Any] = {"trial": trial.number}
-        if fixed:
+        standard = self._next_standard(history)
+        if len(fixed) == self._grid.d:  # an enqueued whole configuration (a re-run, a promotion): as it is
+            row = np.array([fixed[j] for j in range(self._grid.d)], dtype=np.int64)
+            info["kind"] = "enqueued"
+        elif fixed:
             row = self._random_unseen(rng, history.seen_keys(), fixed)
             info["kind"] = "random (partially enqueued trial)"
+        elif standard is not None:
+            row = standard
+            info["kind"] = "standard module"
         else:
             row = self._propose(study, trial, history, rng, info)
-        if "replicate" not in info:  # a replicate is an evaluated configuration on purpose
+        if "replicate" not in info and info["kind"] != "enqueued":  # these repeat a configuration on purpose
             row = self._restrict(row, history.seen_keys(), rng, info)
         params = self._grid.params(row)
         seconds = time.perf_counter() - start
@@ -149,6 +169,18 @@ class ConfigSampler(BaseSampler):
     def reseed_rng(self) -> None:
         self._seed = int(np.random.SeedSequence().entropy % (2**32))
         self._independent.reseed_rng()
+
+    @property
+    def n_standards(self) -> int:
+        """How many standard modules open the search."""
+        return len(self._standards)
+
+    def _next_standard(self, history: History) -> np.ndarray | None:
+        """The first standard module not yet seen, while the trials so far are fewer than the standards."""
+        if history.n_started - history.n_replicates >= len(self._standards):
+            return None
+        seen = history.seen_keys()
+        return next((row for row in self._standards if row_key(row) not in seen), None)
 
     # --- for subclasses -------------------------------------------------------------
     def _propose(
@@ -229,6 +261,8 @@ class ConfigSampler(BaseSampler):
         for t in trials:
             if t.number == trial.number or (t.state == TrialState.FAIL and t.number in rerun):
                 continue
+            if PROMOTION_ATTR in t.user_attrs:
+                continue  # an evaluation at a higher fidelity: not an observation of this one
             if t.state == TrialState.COMPLETE and DUPLICATE_OF_ATTR in t.user_attrs:
                 continue  # told with an evaluated configuration's values: no new observation
             if t.state != TrialState.FAIL:

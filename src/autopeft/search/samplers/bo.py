@@ -2,9 +2,9 @@
 
 `BayesOptSampler` only orchestrates; the pieces are in `search.bo`:
 
-1. Initial design: the first ``n_init`` trials (counted over the study's trials that did not
-   fail) are uniformly random valid configurations; BO also falls back to random while fewer
-   than 2 trials are complete.
+1. Initial design: the standard modules (`ConfigSampler`), then ``n_init`` uniformly random
+   valid configurations (trials counted over the study's trials that did not fail); BO also
+   falls back to random while fewer than 2 trials are complete.
 2. Replicates: right after the initial design, and then now and again, the proposal may be an
    evaluated configuration to train with a new seed (`BayesOptSampler._replicate`).
 3. Observations: the COMPLETE trials, their scores raised to option ``score_floor_quantile``
@@ -53,10 +53,11 @@ class BayesOptSampler(ConfigSampler):
         space: every proposal is a valid configuration of it.
         options: the model, acquisition and replicate options (`BOOptions`; default: its defaults).
         seed: seeds every proposal (None: a random seed).
-        n_init: the initial random trials.
+        n_init: the initial random trials (after the standard modules).
         percent_fn: analytic % trainable parameters of a configuration; the second objective is
             then known exactly instead of modelled.
         candidates: restrict every proposal to these configurations (a tabular benchmark).
+        standards: the standard modules, proposed first.
     """
 
     def __init__(
@@ -68,8 +69,9 @@ class BayesOptSampler(ConfigSampler):
         n_init: int = 10,
         percent_fn: Callable[[PeftConfig], float] | None = None,
         candidates: Sequence[PeftConfig] | None = None,
+        standards: Sequence[PeftConfig] = (),
     ) -> None:
-        super().__init__(space, seed=seed, candidates=candidates)
+        super().__init__(space, seed=seed, candidates=candidates, standards=standards)
         self.options = options or BOOptions()
         self.n_init = int(n_init)
         self.percent_fn = percent_fn
@@ -82,7 +84,7 @@ class BayesOptSampler(ConfigSampler):
         _check_directions(study)
         seen = history.seen_keys()
         info.update(n_observations=len(history.obs_rows), n_pending=len(history.pending_rows))
-        if history.n_started < self.n_init or len(history.obs_rows) < 2:
+        if history.n_started < self.n_standards + self.n_init or len(history.obs_rows) < 2:
             info["kind"] = "random (initial design)"
             return self._random_unseen(rng, seen)
         if (replicate := self._replicate(history, study.user_attrs.get(BUDGET_ATTR))) is not None:

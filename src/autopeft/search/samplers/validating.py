@@ -30,9 +30,9 @@ class ValidatingSampler(ConfigSampler):
 
     def __init__(
         self, delegate: BaseSampler, space: SearchSpace, *, seed: int | None = None,
-        candidates: Sequence[PeftConfig] | None = None,
+        candidates: Sequence[PeftConfig] | None = None, standards: Sequence[PeftConfig] = (),
     ) -> None:
-        super().__init__(space, seed=seed, candidates=candidates)
+        super().__init__(space, seed=seed, candidates=candidates, standards=standards)
         self.delegate = delegate
 
     def __str__(self) -> str:
