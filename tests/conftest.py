@@ -44,6 +44,7 @@ def study_metadata(**changes) -> dict:
         "sampler": "random",
         "seed": 0,
         "reference_point": list(default_reference_point(space_max_percent(SMALL_SPACE, SMALL_SPEC))),
+        "selection": {"split": "dev", "examples": 32, "report": "dev", "optimistic": True, "seed": None},
     }
     meta.update(changes)
     return meta

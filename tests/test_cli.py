@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 
@@ -14,10 +15,10 @@ TINY_SEARCH = ["--train-examples", "32", "--dev-examples", "32", "--epochs", "1"
 
 @pytest.fixture(scope="module")
 def searched(tiny_model_dir, tmp_path_factory):
-    """A finished 6-trial search on RTE with the tiny model: 2 random, 2 replicates of them (the default
-    noise calibration pairs), 2 MAP-SAAS proposals."""
+    """A finished 9-trial search on RTE with the tiny model: the 4 standard modules, 2 random, 2 replicates (the
+    default noise calibration pairs), 1 MAP-SAAS proposal; scored on 249 examples held out of train."""
     out = tmp_path_factory.mktemp("search")
-    argv = ["search", "--model", str(tiny_model_dir), "--task", "RTE", "--budget", "6", "--init", "2",
+    argv = ["search", "--model", str(tiny_model_dir), "--task", "RTE", "--budget", "9", "--init", "2",
             "--nuts", "map", "--out", str(out), *TINY_SEARCH]
     assert main([*argv, "--baselines"]) == 0
     return out, argv
@@ -32,11 +33,16 @@ def test_search_writes_table_csv_json_and_plots(searched, capsys):
     assert rows and all("score" in r and "percent" in r for r in rows)
     assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     baselines = json.loads((out / "baselines.json").read_text())  # marked in front.png
-    assert sorted(baselines) == ["LoRA8", "PA2", "PT2", "SA2", "full fine-tuning"]
-    # the seed noise, from the two calibration pairs (trials 2 and 3 retrain trials 0 and 1 with seed 1)
+    assert sorted(baselines) == ["full fine-tuning"]  # the standard modules are trials, not baselines
+    with (out / "trials.csv").open() as fh:
+        trials = list(csv.DictReader(fh))
+    assert [t["standard"] for t in trials][:6] == ["SA2", "PA2", "PT2", "LoRA8", "", ""]  # then the replicates
+    assert {t["fidelity"] for t in trials} == {"32x1"}
+    assert front["selection"] == {"split": "train", "examples": 249, "report": "dev", "optimistic": False, "seed": 0}
+    # the seed noise, from the two calibration pairs (trials 6 and 7 retrain two earlier ones with seed 1)
     assert front["noise"]["pairs"] == 2 and front["noise"]["seed_sd"] >= 0
     assert set(front["noise"]) == {"seed_sd", "config_share", "pairs"}
-    assert front["n_completed"] == 6 and front["n_configurations"] == 4
+    assert front["n_completed"] == 9 and front["n_configurations"] == 7
     for row in front["front"]:
         assert row["n_seeds"] == len(row["scores"]) == len(row["numbers"]) and row["seeds"] == list(range(row["n_seeds"]))
         assert row["score"] == pytest.approx(sum(row["scores"]) / row["n_seeds"])
@@ -49,7 +55,8 @@ def test_report_prints_the_noise_and_warns_when_it_swamps_the_configurations(sea
     out, _ = searched
     assert main(["report", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "noise: seed SD" in printed and "(2 pairs)" in printed and "score ± std (seeds)" in printed
+    assert "noise: seed SD" in printed and "(2 pairs)" in printed
+    assert "selection: configurations chosen on 249 examples held out of train" in printed
     from autopeft.search.noise import NoiseEstimate
 
     for share, warned in ((0.2, True), (0.6, False)):
@@ -67,10 +74,10 @@ def test_search_resume_does_not_repeat_trials(searched):
             return db.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
 
     before = complete()
-    assert before >= 6
+    assert before >= 9
     assert main(argv) == 0  # same command: the budget is already met, nothing runs
     assert complete() == before
-    bigger = [a if a != "6" else "7" for a in argv]
+    bigger = [a if a != "9" else "10" for a in argv]
     assert main(bigger) == 0
     assert complete() == before + 1
 
@@ -125,6 +132,11 @@ def test_resuming_with_another_task_is_refused_and_changes_nothing(searched, cap
     (["--ref-point", "50"], "--ref-point"),
     (["--heartbeat", "-1"], "--heartbeat must be a whole number"),
     (["--storage", "journal:/nonexistent/study.log", "--heartbeat", "5"], "journal storage"),  # refused before writing
+    (["--target", "full"], "give --promote K as well"),
+    (["--promote", "-1"], "--promote must be"),
+    (["--promote", "2", "--target", "lots"], "--target must be a preset"),
+    (["--promote", "2", "--budget", "10"], "raise budget to at least"),
+    (["--test", "x.csv"], "--test is for file tasks"),
 ])
 def test_bad_search_options(tiny_model_dir, tmp_path, capsys, argv, needle):
     err = _error(capsys, ["search", "--model", str(tiny_model_dir), "--out", str(tmp_path / "s"), "--quiet", *argv])
@@ -202,7 +214,8 @@ def test_transfer_retrains_the_front_beside_baselines(searched, tiny_model_dir, 
     printed = capsys.readouterr().out
     result = json.loads((target / "transfer.json").read_text())
     names = [r["name"] for r in result["rows"]]
-    assert result["task"] == "MRPC" and sum(n.startswith("front #") for n in names) == 2
+    front = json.loads((out / "front.json").read_text())["front"]
+    assert result["task"] == "MRPC" and sum(n.startswith("front #") for n in names) == min(2, len(front))
     for baseline in ("SA2", "PA2", "PT2", "LoRA8", "full fine-tuning"):  # tiny model: hidden 32 -> size 2
         assert f"baseline: {baseline}" in names and baseline in printed
     assert (target / "transfer.png").read_bytes()[:4] == b"\x89PNG"
@@ -215,11 +228,11 @@ def test_transfer_retrains_the_front_beside_baselines(searched, tiny_model_dir, 
 
 def test_quiet_silences_the_baselines_training_bars_too(tiny_model_dir, tmp_path, capsys):
     argv = ["search", "--model", str(tiny_model_dir), "--task", "RTE", "--budget", "2", "--sampler", "random",
-            "--out", str(tmp_path / "s"), "--baselines", "peft", *TINY_SEARCH]
+            "--out", str(tmp_path / "s"), "--baselines", *TINY_SEARCH]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "step" not in err and "train" not in err, err[-2000:]
-    assert sorted(json.loads((tmp_path / "s" / "baselines.json").read_text())) == ["LoRA8", "PA2", "PT2", "SA2"]
+    assert sorted(json.loads((tmp_path / "s" / "baselines.json").read_text())) == ["full fine-tuning"]
     assert main([*[a for a in argv if a != "--quiet"], "--budget", "3"]) == 0  # without --quiet: the bars are there
     assert "trial" in capsys.readouterr().err
 
@@ -349,3 +362,40 @@ def test_nuts_flag_fits_the_saas_model_fully_bayesian(tiny_model_dir, tmp_path, 
     assert "stopped after building the sampler" in err
     options = built[0].options
     assert (options.fit, options.warmup_steps, options.num_samples, options.thinning) == ("nuts", 64, 32, 8)
+
+
+def test_a_promoted_search_reports_its_answer_on_the_test_file_and_keeps_its_weights(tiny_model_dir, tmp_path,
+                                                                                   capsys):
+    """A file task: --dev selects, --test reports; the answer's weights load and predict with no retraining."""
+    import optuna
+
+    from autopeft.trained import load_trained
+
+    train, dev = _file_task(tmp_path / "reviews", ROWS)
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\n" + "\n".join(f"{t},{y}" for t, y in reversed(ROWS)) + "\n")
+    out = tmp_path / "study"
+    argv = ["search", "--model", str(tiny_model_dir), "--task", str(train), "--dev", str(dev), "--test", str(test),
+            "--sampler", "random", "--init", "1", "--promote", "1", "--target", "16x1", "--out", str(out),
+            "--budget", "16", *TINY_SEARCH]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "answer at the target fidelity (16x1)" in printed and "scored on the test split" in printed
+    summary = json.loads((out / "front.json").read_text())
+    assert summary["selection"]["report"] == "test" and summary["selection"]["split"] == "dev"
+    answer = summary["answer"]
+    assert answer and all(m["fidelity"] == "16x1" and m["n_seeds"] == 2 for m in answer)
+    assert summary["verdict"] and ("standard module" in summary["verdict"][0])
+    study = optuna.load_study(study_name="autopeft", storage=f"sqlite:///{out / 'study.db'}")
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) <= 16  # the budget holds promotion too
+    run = out / answer[0]["runs"][0]
+    model, tokenizer = load_trained(run)
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", str(run), "--input", str(test), "--out", str(preds), "--quiet"]) == 0
+    assert len(preds.read_text().splitlines()) == len(ROWS) + 1
+    # resuming with another report split (no --test: dev would report) is refused, and nothing changes
+    before = (out / "study.db").read_bytes()
+    err = _error(capsys, [a for a in argv if a not in ("--test", str(test))])
+    assert "selection.report" in err and "new --out" in err
+    assert (out / "study.db").read_bytes() == before

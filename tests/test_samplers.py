@@ -258,3 +258,24 @@ def test_candidates_outside_the_space_are_refused():
         sampler("random", candidates=[outside])
     with pytest.raises(UserError, match="empty"):
         sampler("saasbo", candidates=[])
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_every_sampler_opens_with_the_standard_modules(name):
+    """The standard modules are the first trials, in order, whatever the sampler; then its own proposals (the BO
+    samplers: n_init random ones before modelling)."""
+    assert SMALL.standard_modules(SMALL_SPEC.hidden_size) == {}  # layer 0 is fixed off: none is in all layers
+    space = SearchSpace(4, (0, 4, 8, 16), (0, 4, 8), (0, 2, 4, 8))
+    standards = list(space.standard_modules(SMALL_SPEC.hidden_size).values())
+    assert len(standards) == 3
+    s = make_sampler(name, space, seed=0, n_init=2, percent_fn=SMALL_SPEC.percent, standards=standards,
+                     **({"fit": "map", **CHEAP} if name == "saasbo" else CHEAP if name == "gp" else {}))
+    study = new_study(s)
+    configs = run(study, space, SMALL_SPEC, small_score, 8, noise=0.2)
+    assert configs[:3] == standards
+    assert not set(configs[3:]) & set(standards)
+    if name in ("saasbo", "gp"):
+        kinds = [t.system_attrs.get(PROPOSAL_ATTR) is not None for t in study.trials]
+        assert all(kinds) and s.last_proposal["kind"] in ("bo", "replicate (noise calibration)")
+    with pytest.raises(UserError, match="standards: SA32 @ layers 0,1,2,3 is not a configuration"):
+        make_sampler(name, space, standards=[PeftConfig(serial_adapter=32, layers=(1, 1, 1, 1))])

@@ -15,6 +15,7 @@ from autopeft.tasks import (
     GLUE_TASKS,
     PACKAGED_GLUE_DIR,
     Split,
+    TaskData,
     TaskSpec,
     load_file_task,
     load_datasets_task,
@@ -367,3 +368,41 @@ def test_an_hf_name_offline_gets_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     _raises(lambda: load_datasets_task("hf:glue:rte", "sentence1", "label", "sentence2"), "hf:glue:rte",
             "offline", "save_to_disk")
+
+
+# --- the selection split ------------------------------------------------------------------------------------------
+def test_selection_split_is_held_out_of_train_fixed_and_disjoint_from_what_trains_and_reports():
+    from autopeft.tasks import SELECTION_MAX, selection_split
+
+    task = load_task("RTE")  # 2,490 train examples: 10 % (249) are held out
+    search_task, report, selection = selection_split(task)
+    assert (selection.split, selection.examples, selection.report, selection.optimistic) == ("train", 249, "dev", False)
+    assert len(search_task.dev) == 249 and len(search_task.train) == len(task.train) - 249
+    assert report is task.dev
+    pair = lambda split, i: (split.text_a[i], split.text_b[i])  # noqa: E731
+    held = {pair(search_task.dev, i) for i in range(len(search_task.dev))}
+    trained = {pair(search_task.train, i) for i in range(len(search_task.train))}
+    dev = {pair(task.dev, i) for i in range(len(task.dev))}
+    assert not held & trained and not held & dev
+    # every trial's training examples are drawn from search_task.train, at any fidelity and seed
+    for seed in range(3):
+        sub = search_task.train.subset(640, seed)
+        assert not {pair(sub, i) for i in range(len(sub))} & held
+    again, _, _ = selection_split(load_task("RTE"))  # fixed: the same held-out examples every time
+    assert again.dev.sha256() == search_task.dev.sha256()
+    big = TaskData(task.spec, Split(["x"] * 20_000, ["y"] * 20_000, np.zeros(20_000, dtype=np.int64)), task.dev)
+    assert selection_split(big)[2].examples == SELECTION_MAX
+
+
+def test_small_tasks_and_file_tasks_select_on_dev_and_say_so():
+    from autopeft.tasks import selection_split
+
+    task = load_task("MRPC")  # 3,668 train examples, but a file task: dev selects
+    same, report, selection = selection_split(task, carve=False)
+    assert same is task and report is task.dev and selection.optimistic
+    assert "which also chose them" in selection.describe()
+    test = task.dev.subset(50, 0)
+    _, report, selection = selection_split(task, test=test, carve=False)
+    assert report is test and (selection.split, selection.report, selection.optimistic) == ("dev", "test", False)
+    small = load_task("WNLI")  # 635 train examples: too few to hold 10 % out
+    assert selection_split(small)[2].split == "dev"

@@ -129,7 +129,6 @@ class SearchSettings:
             raise UserError(f"--promote must be a number of front candidates >= 0 (0: off), got {self.promote!r}")
         if self.target is not None and not self.promote:
             raise UserError("--target is the fidelity promotion goes up to; give --promote K as well")
-        self.target = resolve_precision(self.target or FIDELITIES["full"], self.device)
         if self.baselines not in (None, "peft", "all"):
             raise UserError(f"--baselines must be 'peft' or 'all', got {self.baselines!r}")
 
@@ -204,8 +203,7 @@ def search(settings: SearchSettings) -> StudyReport:
     """
     from autopeft.frozen import open_states_cache
     from autopeft.search.pareto import default_reference_point, space_max_percent
-    from autopeft.search.promotion import (PromotionPlan, check_plan_fits, fidelity_ladder, run_promotion,
-                                           standard_keys)
+    from autopeft.search.promotion import PromotionPlan, check_plan_fits, fidelity_ladder, run_promotion
     from autopeft.search.samplers import make_sampler
     from autopeft.search.results import replicate_index
     from autopeft.search.runner import TrialResult, run_search
@@ -226,7 +224,7 @@ def search(settings: SearchSettings) -> StudyReport:
     n_train = len(search_task.train)
     plan, explore_budget = None, s.budget
     if s.promote:
-        rungs = fidelity_ladder(fidelity, s.target, n_train)
+        rungs = fidelity_ladder(fidelity, resolve_precision(s.target or FIDELITIES["full"], s.device), n_train)
         plan = PromotionPlan(s.promote, tuple(rungs), tuple(f.describe(n_train) for f in rungs))
         explore_budget = check_plan_fits(plan, s.budget, len(standards), s.n_init)
     # Default: score 0 (chance level / lower bound of the metrics), percent = the space's maximum.
@@ -287,7 +285,7 @@ def search(settings: SearchSettings) -> StudyReport:
 
     run_search(study, space, evaluate, explore_budget, s.batch, progress=s.progress, ref=ref)
     if plan is not None:
-        run_promotion(study, space, plan, standard_keys(metadata["standards"]), promote, progress=s.progress)
+        run_promotion(study, space, plan, promote, progress=s.progress)
     if s.baselines == "all":
         run_baselines(s.model, search_task, fidelity, 1, s.out_dir, spec, tokenizer, progress=s.progress,
                       device=s.device, configs={"full fine-tuning": FULL_FINETUNE})

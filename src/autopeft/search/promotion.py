@@ -45,7 +45,7 @@ from autopeft.space import PeftConfig, SearchSpace
 from autopeft.training import Fidelity
 
 __all__ = ["PromotionPlan", "PromotionTask", "answer_members", "check_plan_fits", "fidelity_ladder", "next_tasks",
-           "run_promotion", "standard_keys"]
+           "run_promotion"]
 
 WAIT_POLL_S = 2.0
 NEAR_RANK = 1  # standard modules of non-dominated rank <= this at rung 0 are candidates
@@ -194,13 +194,13 @@ def _best_standard(members: list[_Member]) -> _Member | None:
     return max(standards, key=lambda m: m.mean, default=None)
 
 
-def _candidates(study: optuna.Study, plan: PromotionPlan, standards: dict[str, str]) -> list[_Member]:
+def _candidates(study: optuna.Study, plan: PromotionPlan) -> list[_Member]:
     """Rung 0's candidates: `plan.k` spread along the front of means, the standard modules of rank <= NEAR_RANK,
     and the best standard module."""
     rows = config_rows(study)
     if not rows:
         return []
-    members = [_Member(r["config"], r["percent"], standards.get(config_key(r["config"])), r["scores"]) for r in rows]
+    members = [_Member(r["config"], r["percent"], r["standard"], r["scores"]) for r in rows]
     scores, percents = [m.mean for m in members], [m.percent for m in members]
     ranks = pareto_ranks(scores, percents)
     front = sorted((m for m, r in zip(members, ranks) if r == 0), key=lambda m: (m.percent, -m.mean))
@@ -240,9 +240,9 @@ class Schedule:
     rung: int  # the rung being evaluated (len(plan.rungs) + 1 when finished)
 
 
-def next_tasks(study: optuna.Study, plan: PromotionPlan, standards: dict[str, str]) -> Schedule:
-    """The evaluations due now, worked out from the study's trials (`standards`: config key -> name)."""
-    members = _candidates(study, plan, standards)
+def next_tasks(study: optuna.Study, plan: PromotionPlan) -> Schedule:
+    """The evaluations due now, worked out from the study's trials."""
+    members = _candidates(study, plan)
     for rung in range(1, len(plan.rungs) + 1):
         done, held, failed = _rung_results(study, rung)
         todo, running = [], False
@@ -303,7 +303,6 @@ def run_promotion(
     study: optuna.Study,
     space: SearchSpace,
     plan: PromotionPlan,
-    standards: dict[str, str],
     evaluate: Callable[[PeftConfig, optuna.trial.Trial, PromotionTask], Any],
     progress: bool = True,
 ) -> optuna.Study:
@@ -325,7 +324,7 @@ def run_promotion(
             while True:
                 check_interrupt()
                 recover_stale(study, quiet=True)
-                schedule = next_tasks(study, plan, standards)
+                schedule = next_tasks(study, plan)
                 if schedule.finished:
                     break
                 if not schedule.todo:
@@ -388,11 +387,6 @@ def _claim(study: optuna.Study, trial: optuna.trial.Trial) -> FrozenTrial | None
             fail_trial(study, trial, f"not run: trial {t.number} holds the same promoted evaluation")
             return None
     return frozen
-
-
-def standard_keys(standards: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Config key -> name, of the study's standard modules (name -> configuration dict)."""
-    return {config_key(config): name for name, config in standards.items()}
 
 
 def check_plan_fits(plan: PromotionPlan, budget: int, n_standards: int, n_init: int) -> int:

@@ -1,0 +1,121 @@
+"""Promotion (search.promotion): the ladder, successive halving, the answer, resume and two workers,
+on the synthetic problem of tests/promotion_worker.py (no training)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+import promotion_worker as synthetic
+from autopeft.errors import UserError
+from autopeft.report import answer_verdict, write_report
+from autopeft.search.attrs import PROMOTION_ATTR
+from autopeft.search.promotion import PromotionPlan, answer_members, check_plan_fits, fidelity_ladder, next_tasks
+from autopeft.search.results import completed_trials, config_key, front_rows
+from autopeft.training import FIDELITIES, Fidelity
+
+
+def promoted_work(study) -> Counter:
+    """(configuration, rung, seed) -> how many COMPLETE trials evaluated it."""
+    return Counter((config_key(t.user_attrs["config"]), t.user_attrs[PROMOTION_ATTR]["rung"],
+                    t.user_attrs[PROMOTION_ATTR]["seed_index"])
+                   for t in study.get_trials(states=(TrialState.COMPLETE,)) if PROMOTION_ATTR in t.user_attrs)
+
+
+def describe(members) -> list[str]:
+    return [synthetic.name(synthetic.PeftConfig.from_dict(m["config"])) for m in members]
+
+
+def check_finished(study) -> None:
+    """Each promoted evaluation ran once; the answer is at the target with 2 seeds, and is the high-fidelity best."""
+    work = promoted_work(study)
+    assert work and set(work.values()) == {1}, work
+    assert next_tasks(study, synthetic.PLAN).finished
+    # rung 1: the 3 front members spread along it, and the standard modules of rank <= 1 (PT2 and SA2)
+    rung1 = {synthetic.name(synthetic.PeftConfig.from_dict(json.loads(k))) for k, r, _ in work if r == 1}
+    assert rung1 == {"PT2", "SA2+PT2", "SA8+PT2", "SA2"}
+    answer = answer_members(study, synthetic.PLAN)
+    assert all(m["fidelity"] == "400x3" and m["n_seeds"] == 2 for m in answer)
+    best = max(answer, key=lambda m: m["selection_score"])
+    assert describe([best]) == ["SA2+PT2"]  # the high-fidelity best, though SA8+PT2 beat it at the search fidelity
+    low_best = max(front_rows(study), key=lambda r: r["score"])
+    assert synthetic.name(synthetic.PeftConfig.from_dict(low_best["config"])) == "SA8+PT2"
+    assert "SA8+PT2" not in describe(answer)
+    assert best["scores"] == pytest.approx([84.7 - 1, 85.3 - 1])  # the report split's scores, by seed
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+def test_promotion_returns_the_high_fidelity_best_and_stores_each_fidelity(tmp_path):
+    synthetic.search(tmp_path)
+    study = synthetic.open_synthetic(tmp_path)
+    check_finished(study)
+    # the search's own trials: the standard modules first, at the search fidelity, named
+    explored = completed_trials(study)
+    assert [r["standard"] for r in explored[:2]] == ["SA2", "PT2"] and not any(r["standard"] for r in explored[2:])
+    assert {r["fidelity"] for r in explored} == {"32x1"}
+    promoted = completed_trials(study, promoted=True)
+    assert {r["fidelity"] for r in promoted} == {"200x2", "400x3"}
+    assert {r["standard"] for r in promoted if r["fidelity"] == "400x3"} == {"SA2", None}
+    # the answer beside the front: front.json, trials.csv, and the verdict against the best standard module
+    paths = write_report(study, tmp_path)
+    summary = json.loads(paths["front.json"].read_text())
+    assert [a["configuration"].split(" @")[0] for a in summary["answer"]] == ["SA2", "SA2+PT2"]
+    assert {"config", "standard", "fidelity", "score", "score_std", "n_seeds", "percent"} <= set(summary["answer"][0])
+    verdict = answer_verdict(study)
+    assert len(verdict) == 1 and verdict[0].startswith("the search beat SA2") and "+5.00 points" in verdict[0]
+    header = paths["trials.csv"].read_text().splitlines()[0].split(",")
+    assert {"standard", "fidelity", "report_score"} <= set(header)
+
+
+def test_an_interrupted_promotion_resumes_without_repeating_work(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.search(tmp_path, fail_at=3)
+    study = synthetic.open_synthetic(tmp_path)
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs["fail_reason"] for t in interrupted] == ["interrupted"]
+    assert sum(promoted_work(study).values()) == 2
+    synthetic.search(tmp_path)  # the same command again
+    check_finished(synthetic.open_synthetic(tmp_path))
+
+
+def test_two_workers_share_the_promotion(tmp_path):
+    script = str(Path(__file__).with_name("promotion_worker.py"))
+    procs = [subprocess.Popen([sys.executable, script, str(tmp_path), "0.3"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-3000:]
+    study = synthetic.open_synthetic(tmp_path)
+    check_finished(study)
+    workers = {t.user_attrs["worker"]["pid"] for t in study.get_trials(states=(TrialState.COMPLETE,))
+               if PROMOTION_ATTR in t.user_attrs}
+    assert len(workers) == 2, "one worker did all the promotion"
+
+
+def test_the_ladder_climbs_to_the_target_and_skips_rungs_that_change_nothing():
+    low = Fidelity(train_examples=800, epochs=3)
+    rungs = fidelity_ladder(low, FIDELITIES["full"], available=5174)
+    assert rungs[-1] == FIDELITIES["full"] and len(rungs) == 2
+    costs = [800 * 3] + [r.n_train(5174) * r.epochs for r in rungs]
+    assert all(b > a for a, b in zip(costs, costs[1:]))
+    # a task smaller than the search fidelity's examples: every rung trains the same 250 examples
+    small = fidelity_ladder(Fidelity(train_examples=640, epochs=2), FIDELITIES["full"], available=250)
+    assert [(r.n_train(250), r.epochs) for r in small] == [(250, 3)]
+    assert fidelity_ladder(low, Fidelity(train_examples=2400, epochs=3), 5174) == [Fidelity(train_examples=2400, epochs=3)]
+
+
+def test_the_budget_holds_promotion_and_too_small_a_budget_is_refused():
+    plan = PromotionPlan(2, (Fidelity(), Fidelity()), ("a", "b"))
+    reserved = plan.max_trials(n_standards=4)
+    assert reserved == 6 + (3 + 1) * 2  # 6 candidates at rung 1; then 3 and the best standard, 2 seeds each
+    assert check_plan_fits(plan, 30, n_standards=4, n_init=3) == 30 - reserved
+    with pytest.raises(UserError, match=r"raise budget to at least 21 or lower promote"):
+        check_plan_fits(plan, 20, n_standards=4, n_init=3)
+    with pytest.raises(UserError, match="final_seeds must be >= 2"):
+        PromotionPlan(2, (Fidelity(),), ("a",), final_seeds=1)
