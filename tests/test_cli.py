@@ -125,6 +125,7 @@ def test_resuming_with_another_task_is_refused_and_changes_nothing(searched, cap
     (["--ref-point", "50"], "--ref-point"),
     (["--heartbeat", "-1"], "--heartbeat must be a whole number"),
     (["--storage", "journal:/nonexistent/study.log", "--heartbeat", "5"], "journal storage"),  # refused before writing
+    (["--storage", "sqlite:////nonexistent/dir/study.db"], "the folder /nonexistent/dir does not exist"),
 ])
 def test_bad_search_options(tiny_model_dir, tmp_path, capsys, argv, needle):
     err = _error(capsys, ["search", "--model", str(tiny_model_dir), "--out", str(tmp_path / "s"), "--quiet", *argv])
