@@ -137,6 +137,7 @@ def test_resuming_with_another_task_is_refused_and_changes_nothing(searched, cap
     (["--promote", "2", "--target", "lots"], "--target must be a preset"),
     (["--promote", "2", "--budget", "10"], "raise budget to at least"),
     (["--test", "x.csv"], "--test is for file tasks"),
+    (["--storage", "sqlite:////nonexistent/dir/study.db"], "the folder /nonexistent/dir does not exist"),
 ])
 def test_bad_search_options(tiny_model_dir, tmp_path, capsys, argv, needle):
     err = _error(capsys, ["search", "--model", str(tiny_model_dir), "--out", str(tmp_path / "s"), "--quiet", *argv])
@@ -295,6 +296,33 @@ def test_file_task_name_and_metric_are_stored_and_a_new_metric_is_refused(tiny_m
     assert (out / "study.db").read_bytes() == before
     assert "--metric is for file tasks" in _error(capsys, ["search", "--model", str(tiny_model_dir), "--task", "RTE",
                                                           "--metric", "f1", "--out", str(tmp_path / "glue")])
+
+
+def test_the_empty_text_choice_is_stored_reloaded_and_kept_on_resume(tiny_model_dir, tmp_path, capsys):
+    import optuna
+
+    from autopeft.workflow import load_task_source
+
+    train, dev = _file_task(tmp_path / "reviews", [*ROWS, (" ", "pos")])
+    out = tmp_path / "study"
+    base = ["search", "--model", str(tiny_model_dir), "--budget", "1", "--sampler", "random", *TINY_SEARCH,
+            "--task", str(train), "--dev", str(dev), "--out", str(out)]
+    assert main([*base, "--empty-text", "drop"]) == 0
+    printed = capsys.readouterr().out
+    assert f"warning: {train}: left out 1 example(s) with an empty 'text' text, the first on line 18" in printed
+    attrs = optuna.load_study(study_name="autopeft", storage=f"sqlite:///{out / 'study.db'}").user_attrs
+    assert attrs["task_source"]["empty_text"] == "drop"
+    reloaded = load_task_source(attrs["task_source"])  # what retrain, load_search and workers see
+    assert len(reloaded.train) == len(ROWS) and reloaded.identity() == attrs["task_identity"]
+    before = (out / "study.db").read_bytes()
+    err = _error(capsys, base)  # keep (the default): other training data
+    assert "task_identity.train_sha256" in err and "new --out" in err
+    assert (out / "study.db").read_bytes() == before
+    assert "--empty-text is for file tasks" in _error(capsys, ["search", "--task", "RTE", "--empty-text", "drop",
+                                                              "--out", str(tmp_path / "glue")])
+    with pytest.raises(SystemExit):
+        main([*base, "--empty-text", "skip"])
+    assert "invalid choice: 'skip'" in capsys.readouterr().err
 
 
 def test_resuming_after_the_model_folder_was_overwritten_is_refused(tmp_path, capsys):

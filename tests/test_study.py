@@ -183,6 +183,23 @@ def test_bad_storage_and_out_dir(tmp_path):
         make(blocker / "out")
 
 
+def test_a_sqlite_file_in_a_missing_folder_names_the_folder(tmp_path, monkeypatch):
+    from autopeft.search.storage import make_storage
+
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(UserError, match=f"the folder {missing} does not exist; create it") as err:
+        make_storage(f"sqlite:///{missing / 'x.db'}", tmp_path)
+    assert "sqlalche.me" not in str(err.value)
+    monkeypatch.chdir(tmp_path)  # sqlite:/// and a relative path: the folder under the current one
+    with pytest.raises(UserError, match=f"the folder {missing} \(sqlite:/// and a relative path; sqlite:////"):
+        make_storage("sqlite:///no/such/x.db", tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match=f"the folder {tmp_path / 'file'} is not a folder"):
+        make_storage(f"sqlite:///{tmp_path / 'file' / 'x.db'}", tmp_path)
+    (tmp_path / "no").mkdir()
+    assert make_storage(f"sqlite:///{tmp_path / 'no' / 'x.db'}", tmp_path, heartbeat=0) is not None
+
+
 # --- search loop --------------------------------------------------------------------------
 
 

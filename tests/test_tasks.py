@@ -237,6 +237,48 @@ def test_regression_tsv_task(tmp_path):
     assert data.train.labels.dtype == np.float32 and data.train.labels.tolist() == [1.5, 3.0]
 
 
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "autopeft" and r.levelname == "WARNING"]
+
+
+def test_empty_texts_are_kept_with_a_warning_or_dropped(tmp_path, caplog):
+    train = _write(tmp_path / "train.csv", 'text,label\ngood,pos\n"",neg\nbad,neg\n  ,pos\nfine,pos\n')
+    dev = _write(tmp_path / "dev.csv", "text,label\nok,pos\nmeh,neg\n")
+    caplog.set_level("WARNING", logger="autopeft")
+    kept = load_file_task(train, dev, "text", "label")
+    assert kept.train.text_a == ["good", "", "bad", "  ", "fine"] and len(kept.dev) == 2
+    [warning] = _warnings(caplog)  # the dev file has none
+    assert f"{train}: 2 example(s) with an empty 'text' text, the first on line 3; kept" in warning
+    assert "--empty-text drop" in warning
+    caplog.clear()
+    dropped = load_file_task(train, dev, "text", "label", empty_text="drop")
+    assert dropped.train.text_a == ["good", "bad", "fine"] and dropped.train.labels.tolist() == [1, 0, 1]
+    assert dropped.dev.sha256() == kept.dev.sha256() and dropped.train.sha256() != kept.train.sha256()
+    [warning] = _warnings(caplog)
+    assert f"{train}: left out 2 example(s) with an empty 'text' text, the first on line 3" in warning
+
+
+def test_an_empty_second_text_counts_and_a_label_only_there_is_dropped_too(tmp_path, caplog):
+    train = _jsonl(tmp_path / "train.jsonl", [{"p": "a", "h": "b", "y": "yes"}, {"p": "c", "h": "", "y": "maybe"},
+                                              {"p": "e", "h": "f", "y": "no"}])
+    dev = _jsonl(tmp_path / "dev.jsonl", [{"p": "", "h": "", "y": "no"}, {"p": "g", "h": "h", "y": "yes"}])
+    caplog.set_level("WARNING", logger="autopeft")
+    data = load_file_task(train, dev, "p", "y", text_b="h", empty_text="drop")
+    assert data.spec.label_names == ("no", "yes") and data.train.text_b == ["b", "f"] and data.dev.text_a == ["g"]
+    assert [w.split(": left out ")[1] for w in _warnings(caplog)] == [
+        "1 example(s) with an empty 'p' or 'h' text, the first on line 2 (--empty-text drop)",
+        "1 example(s) with an empty 'p' or 'h' text, the first on line 1 (--empty-text drop)"]
+
+
+def test_empty_text_bad_value_or_nothing_left(tmp_path):
+    train = _write(tmp_path / "train.csv", "text,label\na,pos\nb,neg\n")
+    empty = _write(tmp_path / "dev.csv", 'text,label\n"",pos\n" ",neg\n')
+    _raises(lambda: load_file_task(train, train, "text", "label", empty_text="skip"),
+            "empty_text (--empty-text) must be 'keep' or 'drop', got 'skip'")
+    _raises(lambda: load_file_task(train, empty, "text", "label", empty_text="drop"),
+            f"{empty}: every example has an empty 'text' text")
+
+
 def test_user_missing_file(tmp_path):
     dev = _write(tmp_path / "dev.csv", "t,y\na,0\n")
     _raises(lambda: load_file_task(tmp_path / "nope.csv", dev, "t", "y"), "nope.csv", "not found")

@@ -34,6 +34,9 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
                    help="file tasks: the score the search ranks by (default: accuracy; regression: pearson_spearman)")
     g.add_argument("--name", help="file tasks: the name in titles and tables (default: the folder's name for "
                    "train.*, else the file's stem)")
+    g.add_argument("--empty-text", choices=["keep", "drop"],
+                   help="file tasks: keep (default) or drop the examples whose text is empty; either way a "
+                   "warning gives their count and first line")
     g.add_argument("--data-dir", help="folder with <TASK>/{train,dev}.tsv GLUE files "
                    "(default: packaged copies, then ../shared/data/glue)")
 
@@ -103,7 +106,8 @@ def _task_source(args: argparse.Namespace) -> dict:
 
     columns = {"text_a": args.text_a, "text_b": args.text_b, "label": args.label,
                "kind": "regression" if args.regression else "classification",
-               **({"primary_metric": args.metric} if args.metric else {})}
+               **({"primary_metric": args.metric} if args.metric else {}),
+               **({"empty_text": args.empty_text} if args.empty_text else {})}
     saved = (Path(args.task) / "dataset_dict.json").is_file()  # a folder written by DatasetDict.save_to_disk
     if getattr(args, "test", None) and (args.task.startswith("hf:") or saved or not Path(args.task).suffix):
         raise UserError("--test is for file tasks; GLUE and datasets tasks report on their dev split and choose on "
@@ -112,9 +116,10 @@ def _task_source(args: argparse.Namespace) -> dict:
         return {"name": args.name or datasets_task_name(args.task), "datasets": args.task,
                 "train_split": args.train_split, "dev_split": args.dev_split, **columns}
     if resolve_glue_name(args.task) is not None or not Path(args.task).suffix:
-        for flag, value in (("--metric", args.metric), ("--name", args.name)):
+        for flag, value in (("--metric", args.metric), ("--name", args.name), ("--empty-text", args.empty_text)):
             if value is not None:
-                raise UserError(f"{flag} is for file tasks; GLUE task {args.task} keeps its standard metric and name")
+                raise UserError(f"{flag} is for file tasks; GLUE task {args.task} keeps its standard data, metric "
+                                "and name")
         return {"name": args.task, "data_dir": args.data_dir}  # an unknown name fails with the known list
     if not args.dev:
         raise UserError(f"file task {args.task} needs --dev with the dev file")

@@ -11,9 +11,10 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +34,11 @@ REGRESSION_METRICS = ("pearson_spearman", "pearson", "spearman")
 #: Environment variable naming a folder with ``<TASK>/{train,dev}.tsv`` GLUE files.
 GLUE_DIR_ENV = "AUTOPEFT_GLUE_DIR"
 PACKAGED_GLUE_DIR = Path(__file__).resolve().parent / "data" / "glue"
+
+#: What a file task does with examples whose text is empty: keep them (with a warning) or drop them.
+EMPTY_TEXT_CHOICES = ("keep", "drop")
+
+logger = logging.getLogger("autopeft")  # warnings about the data: the CLI shows them; a library user configures logging
 
 
 # --------------------------------------------------------------------------- data classes
@@ -530,6 +536,28 @@ def read_texts(path: str | os.PathLike, text_a: str, text_b: str | None = None) 
     return a, b
 
 
+def _empty_texts(table: _Table, columns: Sequence[str], empty_text: str) -> _Table:
+    """`table`, less the examples with an empty (or blank) text when `empty_text` is 'drop'; a warning
+    gives their count and first line either way."""
+    _check_columns(table, columns)
+    empty = [line for line, rec in table.records if any(not _get(table, line, rec, c).strip() for c in columns)]
+    if not empty:
+        return table
+    what = (f"{len(empty)} example(s) with an empty {' or '.join(map(repr, columns))} text, "
+            f"the first on {table.unit} {empty[0]}")
+    if empty_text == "keep":
+        logger.warning(f"warning: {table.path}: {what}; kept. Fill them in, or leave them out with --empty-text drop "
+                       "(empty_text='drop')")
+        return table
+    dropped = set(empty)
+    kept = [(line, rec) for line, rec in table.records if line not in dropped]
+    if not kept:
+        raise table.error(None, f"every example has an empty {' or '.join(map(repr, columns))} text; "
+                                "fill them in or check the text column names")
+    logger.warning(f"warning: {table.path}: left out {what} (--empty-text drop)")
+    return replace(table, records=kept)
+
+
 def _sorted_labels(labels: Iterable[str]) -> tuple[str, ...]:
     """Sort label strings; numerically when they are all integers ("2" before "10")."""
     uniq = set(labels)
@@ -541,9 +569,13 @@ def _sorted_labels(labels: Iterable[str]) -> tuple[str, ...]:
 
 def _build_task(train: _Table, dev: _Table, text_a: str, label: str, text_b: str | None, kind: str,
                 label_names: Sequence[str] | None, name: str, primary_metric: str | None,
-                source: str) -> TaskData:
+                source: str, empty_text: str = "keep") -> TaskData:
     if kind not in KINDS:
         raise UserError(f"task kind must be 'classification' or 'regression', got {kind!r}")
+    if empty_text not in EMPTY_TEXT_CHOICES:
+        raise UserError(f"empty_text (--empty-text) must be 'keep' or 'drop', got {empty_text!r}")
+    texts = [text_a] if text_b is None else [text_a, text_b]
+    train, dev = _empty_texts(train, texts, empty_text), _empty_texts(dev, texts, empty_text)
     regression = kind == REGRESSION
     allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
     metric = primary_metric or ("pearson_spearman" if regression else "accuracy")
@@ -593,6 +625,7 @@ def load_file_task(
     label_names: Sequence[str] | None = None,
     name: str | None = None,
     primary_metric: str | None = None,
+    empty_text: str = "keep",
 ) -> TaskData:
     """Load a task from user files: .csv (comma, header, standard quoting), .tsv (tab,
     header, no quoting) or .jsonl (one object per line), with a column mapping.
@@ -600,10 +633,12 @@ def load_file_task(
     Classification: the label set is ``label_names`` (class id = position) or else the
     sorted union of the train labels as strings. Regression: targets must be numbers.
     ``primary_metric`` defaults to accuracy (classification) / pearson_spearman (regression).
+    Examples with an empty text are kept (``empty_text="keep"``) or left out (``"drop"``), with a
+    warning on the ``autopeft`` logger either way.
     """
     train, dev = _read_user_file(train_path), _read_user_file(dev_path)
     return _build_task(train, dev, text_a, label, text_b, kind, label_names, name or file_task_name(train_path),
-                       primary_metric, source=f"{train_path}, {dev_path}")
+                       primary_metric, source=f"{train_path}, {dev_path}", empty_text=empty_text)
 
 
 def file_task_name(train_path: str | os.PathLike) -> str:
@@ -655,11 +690,13 @@ def load_datasets_task(
     dev_split: str = "validation",
     name: str | None = None,
     primary_metric: str | None = None,
+    empty_text: str = "keep",
 ) -> TaskData:
     """A task from Hugging Face `datasets` (the optional ``datasets`` package).
 
     ``source``: a folder written by ``DatasetDict.save_to_disk``, or ``hf:NAME[:CONFIG]`` from the
-    hub (online only). Class-label columns use the dataset's own label names.
+    hub (online only). Class-label columns use the dataset's own label names. ``empty_text``: as
+    for :func:`load_file_task`.
     """
     datasets = _datasets()
     names = None if label_names is None else list(label_names)
@@ -692,4 +729,4 @@ def load_datasets_task(
         table, names = _dataset_table(loaded[split], f"{source}:{split}", label, kind, names)
         tables.append(table)
     return _build_task(tables[0], tables[1], text_a, label, text_b, kind, names, name or datasets_task_name(source),
-                       primary_metric, source=source)
+                       primary_metric, source=source, empty_text=empty_text)

@@ -92,12 +92,35 @@ def make_storage(storage: str | None, out_dir: Path, heartbeat: int | None = 0) 
                 "postgresql://..., mysql://...), a journal file (*.log, *.journal or journal:<path>), "
                 "or nothing for <out>/study.db"
             )
+        if scheme == "sqlite":
+            _check_sqlite_folder(storage)
         return _open_rdb(storage, DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - drivers raise many kinds
         shown = journal if journal is not None else _safe_url(storage)
         raise UserError(f"cannot open study storage {shown}: {type(exc).__name__}: {exc}") from None
+
+
+def _check_sqlite_folder(url: str) -> None:
+    """Refuse a SQLite URL whose database file's folder does not exist (SQLite would only say "unable to open")."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)  # SQLite takes it as given: relative to the current folder, no ~
+    folder = path.absolute().parent
+    if folder.is_dir():
+        return
+    where = f"the folder {folder}"
+    if not path.is_absolute():
+        where += " (sqlite:/// and a relative path; sqlite://// starts an absolute one)"
+    if folder.exists():
+        raise UserError(f"cannot open study storage {url}: {where} is not a folder; "
+                        "give a database file in an existing folder")
+    raise UserError(f"cannot open study storage {url}: {where} does not exist; create it (mkdir -p) "
+                    "or give a database file in an existing folder")
 
 
 def _open_rdb(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
