@@ -161,7 +161,8 @@ def share_the_work(storage: str | None, out: Path, timeout: float = 300,
 
 @pytest.mark.parametrize("backend", ["sqlite", "journal", "postgresql"])
 def test_workers_share_one_study(tiny_model_dir, tmp_path, request, backend):
-    out, budget = tmp_path / "study", 7
+    # SQLite: the 4 standard modules, 3 random, the 2 noise-calibration replicates; the others: 7 trials
+    out, budget = tmp_path / "study", 9 if backend == "sqlite" else 7
     storage = {"sqlite": None, "journal": str(tmp_path / "study.log")}.get(backend)
     if backend == "postgresql":
         storage = request.getfixturevalue("postgres_url")

@@ -1,0 +1,177 @@
+"""Does promotion pay? Two routes to an answer at equal compute, scored at full fidelity on dev.
+
+For one GLUE task and one search seed:
+- route "promote": `autopeft search --promote K --target full` (standard modules first, selection
+  split held out of train, successive halving up to `full`); its answer is the member with the
+  best selection-split mean at the target.
+- route "retrain": the route before promotion, at the same compute: a low-fidelity search (same
+  seed, same selection split), whose budget is what the promote route spent less what this route's
+  retraining costs; then K configurations spread along its front of means, retrained at full
+  fidelity with 2 seeds on train minus the selection split; its answer is the one with the best
+  selection-split mean.
+Compute is counted in train example-epochs (examples actually trained x epochs), over every trial
+that trained. Each answer is then trained on the whole train split at full fidelity with seeds 10,
+11, 12 and scored on dev, which chose nothing. Results go to OUT/results.jsonl, one line per
+(task, seed, route); finished searches and runs are reused, so a rerun resumes.
+
+Usage:
+    python benchmarks/promotion_pays.py --task MRPC --seed 0
+    python benchmarks/promotion_pays.py --summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "results" / "promotion_pays"
+FINAL_SEEDS = (10, 11, 12)
+MODEL = "minilm"
+
+
+def compute(study) -> float:
+    """Train example-epochs of the study's evaluated trials (from each trial's "EXAMPLESxEPOCHS" fidelity)."""
+    from optuna.trial import TrialState
+
+    meta = study.user_attrs
+    total = 0.0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if "duplicate_of" in t.user_attrs:
+            continue
+        label = (t.user_attrs.get("promotion") or {}).get("fidelity") or meta["fidelity_label"]
+        examples, epochs = label.split("x")
+        total += int(examples) * float(epochs)
+    return total
+
+
+def search(task_name: str, out: Path, seed: int, budget: int, promote: int):
+    from autopeft.tasks import load_task
+    from autopeft.training import fidelity_from
+    from autopeft.workflow import SearchSettings
+    from autopeft.workflow import search as run
+
+    settings = SearchSettings(model=MODEL, task=load_task(task_name), fidelity=fidelity_from("low"), out_dir=out,
+                              budget=budget, search_seed=seed, promote=promote, progress=False,
+                              task_source={"name": task_name})
+    return run(settings).study
+
+
+def retrain_route(task_name: str, study, k: int, out: Path) -> tuple[dict[str, Any], float]:
+    """K front configurations at full fidelity, 2 seeds, on train minus the selection split; the best by mean."""
+    from autopeft.search.results import front_rows
+    from autopeft.space import PeftConfig
+    from autopeft.tasks import load_task
+    from autopeft.training import FIDELITIES, resolve_precision
+    from autopeft.workflow import search_splits, spread_along_front, train_seeds
+
+    search_task, _, _ = search_splits(load_task(task_name), {"name": task_name})
+    full = resolve_precision(FIDELITIES["full"])
+    picked, spent = [], 0.0
+    for row in spread_along_front(front_rows(study), k):
+        config = PeftConfig.from_dict(row["config"])
+        results = train_seeds(MODEL, search_task, config, full, 2, out / f"trial_{row['number']}", progress=False)
+        spent += 2 * len(search_task.train) * full.epochs
+        picked.append({"config": row["config"], "selection_score": float(np.mean([r["score"] for r in results]))})
+    return max(picked, key=lambda p: p["selection_score"]), spent
+
+
+def final_scores(task_name: str, config: dict[str, Any], out: Path) -> list[float]:
+    """The configuration trained on the whole train split at full fidelity, seeds FINAL_SEEDS, scored on dev."""
+    from autopeft.space import PeftConfig
+    from autopeft.tasks import load_task
+    from autopeft.training import FIDELITIES, resolve_precision, train_and_evaluate
+
+    task = load_task(task_name)
+    scores = []
+    for seed in FINAL_SEEDS:
+        done = out / f"seed_{seed}.json"
+        if not done.is_file():
+            result = train_and_evaluate(MODEL, task, PeftConfig.from_dict(config),
+                                        replace(resolve_precision(FIDELITIES["full"]), seed=seed), progress=False)
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps({"score": result.score, "wall_s": result.wall_time_s}))
+        scores.append(json.loads(done.read_text())["score"])
+    return scores
+
+
+def run_pair(task_name: str, seed: int, out: Path, budget: int, k: int) -> None:
+    from autopeft.report import answer_rows
+    from autopeft.training import FIDELITIES, fidelity_from
+
+    results = out / "results.jsonl"
+    done = {(r["task"], r["seed"], r["route"]) for r in map(json.loads, results.read_text().splitlines())} \
+        if results.is_file() else set()
+    base = out / task_name / f"seed_{seed}"
+
+    start = time.time()
+    promoted = search(task_name, base / "promote", seed, budget, k)
+    spent = compute(promoted)
+    answer = max(answer_rows(promoted), key=lambda m: m["selection_score"])
+    rows = [("promote", answer["config"], answer["selection_score"], spent, time.time() - start)]
+
+    start = time.time()
+    n_train = len(_search_train(task_name))
+    low = fidelity_from("low")
+    full_cost = 2 * k * n_train * FIDELITIES["full"].epochs
+    low_budget = max(8, round((spent - full_cost) / (low.n_train(n_train) * low.epochs)))
+    plain = search(task_name, base / "retrain", seed, low_budget, 0)
+    chosen, retrain_cost = retrain_route(task_name, plain, k, base / "retrain" / "full")
+    rows.append(("retrain", chosen["config"], chosen["selection_score"], compute(plain) + retrain_cost,
+                 time.time() - start))
+
+    for route, config, selection, example_epochs, wall in rows:
+        if (task_name, seed, route) in done:
+            continue
+        scores = final_scores(task_name, config, base / route / "final")
+        line = {"task": task_name, "seed": seed, "route": route, "config": config, "selection_score": selection,
+                "example_epochs": example_epochs, "search_wall_s": wall, "final_seeds": list(FINAL_SEEDS),
+                "final_scores": scores, "final_mean": float(np.mean(scores))}
+        with results.open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+
+def _search_train(task_name: str):
+    from autopeft.tasks import load_task
+    from autopeft.workflow import search_splits
+
+    return search_splits(load_task(task_name), {"name": task_name})[0].train
+
+
+def summary(out: Path) -> str:
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    from autopeft.space import PeftConfig
+
+    lines = ["| task | seed | route | answer | compute (example-epochs) | dev, seeds 10-12 | mean |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["task"], r["seed"], r["route"])):
+        lines.append(f"| {r['task']} | {r['seed']} | {r['route']} | {PeftConfig.from_dict(r['config']).describe()} | "
+                     f"{r['example_epochs']:,.0f} | {', '.join(f'{s:.2f}' for s in r['final_scores'])} | "
+                     f"{r['final_mean']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="MRPC")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", type=int, default=30, help="the promote route's budget (trials)")
+    parser.add_argument("--promote", type=int, default=2, help="K: front candidates promoted / retrained")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--summary", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.summary:
+        print(summary(args.out))
+        return
+    run_pair(args.task, args.seed, args.out, args.budget, args.promote)
+
+
+if __name__ == "__main__":
+    main()
