@@ -190,7 +190,8 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def _target(args: argparse.Namespace):
-    """--target: a preset name, or EXAMPLESxEPOCHS (the full preset's other settings); None when not given."""
+    """--target: a preset name, or EXAMPLESxEPOCHS (the search fidelity with those examples and epochs); None when
+    not given."""
     from dataclasses import replace
 
     from autopeft.training import FIDELITIES, fidelity_from
@@ -202,7 +203,7 @@ def _target(args: argparse.Namespace):
         return fidelity_from(text, device=args.device)
     try:
         examples, epochs = text.lower().split("x")
-        return replace(FIDELITIES["full"], train_examples=int(examples), epochs=float(epochs))
+        return replace(_fidelity(args), train_examples=int(examples), epochs=float(epochs))
     except ValueError:
         raise UserError(f"--target must be a preset ({', '.join(FIDELITIES)}) or EXAMPLESxEPOCHS such as 2400x3, "
                         f"got {text!r}") from None
@@ -367,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "with 2 seeds each, scored on the report split (0: off, the default)")
         p.add_argument("--target", metavar="PRESET|EXAMPLESxEPOCHS",
                        help="with --promote: the fidelity the answer is earned at: a preset (full, the default) or "
-                       "e.g. 2400x3")
+                       "EXAMPLESxEPOCHS, e.g. 2400x3: the search's fidelity (precision, dropout, ...) with that many "
+                       "train examples and epochs")
         p.add_argument("--search-seed", type=int, default=0, help="seed of the sampler")
         p.add_argument("--ref-point", help="hypervolume reference point 'SCORE,PERCENT' "
                        "(default: score 0, percent = the largest configuration of the space)")

@@ -4,7 +4,8 @@ Successive halving on non-dominated sorting, as MO-ASHA does it (Schmucker et al
 ordinary Optuna trials:
 
 - Candidates (rung 0, the search's own trials): `k` configurations spread along the front of
-  configuration means, plus the standard modules on or near it (non-dominated rank 0 or 1), plus
+  configuration means, plus the standard modules on or near it (within 2 seed SDs of the best
+  front score at or below their %; without a noise estimate, non-dominated rank 0 or 1), plus
   always the best standard module, so that the answer is compared with it at the target.
 - Rung 1 trains every candidate at the ladder's first fidelity; each later rung keeps the
   ceil(n / 2) best of the rung below, ranked by non-dominated rank of their means and then by
@@ -38,6 +39,7 @@ from autopeft.errors import UserError, check_interrupt, interrupts_deferred, int
 from autopeft.search import optuna_access
 from autopeft.search.attrs import (CONFIG_ATTR, FAIL_REASON_ATTR, PROMOTION_ATTR, REPORT_SCORE_ATTR, STANDARD_ATTR,
                                    WORKER_ATTR)
+from autopeft.search.noise import estimate_noise
 from autopeft.search.pareto import pareto_mask, pareto_ranks
 from autopeft.search.results import config_key, config_rows
 from autopeft.search.workers import Heartbeat, fail_trial, notify, recover_stale, register_worker, this_worker
@@ -48,7 +50,8 @@ __all__ = ["PromotionPlan", "PromotionTask", "answer_members", "check_plan_fits"
            "run_promotion"]
 
 WAIT_POLL_S = 2.0
-NEAR_RANK = 1  # standard modules of non-dominated rank <= this at rung 0 are candidates
+NEAR_SDS = 2.0  # standard modules within this many seed SDs of the front are candidates
+NEAR_RANK = 1  # without a noise estimate: those of non-dominated rank <= this
 # Failures that say nothing about the configuration: the evaluation is scheduled again.
 _RETRIED = ("interrupted", "stale", "not run")
 
@@ -182,9 +185,11 @@ def _rung_results(study: optuna.Study, rung: int) -> tuple[dict[tuple, FrozenTri
 
 
 def _spread(members: list[_Member], k: int) -> list[_Member]:
-    """K members evenly spaced by rank along a front sorted by percent, both ends included."""
+    """K members evenly spaced by rank along a front sorted by percent, both ends included; k = 1: the best score."""
     if k >= len(members):
         return list(members)
+    if k == 1:
+        return [max(members, key=lambda m: m.mean)]
     picks = sorted({int(round(i)) for i in np.linspace(0, len(members) - 1, k)})
     return [members[i] for i in picks]
 
@@ -195,8 +200,8 @@ def _best_standard(members: list[_Member]) -> _Member | None:
 
 
 def _candidates(study: optuna.Study, plan: PromotionPlan) -> list[_Member]:
-    """Rung 0's candidates: `plan.k` spread along the front of means, the standard modules of rank <= NEAR_RANK,
-    and the best standard module."""
+    """Rung 0's candidates: `plan.k` spread along the front of means, the standard modules near it, and the best
+    standard module."""
     rows = config_rows(study)
     if not rows:
         return []
@@ -204,8 +209,16 @@ def _candidates(study: optuna.Study, plan: PromotionPlan) -> list[_Member]:
     scores, percents = [m.mean for m in members], [m.percent for m in members]
     ranks = pareto_ranks(scores, percents)
     front = sorted((m for m, r in zip(members, ranks) if r == 0), key=lambda m: (m.percent, -m.mean))
+    seed_sd = estimate_noise([m.scores for m in members]).seed_sd
+
+    def near(m: _Member, rank: int) -> bool:
+        if seed_sd is None:
+            return rank <= NEAR_RANK
+        best = max((f.mean for f in front if f.percent <= m.percent), default=-math.inf)
+        return m.mean >= best - NEAR_SDS * seed_sd
+
     picked = _spread(front, plan.k)
-    picked += [m for m, r in zip(members, ranks) if m.standard is not None and r <= NEAR_RANK]
+    picked += [m for m, r in zip(members, ranks) if m.standard is not None and near(m, r)]
     if (best := _best_standard(members)) is not None:
         picked.append(best)
     return _unique(picked)
