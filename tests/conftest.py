@@ -45,6 +45,7 @@ def study_metadata(**changes) -> dict:
         "seed": 0,
         "reference_point": list(default_reference_point(space_max_percent(SMALL_SPACE, SMALL_SPEC))),
         "selection": {"split": "dev", "examples": 32, "report": "dev", "optimistic": True, "seed": None},
+        "record_version": 2,
     }
     meta.update(changes)
     return meta

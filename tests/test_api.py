@@ -82,3 +82,26 @@ def test_a_datasets_source_is_searched_and_named_after_its_folder(tiny_model_dir
     task = {"datasets": str(tmp_path / "films"), "text_a": "text", "label": "label"}
     search = autopeft.create_search(str(tiny_model_dir), task, tmp_path / "s", sampler="random", **TINY).optimize(1)
     assert search.study.user_attrs["task"] == "films" and len(autopeft.load_search(tmp_path / "s").trials()) == 1
+
+
+def test_load_search_resumes_with_the_stored_sampler_options_and_a_new_n_init_is_refused(tiny_model_dir, tmp_path):
+    """The study record keeps every option that changes proposals: a NUTS study resumes with NUTS."""
+    from autopeft.errors import UserError
+    from autopeft.search.record import StudyRecord
+
+    out = tmp_path / "s"
+    autopeft.create_search(str(tiny_model_dir), "RTE", out, nuts="64,32,8", n_init=3, percent_scale="linear",
+                           **TINY).optimize(budget=1)
+    record = StudyRecord.from_study(autopeft.load_search(out).study)
+    assert record.n_init == 3 and record.nuts == "64,32,8" and record.sampler_options["percent_scale"] == "linear"
+    settings = autopeft.load_search(out)._settings
+    assert (settings.nuts, settings.n_init, settings.percent_scale) == ("64,32,8", 3, "linear")
+    with pytest.raises(UserError, match=r"n_init: stored 3 vs new 5"):
+        autopeft.create_search(str(tiny_model_dir), "RTE", out, nuts="64,32,8", n_init=5, percent_scale="linear",
+                               **TINY).optimize(budget=2)
+    with pytest.raises(UserError, match=r"sampler_options.fit: stored \"nuts\" vs new \"map\""):
+        autopeft.create_search(str(tiny_model_dir), "RTE", out, n_init=3, percent_scale="linear",
+                               **TINY).optimize(budget=2)
+    study = autopeft.load_search(out).study
+    assert study.metric_names == ["accuracy", "percent_params"]  # what optuna-dashboard shows
+    assert len(study.trials) == 1  # the refused resumes trained nothing

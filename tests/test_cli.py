@@ -82,14 +82,17 @@ def test_search_resume_does_not_repeat_trials(searched):
     assert complete() == before + 1
 
 
-def test_report_and_export_then_train_the_export(searched, tiny_model_dir, tmp_path):
+def test_report_and_export_then_train_the_export(searched, tiny_model_dir, tmp_path, capsys):
     out, _ = searched
     assert main(["report", str(out)]) == 0
     config = tmp_path / "pick.json"
     assert main(["export", str(out), "--pick", "1", "--to", str(config)]) == 0
     run = tmp_path / "run"
-    assert main(["train", "--model", str(tiny_model_dir), "--task", "RTE", "--config", str(config), "--out", str(run),
-                 "--train-examples", "16", "--dev-examples", "16", "--epochs", "1", "--max-length", "32"]) == 0
+    argv = ["train", "--model", str(tiny_model_dir), "--task", "RTE", "--config", str(config), "--out", str(run),
+            "--train-examples", "16", "--dev-examples", "16", "--epochs", "1", "--max-length", "32"]
+    capsys.readouterr()
+    assert main([*argv, "--quiet"]) == 0
+    assert "step" not in capsys.readouterr().err  # --quiet: no progress bar
     assert json.loads((run / "result.json").read_text())["config"] == json.loads(config.read_text())
 
 

@@ -162,18 +162,21 @@ def load_search(out_dir: str | Path, storage: str | None = None, study_name: str
                 progress: bool = False, device: str = "auto") -> Search:
     """The search stored in `out_dir` (or `storage`), with the model, task, space, fidelity, sampler and
     reference point it was made with."""
+    from autopeft.search.record import StudyRecord
     from autopeft.workflow import SearchSettings, load_task_source, open_existing
 
-    meta = open_existing(out_dir, storage, study_name).user_attrs
-    promotion = meta.get("promotion") or {}
-    settings = SearchSettings(model=meta["model"], task=load_task_source(meta["task_source"]),
-                              fidelity=Fidelity(**meta["fidelity"]), out_dir=Path(out_dir), storage=storage,
-                              study_name=study_name, sampler=meta["sampler"], search_seed=meta.get("seed", 0),
-                              task_source=meta["task_source"], replicates=meta.get("replicates"),
-                              calibration_pairs=meta.get("calibration_pairs"), space=meta["space"],
-                              fidelity_auto="calibration" in meta, progress=progress, device=device,
-                              ref_point=tuple(meta["user_reference_point"]) if meta.get("user_reference_point")
-                              else None, promote=promotion.get("k", 0),
+    record = StudyRecord.from_study(open_existing(out_dir, storage, study_name))
+    promotion = record.promotion or {}
+    settings = SearchSettings(model=record.model, task=load_task_source(record.task_source),
+                              fidelity=Fidelity(**record.fidelity), out_dir=Path(out_dir), storage=storage,
+                              study_name=study_name, sampler=record.sampler, search_seed=record.seed,
+                              n_init=record.n_init, nuts=record.nuts,
+                              percent_scale=record.sampler_options.get("percent_scale"),
+                              task_source=record.task_source, replicates=record.replicates,
+                              calibration_pairs=record.calibration_pairs, space=record.space,
+                              fidelity_auto=record.calibration is not None, progress=progress, device=device,
+                              ref_point=tuple(record.user_reference_point) if record.user_reference_point else None,
+                              promote=promotion.get("k", 0),
                               target=Fidelity(**promotion["rungs"][-1]) if promotion else None)
     return Search(settings)
 

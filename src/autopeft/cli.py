@@ -158,7 +158,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     name = config if isinstance(config, str) else config.describe()
     print(f"training {name} on {task.spec.name} ({len(task.train)} train / {len(task.dev)} dev) with {args.model}")
     cache = open_states_cache(args.states_cache)
-    result = train_and_evaluate(args.model, task, config, fidelity, out_dir=out, cache=cache, device=args.device)
+    result = train_and_evaluate(args.model, task, config, fidelity, out_dir=out, cache=cache, device=args.device,
+                                progress=not args.quiet)
     (out / "result.json").write_text(json.dumps(
         {"config": config if isinstance(config, str) else config.to_dict(), "task": task.spec.name, "model": args.model,
          "fidelity": fidelity.to_dict(), **result.to_dict()}, indent=2))
@@ -342,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_args(p)
     p.add_argument("--config", required=True, help="configuration JSON file, or 'full' for full fine-tuning")
     p.add_argument("--out", required=True, help="folder for result.json, loss.png and the trained weights")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_fidelity_args(p, default="full")
     _add_states_cache_arg(p)
     _add_device_arg(p)

@@ -168,6 +168,7 @@ def plot_front(
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))  # no "3 x 10^0" between the major labels
         ax.set_xlabel("% trainable parameters (log scale)")
     else:
         ax.set_xlabel("% trainable parameters")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -16,6 +17,7 @@ import numpy as np
 
 from autopeft.errors import UserError, interrupts_deferred
 from autopeft.search.attrs import REPORT_SCORE_ATTR
+from autopeft.search.record import StudyRecord
 from autopeft.metrics import majority_baseline
 from autopeft.models import load_model, load_tokenizer, weights_fingerprint
 from autopeft.modules import model_spec
@@ -229,34 +231,24 @@ def search(settings: SearchSettings) -> StudyReport:
         explore_budget = check_plan_fits(plan, s.budget, len(standards), s.n_init)
     # Default: score 0 (chance level / lower bound of the metrics), percent = the space's maximum.
     ref = s.ref_point or default_reference_point(space_max_percent(space, spec))
-    metadata = {
-        "model": s.model,
-        "model_weights": weights_fingerprint(s.model),
-        "task": s.task.spec.name,
-        "task_identity": s.task.identity(),
-        "task_source": source,
-        "space": space.to_dict(),
-        "fidelity": fidelity.to_dict(),
-        "fidelity_label": fidelity.describe(n_train),
-        "objectives": OBJECTIVES,
-        "metric": s.task.spec.primary_metric,
-        "sampler": s.sampler,
-        "seed": s.search_seed,
-        "model_spec": spec.to_dict(),
-        "reference_point": list(ref),
-        "user_reference_point": list(s.ref_point) if s.ref_point else None,  # so load_search resumes with it
-        "constant_baseline": majority_baseline(s.task.spec, search_task.train.labels, search_task.dev.labels)["score"],
-        "selection": selection.to_dict(),
-        "standards": {name: config.to_dict() for name, config in standards.items()},
-        "promotion": plan.to_dict() if plan else None,
-    }
-    metadata["replicates"] = options.get("replicates", 0.0)
-    metadata["calibration_pairs"] = options.get("calibration_pairs", 0)
-    if calibration is not None:
-        metadata["calibration"] = calibration
+    record = StudyRecord(
+        model=s.model, model_weights=weights_fingerprint(s.model), model_spec=spec.to_dict(),
+        task=s.task.spec.name, task_identity=s.task.identity(), task_source=source, metric=s.task.spec.primary_metric,
+        space=space.to_dict(), standards={name: config.to_dict() for name, config in standards.items()},
+        fidelity=fidelity.to_dict(), fidelity_label=fidelity.describe(n_train), selection=selection.to_dict(),
+        objectives=OBJECTIVES, sampler=s.sampler, seed=s.search_seed, n_init=s.n_init,
+        sampler_options={k: v for k, v in options.items() if k not in ("replicates", "calibration_pairs")},
+        reference_point=list(ref), user_reference_point=list(s.ref_point) if s.ref_point else None,
+        constant_baseline=majority_baseline(s.task.spec, search_task.train.labels, search_task.dev.labels)["score"],
+        replicates=options.get("replicates", 0.0), calibration_pairs=options.get("calibration_pairs", 0),
+        promotion=plan.to_dict() if plan else None, calibration=calibration,
+    )
     sampler = make_sampler(s.sampler, space, seed=s.search_seed, n_init=s.n_init, percent_fn=spec.percent,
                            standards=list(standards.values()), **options)
-    study = open_study(s.storage, s.study_name, s.out_dir, metadata, sampler, heartbeat=s.heartbeat)
+    study = open_study(s.storage, s.study_name, s.out_dir, record.to_dict(), sampler, heartbeat=s.heartbeat)
+    with warnings.catch_warnings():  # set_metric_names is experimental in Optuna 5
+        warnings.simplefilter("ignore")
+        study.set_metric_names([s.task.spec.primary_metric, "percent_params"])  # what optuna-dashboard shows
 
     def train(config: PeftConfig, trial, at: Fidelity, seed: int, **kwargs: Any) -> TrialResult:
         with interrupts_deferred():  # run_search lets a Ctrl-C raise at once in here, but not mid-write
@@ -306,7 +298,7 @@ def _auto_fidelity(s: SearchSettings, task: TaskData, space: SearchSpace, tokeni
 
     stored = stored_study_attrs(s.storage, s.study_name, s.out_dir)
     if stored is not None:
-        if "calibration" not in stored:
+        if not stored.get("calibration"):
             raise UserError(
                 f"study '{s.study_name}' in {s.out_dir} was created with the fidelity "
                 f"{json.dumps(stored.get('fidelity'))}, not --fidelity auto; "

@@ -31,7 +31,7 @@ from autopeft.search.workers import DEFAULT_HEARTBEAT_S, HEARTBEAT_GRACE, requeu
 DIRECTIONS = ["maximize", "minimize"]  # values = (score, percent)
 # Metadata keys that must match when a stored study is resumed.
 COMPARED_KEYS = ("model", "model_weights", "task", "task_identity", "space", "fidelity", "objectives", "selection",
-                 "standards", "promotion")
+                 "standards", "promotion", "n_init", "sampler_options", "record_version")
 
 
 def as_stored(value: Any) -> Any:
@@ -227,7 +227,7 @@ def open_study(
             f"study '{study_name}' has directions {[d.name.lower() for d in study.directions]}, not "
             f"{DIRECTIONS}; it was not made by autopeft. Use a new --study name or --out dir"
         )
-    if "fidelity" in old and "selection" not in old:
+    if "fidelity" in old and "record_version" not in old:
         raise UserError(
             f"study '{study_name}' was made by an earlier autopeft, which chose configurations on the split it "
             "reported (no selection split): its trials cannot be mixed with this version's. `autopeft report` still "
