@@ -128,3 +128,35 @@ def test_auto_on_a_study_made_with_a_preset_is_refused(tiny_model_dir, tmp_path,
     assert main([*base, "--fidelity", "auto"]) == 2
     assert "not --fidelity auto" in capsys.readouterr().err
     assert (out / "study.db").read_bytes() == before
+
+
+def test_a_task_smaller_than_the_ladder_skips_rungs_that_change_nothing():
+    """250 train examples: 640x2 trains 250x2, 1280x3 trains 250x3, and the larger rungs would repeat it."""
+    from autopeft.calibrate import calibrate
+    from autopeft.space import SearchSpace
+    from autopeft.training import Fidelity
+
+    seen = []
+
+    def train(config, fidelity):
+        seen.append((fidelity.train_examples, fidelity.epochs))
+        return float(len(seen) % 3)  # seed noise only: every rung is tried
+
+    space = SearchSpace(2, (0, 4, 8), (0, 4), (0, 2))
+    chosen, records = calibrate(train, space, Fidelity(train_examples=640, epochs=2), seed=0, n_configs=3,
+                                available=250)
+    assert [(r["fidelity"]["train_examples"], r["fidelity"]["epochs"]) for r in records] == [(250, 2), (250, 3)]
+    assert set(seen) == {(250, 2), (250, 3)} and chosen.train_examples == 250
+
+
+def test_the_noise_advice_fits_the_tasks_size():
+    from autopeft.workflow import _more_fidelity_advice
+
+    small = {"fidelity": {"train_examples": 640}, "fidelity_label": "250x2",
+             "selection": {"split": "dev", "examples": 56}}
+    advice = _more_fidelity_advice(small, auto=True)
+    assert "every one of the 250 train examples is used already" in advice and "--train-examples" not in advice
+    assert "only 56 examples to choose on" in advice
+    big = {"fidelity": {"train_examples": 640}, "fidelity_label": "640x2", "selection": {"split": "train",
+                                                                                      "examples": 575}}
+    assert _more_fidelity_advice(big, auto=True) == "raise --train-examples and/or --epochs, or use --fidelity auto"

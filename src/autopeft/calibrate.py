@@ -59,6 +59,7 @@ def calibrate(
     n_configs: int | None = None,
     on_rung: Callable[[dict[str, Any]], None] | None = None,
     constant_baseline: float | None = None,
+    available: int | None = None,
 ) -> tuple[Fidelity, list[dict[str, Any]]]:
     """Climb `ladder` from `base` until the configurations explain half of the score variance and
     their mean score is `MIN_MARGIN` above `constant_baseline` (the constant predictor's; None: no margin rule).
@@ -67,7 +68,8 @@ def calibrate(
     one record per rung tried: {"fidelity", "configs", "scores" (per configuration, one per seed),
     "noise", "mean_score", "constant_baseline", "chosen"}. `path`: a JSON file of finished trainings,
     read and extended (resume). `on_rung(record)` is called after each rung. `ladder`, `n_configs`:
-    default AUTO_LADDER, CALIBRATION_CONFIGS.
+    default AUTO_LADDER, CALIBRATION_CONFIGS. `available`: the task's train examples; a rung asks for at
+    most these, and a rung that would train the same examples and epochs as the one before is skipped.
     """
     ladder = AUTO_LADDER if ladder is None else ladder
     n_configs = CALIBRATION_CONFIGS if n_configs is None else n_configs
@@ -75,7 +77,13 @@ def calibrate(
     configs = calibration_configs(space, seed, n_configs)
     records: list[dict[str, Any]] = []
     chosen = base
+    tried: set[tuple[int, float]] = set()
     for examples, epochs in ladder:
+        if available is not None:
+            examples = min(examples, available)
+        if (examples, epochs) in tried:
+            continue
+        tried.add((examples, epochs))
         rung = replace(base, train_examples=examples, epochs=epochs)
         scores = []
         for config in configs:

@@ -313,7 +313,8 @@ def _auto_fidelity(s: SearchSettings, task: TaskData, space: SearchSpace, tokeni
     logger.info("calibrating the fidelity (--fidelity auto): the same configurations, two seeds each, rung by rung")
     constant = majority_baseline(task.spec, task.train.labels, task.dev.labels)["score"]
     fidelity, records = calibrate(train, space, s.fidelity, s.search_seed, Path(s.out_dir) / "calibration.json",
-                                  on_rung=lambda r: logger.info(describe_calibration([r])), constant_baseline=constant)
+                                  on_rung=lambda r: logger.info(describe_calibration([r])), constant_baseline=constant,
+                                  available=len(task.train))
     return fidelity, records
 
 
@@ -342,13 +343,34 @@ def report_text(study) -> str:
         if not clears_baseline(study.user_attrs["calibration"][-1]):
             lines.append(f"warning: even at the chosen fidelity the calibration models score less than {MIN_MARGIN:g} "
                          "points above the constant predictor, so the front may only rank how far configurations "
-                         "stray from predicting one class; raise --train-examples and/or --epochs")
+                         f"stray from predicting one class; {_more_fidelity_advice(study.user_attrs)}")
     if noise.too_noisy:
         lines.append(
             f"warning: at this fidelity seed noise explains more than half of the score differences (configuration "
-            f"share {100 * noise.config_share:.0f}% < 50%), so single scores cannot rank configurations; raise "
-            "--train-examples and/or --epochs, or use --fidelity auto")
+            f"share {100 * noise.config_share:.0f}% < 50%), so single scores cannot rank configurations; "
+            f"{_more_fidelity_advice(study.user_attrs, auto=True)}")
     return "\n".join(lines)
+
+
+def _more_fidelity_advice(attrs: dict[str, Any], auto: bool = False) -> str:
+    """What would make the scores rank configurations, for this task's size: more examples only where the train
+    split has more, and a word on the selection split when it is small."""
+    label, asked = attrs.get("fidelity_label"), (attrs.get("fidelity") or {}).get("train_examples")
+    used = int(label.split("x")[0]) if label else None
+    whole = used is not None and (asked is None or (isinstance(asked, int) and used < asked))
+    if whole:
+        advice = f"every one of the {used} train examples is used already, so only --epochs can raise the fidelity"
+    else:
+        advice = "raise --train-examples and/or --epochs" + (", or use --fidelity auto" if auto else "")
+    selection = attrs.get("selection") or {}
+    if selection.get("examples") is not None and selection["examples"] < SMALL_SELECTION:
+        advice += (f"; with only {selection['examples']} examples to choose on, the selection split itself limits how "
+                   "finely configurations can be ranked")
+    return advice
+
+
+#: Below this many selection examples, the advice on noisy scores says that the split limits the ranking.
+SMALL_SELECTION = 200
 
 
 def open_existing(out_dir: str | Path, storage: str | None, study_name: str):
