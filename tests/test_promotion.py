@@ -119,3 +119,31 @@ def test_the_budget_holds_promotion_and_too_small_a_budget_is_refused():
         check_plan_fits(plan, 20, n_standards=4, n_init=3)
     with pytest.raises(UserError, match="final_seeds must be >= 2"):
         PromotionPlan(2, (Fidelity(),), ("a",), final_seeds=1)
+
+
+def test_a_killed_promotion_resumes_and_each_evaluation_runs_once(tmp_path):
+    """SIGKILL while a promoted trial runs: the next run fails it (its worker is dead), schedules it again, and
+    finishes with every evaluation done once."""
+    import signal
+    import time
+
+    script = str(Path(__file__).with_name("promotion_worker.py"))
+    proc = subprocess.Popen([sys.executable, script, str(tmp_path), "0.5"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until a promoted evaluation is running
+        if (tmp_path / "study.db").is_file():
+            study = synthetic.open_synthetic(tmp_path)
+            if any(PROMOTION_ATTR in t.user_attrs for t in study.get_trials(states=(TrialState.RUNNING,))):
+                break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("no promoted trial started: " + proc.communicate()[1][-2000:])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    synthetic.search(tmp_path)  # the same command again
+    study = synthetic.open_synthetic(tmp_path)
+    check_finished(study)
+    stale = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert stale and all(t.user_attrs["fail_reason"].startswith("stale") for t in stale)

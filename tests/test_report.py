@@ -125,3 +125,23 @@ def test_point_and_loss_plots(tmp_path):
     for path in (plot_points(rows, baselines, tmp_path / "t.png", title="RTE -> MRPC", metric="f1"),
                  plot_loss_curve([0.7, 0.69, 0.6, 0.52], tmp_path / "loss.png", title="SA8 on RTE")):
         assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_point_labels_never_overlap(tmp_path):
+    """Labels of points that score close together (LoRA8 and PT24 in the default job) are moved apart."""
+    from matplotlib.figure import Figure
+
+    from autopeft.report import _place_labels
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
+    points = [(0.98, 54.4, "LoRA8", "b"), (1.0, 54.6, "PT24", "b"), (1.0, 54.5, "3", "r"), (1.15, 66.7, "SA24", "b"),
+              (0.99, 54.3, "A1", "g")]
+    ax.scatter([p[0] for p in points], [p[1] for p in points])
+    ax.set_xscale("log")
+    _place_labels(ax, points)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert len(boxes) == len(points)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    fig.savefig(tmp_path / "labels.png")
