@@ -57,6 +57,7 @@ def test_report_prints_the_noise_and_warns_when_it_swamps_the_configurations(sea
     printed = capsys.readouterr().out
     assert "noise: seed SD" in printed and "(2 pairs)" in printed
     assert "selection: configurations chosen on 249 examples held out of train" in printed
+    assert "--promote K takes it up to the fidelity you will train at" in printed  # a search without promotion
     from autopeft.search.noise import NoiseEstimate
 
     for share, warned in ((0.2, True), (0.6, False)):

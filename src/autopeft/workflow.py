@@ -336,6 +336,10 @@ def report_text(study) -> str:
                                                                            "optimistic")}).describe())
     if answer := answer_rows(study):
         lines += [f"answer at the target fidelity ({answer[0]['fidelity']}):", format_answer_table(answer)]
+    elif not study.user_attrs.get("promotion"):
+        lines.append(f"note: this front is at the search fidelity{f' ({fidelity})' if fidelity else ''}, one seed per "
+                     "trial unless replicated; --promote K takes it up to the fidelity you will train at, over seeds, "
+                     "and compares it there with the standard modules")
     lines += answer_verdict(study)
     if study.user_attrs.get("calibration"):
         calibration = describe_calibration(study.user_attrs["calibration"])
