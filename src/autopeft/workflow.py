@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from autopeft.errors import UserError, interrupts_deferred
+from autopeft.errors import UserError, interrupts_deferred, write_text_atomic
 from autopeft.search.attrs import REPORT_SCORE_ATTR
 from autopeft.search.record import StudyRecord
 from autopeft.metrics import majority_baseline
@@ -433,7 +433,7 @@ def train_seeds(model: str, task: TaskData, config: PeftConfig | str, fidelity: 
                                     tokenizer=tokenizer, progress=progress, cache=open_states_cache(None),
                                     device=device)
         row = {"seed": seed, **result.to_dict()}
-        done.write_text(json.dumps(row))
+        write_text_atomic(done, json.dumps(row))  # a full disk leaves no half file to trip the next run
         results.append(row)
     return results
 
@@ -507,7 +507,7 @@ def run_baselines(model: str, task: TaskData, fidelity: Fidelity, seeds: int, ou
         mean, std = _summary(scores)
         stored[name] = {"name": name, "score": mean, "std": std, "scores": scores, "percent": results[0]["percent"],
                         "config": config if isinstance(config, str) else config.to_dict()}
-        (out_dir / "baselines.json").write_text(json.dumps(stored, indent=2))
+        write_text_atomic(path, json.dumps(stored, indent=2))
     return list(stored.values())
 
 
