@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from autopeft.errors import write_text_atomic
 from autopeft.search.noise import MIN_CONFIG_SHARE, estimate_noise, format_share
 from autopeft.space import PeftConfig, SearchSpace
 from autopeft.training import Fidelity
@@ -94,7 +95,7 @@ def calibrate(
                 if key not in done:
                     done[key] = float(train(config, replace(rung, seed=s)))
                     if path is not None:
-                        path.write_text(json.dumps(done, indent=1))
+                        write_text_atomic(path, json.dumps(done, indent=1))  # read back on resume
                 pair.append(done[key])
             scores.append(pair)
         noise = estimate_noise(scores)

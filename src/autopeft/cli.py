@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from collections.abc import Sequence
 
-from autopeft.errors import UserError, interrupts_recorded
+from autopeft.errors import UserError, disk_full_error, disk_full_reported, interrupts_recorded
 
 PRECISION_CHOICES = ("fp32", "bf16", "auto")  # training.PRECISIONS, without importing torch at start-up
 
@@ -142,6 +142,8 @@ def _writable_dir(path: str) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
+        if (full := disk_full_error(exc, f"the output folder {out}")) is not None:
+            raise full from exc
         raise UserError(f"output folder {out} cannot be written ({exc.strerror}); choose another --out") from None
     return out
 
@@ -158,12 +160,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     name = config if isinstance(config, str) else config.describe()
     print(f"training {name} on {task.spec.name} ({len(task.train)} train / {len(task.dev)} dev) with {args.model}")
     cache = open_states_cache(args.states_cache)
-    result = train_and_evaluate(args.model, task, config, fidelity, out_dir=out, cache=cache, device=args.device,
-                                progress=not args.quiet)
-    (out / "result.json").write_text(json.dumps(
-        {"config": config if isinstance(config, str) else config.to_dict(), "task": task.spec.name, "model": args.model,
-         "fidelity": fidelity.to_dict(), **result.to_dict()}, indent=2))
-    plot_loss_curve(result.loss_curve, out / "loss.png", title=f"{name} on {task.spec.name}")
+    with disk_full_reported(f"the trained run in {out}", rerun="run the same command again"):
+        result = train_and_evaluate(args.model, task, config, fidelity, out_dir=out, cache=cache, device=args.device,
+                                    progress=not args.quiet)
+        (out / "result.json").write_text(json.dumps(
+            {"config": config if isinstance(config, str) else config.to_dict(), "task": task.spec.name,
+             "model": args.model, "fidelity": fidelity.to_dict(), **result.to_dict()}, indent=2))
+        plot_loss_curve(result.loss_curve, out / "loss.png", title=f"{name} on {task.spec.name}")
     metrics = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items() if k != "score")
     print(f"dev {task.spec.primary_metric}: {result.score:.2f} ({metrics})")
     print(f"trainable parameters: {result.trainable_params:,} "
@@ -242,9 +245,10 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     from autopeft.workflow import transfer
 
     start, task, out_dir = time.perf_counter(), _task(args), _writable_dir(args.out)
-    rows = transfer(source_dir=args.from_dir, storage=args.storage, study_name=args.study, task=task,
-                    out_dir=out_dir, top=args.top, seeds=args.seeds, fidelity=_fidelity(args), model=args.model,
-                    device=args.device)
+    with disk_full_reported(f"the transfer folder {out_dir}"):
+        rows = transfer(source_dir=args.from_dir, storage=args.storage, study_name=args.study, task=task,
+                        out_dir=out_dir, top=args.top, seeds=args.seeds, fidelity=_fidelity(args), model=args.model,
+                        device=args.device)
     metric = task.spec.primary_metric
     print(f"{'configuration':<58} {'%params':>8} {metric:>10}  (mean ± std over {args.seeds} seed(s))")
     for r in rows:

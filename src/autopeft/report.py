@@ -13,7 +13,7 @@ import optuna
 from matplotlib.figure import Figure  # not pyplot: no global backend or figure state, saved with Agg
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from autopeft.errors import UserError
+from autopeft.errors import UserError, disk_full_reported
 from autopeft.search.pareto import hypervolume
 from autopeft.search.attrs import PROMOTION_ATTR, REPORT_SCORE_ATTR
 from autopeft.search.results import (
@@ -330,7 +330,7 @@ def write_report(
 
     `ref`: hypervolume reference point (score, percent), default the study's.
     `baselines`: reference points to mark, dicts with name, score and percent.
-    Returns {file name: path}.
+    Returns {file name: path}. A full disk raises `errors.DiskFullError` and leaves the files as they were.
     """
     rows = completed_trials(study)
     if not rows:
@@ -346,7 +346,20 @@ def write_report(
     final = {name: out_dir / name for name in ("front.csv", "front.json", "trials.csv", "front.png", "hypervolume.png")}
     # Written under temporary names, then renamed: workers finishing together each leave whole files.
     paths = {name: out_dir / f".{os.getpid()}-{name}" for name in final}
+    try:
+        with disk_full_reported(f"the report ({', '.join(final)}) in {out_dir}"):
+            _write_report_files(study, paths, ref, baselines, front, labels, rows)
+        for name, path in paths.items():
+            os.replace(path, final[name])
+    finally:
+        for path in paths.values():
+            path.unlink(missing_ok=True)  # what a failure left
+    return final
 
+
+def _write_report_files(study: optuna.Study, paths: dict[str, Path], ref: tuple[float, float],
+                        baselines: list[dict] | None, front: list[ConfigRecord], labels: dict[str, str],
+                        rows: list[TrialRecord]) -> None:
     _write_csv(paths["front.csv"], [_flat(r, k) for k, r in enumerate(front, start=1)])
     _write_csv(paths["trials.csv"], _all_trial_rows(study))
     configs = config_rows(study)
@@ -368,9 +381,6 @@ def write_report(
     paths["front.json"].write_text(json.dumps(summary, indent=2) + "\n")
     plot_front(study, paths["front.png"], baselines, labels)
     plot_hypervolume(study, paths["hypervolume.png"], ref)
-    for name, path in paths.items():
-        os.replace(path, final[name])
-    return final
 
 
 def _fmt(value: Any, spec: str) -> str:

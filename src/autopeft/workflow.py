@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from autopeft.errors import UserError, interrupts_deferred
+from autopeft.errors import UserError, disk_full_reported, interrupts_deferred, write_text_atomic
 from autopeft.search.attrs import REPORT_SCORE_ATTR
 from autopeft.search.record import StudyRecord
 from autopeft.metrics import majority_baseline
@@ -201,8 +201,17 @@ def search(settings: SearchSettings) -> StudyReport:
     The standard modules of the space are its first trials; trials train on the search task
     and are scored on the selection split (`search_splits`). With `promote`, the front then goes
     up a ladder of fidelities to `target` (`search.promotion`), and the answer there is scored on
-    the report split.
+    the report split. A full disk raises `errors.DiskFullError`; a trial it cut short runs again
+    on resume.
     """
+    from autopeft.search.storage import describe_storage
+
+    s = settings
+    with disk_full_reported(f"the study folder {s.out_dir}", storage=describe_storage(s.storage, s.out_dir)):
+        return _search(s)
+
+
+def _search(settings: SearchSettings) -> StudyReport:
     from autopeft.frozen import open_states_cache
     from autopeft.search.pareto import default_reference_point, space_max_percent
     from autopeft.search.promotion import PromotionPlan, check_plan_fits, fidelity_ladder, run_promotion
@@ -437,7 +446,7 @@ def train_seeds(model: str, task: TaskData, config: PeftConfig | str, fidelity: 
                                     tokenizer=tokenizer, progress=progress, cache=open_states_cache(None),
                                     device=device)
         row = {"seed": seed, **result.to_dict()}
-        done.write_text(json.dumps(row))
+        write_text_atomic(done, json.dumps(row))  # a full disk leaves no half file to trip the next run
         results.append(row)
     return results
 
@@ -454,12 +463,20 @@ def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: s
     Weights go to out_dir/retrained/trial_N/seed_S/ (reload with autopeft.modules.load_peft);
     mean and std are recorded in the study and shown in its report.
     """
-    from autopeft.search.results import front_rows, record_retrained
+    from autopeft.search.storage import describe_storage
 
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
     out_dir = Path(out_dir)
-    study = open_existing(out_dir, storage, study_name)
+    with disk_full_reported(f"the study folder {out_dir}", storage=describe_storage(storage, out_dir)):
+        return _retrain_front(out_dir, open_existing(out_dir, storage, study_name), top, seeds, fidelity_overrides,
+                              progress, device)
+
+
+def _retrain_front(out_dir: Path, study, top: int, seeds: int, fidelity_overrides: dict[str, Any] | None,
+                   progress: bool, device: str) -> list[dict[str, Any]]:
+    from autopeft.search.results import front_rows, record_retrained
+
     meta = study.user_attrs
     task = load_task_source(meta["task_source"])
     fidelity = resolve_precision(replace(FIDELITIES["full"], **(fidelity_overrides or {})), device)
@@ -511,7 +528,7 @@ def run_baselines(model: str, task: TaskData, fidelity: Fidelity, seeds: int, ou
         mean, std = _summary(scores)
         stored[name] = {"name": name, "score": mean, "std": std, "scores": scores, "percent": results[0]["percent"],
                         "config": config if isinstance(config, str) else config.to_dict()}
-        (out_dir / "baselines.json").write_text(json.dumps(stored, indent=2))
+        write_text_atomic(path, json.dumps(stored, indent=2))
     return list(stored.values())
 
 

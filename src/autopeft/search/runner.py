@@ -21,7 +21,14 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autopeft.errors import UserError, check_interrupt, interrupts_deferred, interrupts_immediate, interrupts_recorded
+from autopeft.errors import (
+    UserError,
+    check_interrupt,
+    disk_full_reason,
+    interrupts_deferred,
+    interrupts_immediate,
+    interrupts_recorded,
+)
 from autopeft.search import optuna_access
 from autopeft.search.attrs import (
     BUDGET_ATTR,
@@ -362,7 +369,8 @@ def _evaluate(
     config: PeftConfig,
     evaluate: Callable[[PeftConfig, optuna.trial.Trial], TrialResult],
 ) -> FrozenTrial:
-    """Run `evaluate` and tell the outcome (COMPLETE, or FAIL with a reason)."""
+    """Run `evaluate` and tell the outcome (COMPLETE, or FAIL with a reason); a full disk (`errors.disk_full_reason`)
+    is raised, not told."""
     oom = False
     try:
         with interrupts_immediate():
@@ -371,6 +379,8 @@ def _evaluate(
         if not (math.isfinite(score) and math.isfinite(percent)):
             raise ValueError(f"evaluation returned a non-finite objective (score={score}, percent={percent})")
     except Exception as exc:  # noqa: BLE001 - any failure of one trial must not stop the search
+        if disk_full_reason(exc) is not None:
+            raise  # every trial would fail so: stop; the trial, left RUNNING, runs again on resume (recover_stale)
         reason = f"{type(exc).__name__}: {exc}"
         oom = _out_of_memory(exc)
         if oom:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from autopeft.errors import UserError
+from autopeft.errors import UserError, disk_full_error
 from autopeft.search.workers import DEFAULT_HEARTBEAT_S, HEARTBEAT_GRACE, requeue_heartbeat_stale
 
 DIRECTIONS = ["maximize", "minimize"]  # values = (score, percent)
@@ -54,6 +54,15 @@ def _safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - only used in messages
         return url
+
+
+def describe_storage(storage: str | None, out_dir: Path) -> str:
+    """The storage as messages name it: a SQLite file's path, else the URL (no password) or journal file."""
+    if storage is None:
+        return str(Path(out_dir) / "study.db")
+    if storage.startswith("sqlite:///"):
+        return storage[len("sqlite:///"):]
+    return _safe_url(storage)
 
 
 def make_storage(storage: str | None, out_dir: Path, heartbeat: int | None = 0) -> optuna.storages.BaseStorage:
@@ -99,6 +108,8 @@ def make_storage(storage: str | None, out_dir: Path, heartbeat: int | None = 0) 
         raise
     except Exception as exc:  # noqa: BLE001 - drivers raise many kinds
         shown = journal if journal is not None else _safe_url(storage)
+        if (full := disk_full_error(exc, f"the study storage {describe_storage(storage, out_dir)}")) is not None:
+            raise full from exc
         raise UserError(f"cannot open study storage {shown}: {type(exc).__name__}: {exc}") from None
 
 
