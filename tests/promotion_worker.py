@@ -1,7 +1,8 @@
 """A synthetic search with promotion, no training: the problem of tests/test_promotion.py.
 
-Run as a script (`python tests/promotion_worker.py OUT_DIR [SECONDS]`), it is one worker of the
-study in OUT_DIR: several started together share it. SECONDS: how long each evaluation sleeps.
+Run as a script (`python tests/promotion_worker.py OUT_DIR [SECONDS [WORKERS]]`), it is one worker of
+the study in OUT_DIR: several started together share it. SECONDS: how long each evaluation sleeps;
+WORKERS: wait until that many workers have started (files OUT_DIR/ready-PID) before searching.
 
 Five configurations of a 2-layer space (SA 0/2/8 x PT 0/2, layers fixed on). At the search
 fidelity the order of some is the reverse of their order at higher fidelities: SA8+PT2 beats
@@ -10,6 +11,7 @@ SA2+PT2 there (80 against 75), while above it SA2+PT2 wins (85 against 70) at fe
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,5 +78,17 @@ def search(out: Path, sleep: float = 0.0, fail_at: int | None = None) -> None:
     run_promotion(study, SPACE, PLAN, promote, progress=False)
 
 
+def wait_for_workers(out: Path, n: int, timeout: float = 180.0) -> None:
+    """Start together: a loaded machine can take seconds to start a Python process."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"ready-{os.getpid()}").touch()
+    deadline = time.time() + timeout
+    while len(list(out.glob("ready-*"))) < n and time.time() < deadline:
+        time.sleep(0.1)
+
+
 if __name__ == "__main__":
-    search(Path(sys.argv[1]), sleep=float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)
+    out = Path(sys.argv[1])
+    if len(sys.argv) > 3:
+        wait_for_workers(out, int(sys.argv[3]))
+    search(out, sleep=float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)

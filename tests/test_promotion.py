@@ -86,7 +86,7 @@ def test_an_interrupted_promotion_resumes_without_repeating_work(tmp_path):
 
 def test_two_workers_share_the_promotion(tmp_path):
     script = str(Path(__file__).with_name("promotion_worker.py"))
-    procs = [subprocess.Popen([sys.executable, script, str(tmp_path), "0.3"], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, script, str(tmp_path), "0.5", "2"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=240)
@@ -95,7 +95,8 @@ def test_two_workers_share_the_promotion(tmp_path):
     check_finished(study)
     workers = {t.user_attrs["worker"]["pid"] for t in study.get_trials(states=(TrialState.COMPLETE,))
                if PROMOTION_ATTR in t.user_attrs}
-    assert len(workers) == 2, "one worker did all the promotion"
+    who = [(t.number, t.state.name, t.user_attrs.get("worker")) for t in study.trials]
+    assert len(workers) == 2, f"one worker did all the promotion: {who}"
 
 
 def test_the_ladder_climbs_to_the_target_and_skips_rungs_that_change_nothing():
