@@ -279,3 +279,12 @@ def test_every_sampler_opens_with_the_standard_modules(name):
         assert all(kinds) and s.last_proposal["kind"] in ("bo", "replicate (noise calibration)")
     with pytest.raises(UserError, match="standards: SA32 @ layers 0,1,2,3 is not a configuration"):
         make_sampler(name, space, standards=[PeftConfig(serial_adapter=32, layers=(1, 1, 1, 1))])
+
+
+def test_nuts_without_jax_says_how_to_install_it(monkeypatch):
+    import autopeft.search.samplers.options as options
+
+    monkeypatch.setattr(options, "_installed", lambda module: module != "numpyro")
+    with pytest.raises(UserError, match=r"pip install 'autopeft\[nuts\]'"):
+        make_sampler("saasbo", SMALL, fit="nuts")
+    make_sampler("saasbo", SMALL, fit="map")  # the default fit needs neither

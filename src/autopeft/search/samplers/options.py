@@ -42,6 +42,12 @@ class OptionError(UserError):
         self.problem = problem
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def check_n_init(n_init: Any) -> None:
     """Raise OptionError unless `n_init` (the initial random trials) is a positive integer."""
     if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
@@ -144,6 +150,9 @@ class BOOptions:
             raise OptionError("model", f"must be 'saas' or 'gp', got {self.model!r}", context="")
         if self.fit not in get_args(Fit):
             raise OptionError("fit", f"must be 'nuts' or 'map', got {self.fit!r}", context="sampler 'saasbo': option")
+        if self.model == "saas" and self.fit == "nuts" and not all(map(_installed, ("jax", "numpyro"))):
+            raise UserError("the fully Bayesian SAAS fit (NUTS) needs JAX and NumPyro, which are not installed: "
+                            "pip install 'autopeft[nuts]' (or use the default MAP fit)")
         for k in NUTS_DEFAULTS:
             v, least = getattr(self, k), 0 if k == "warmup_steps" else 1
             if not _is_int(v) or v < least:
