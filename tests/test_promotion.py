@@ -148,3 +148,25 @@ def test_a_killed_promotion_resumes_and_each_evaluation_runs_once(tmp_path):
     check_finished(study)
     stale = [t for t in study.trials if t.state == TrialState.FAIL]
     assert stale and all(t.user_attrs["fail_reason"].startswith("stale") for t in stale)
+
+
+def test_standard_modules_far_below_the_front_are_not_promoted(tmp_path):
+    """With the seed noise measured, a standard module is a candidate only within 2 seed SDs of the best front
+    score at or below its size; the best standard module always goes up."""
+    import optuna
+
+    from autopeft.search.promotion import _candidates
+
+    study = synthetic.open_synthetic(tmp_path)
+    low = {"SA2": 60, "PT2": 70, "SA2+PT2": 75, "SA8": 65, "SA8+PT2": 80}
+    configs = {synthetic.name(c): c for c in map(synthetic.SPACE.grid().config, synthetic.SPACE.grid().enumerate_valid())}
+    for name, config in configs.items():  # every configuration with two seeds, +-0.5: a seed SD of about 0.7
+        for index, noise in enumerate((-0.5, 0.5)):
+            study.add_trial(optuna.trial.create_trial(
+                params=synthetic.SPACE.to_params(config), distributions=synthetic.SPACE.optuna_distributions(),
+                values=[low[name] + noise, synthetic.SPEC.percent(config)],
+                user_attrs={"config": config.to_dict(), "replicate_index": index}))
+    names = {synthetic.name(synthetic.PeftConfig.from_dict(m.config)) for m in _candidates(study, synthetic.PLAN)}
+    # the 3 front members spread along it (PT2, SA2+PT2, SA8+PT2); SA2 (60) is 10 points below PT2 (70, fewer
+    # parameters), far outside 2 seed SDs, so it stays; before the noise was known it went up (rank 1)
+    assert names == {"PT2", "SA2+PT2", "SA8+PT2"}
