@@ -160,6 +160,12 @@ def _promotion(t: FrozenTrial) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _task_key(t: FrozenTrial) -> tuple[str, int, int] | None:
+    """(configuration key, rung, seed index) of a promoted evaluation; None for the search's own trials."""
+    info = _promotion(t)
+    return None if info is None else (config_key(t.user_attrs[CONFIG_ATTR]), int(info["rung"]), int(info["seed_index"]))
+
+
 def _retried(t: FrozenTrial) -> bool:
     reason = t.user_attrs.get(FAIL_REASON_ATTR)
     return reason is None or str(reason).startswith(_RETRIED)
@@ -171,10 +177,9 @@ def _rung_results(study: optuna.Study, rung: int) -> tuple[dict[tuple, FrozenTri
     held: set[tuple] = set()
     failed: set[tuple] = set()
     for t in study.get_trials(deepcopy=False):
-        info = _promotion(t)
-        if info is None or int(info["rung"]) != rung:
+        key = _task_key(t)
+        if key is None or key[1] != rung:
             continue
-        key = (config_key(t.user_attrs[CONFIG_ATTR]), rung, int(info["seed_index"]))
         if t.state == TrialState.COMPLETE:
             done.setdefault(key, t)
         elif t.state == TrialState.RUNNING:  # not WAITING: one queued by a killed worker would be waited for forever
@@ -326,7 +331,7 @@ def run_promotion(
     """
     from tqdm import tqdm
 
-    from autopeft.search.runner import _evaluate
+    from autopeft.search.runner import evaluate_and_tell
 
     bar = tqdm(desc="promotion", unit="trial", disable=not progress, dynamic_ncols=True)
     heart = Heartbeat(study)
@@ -365,7 +370,7 @@ def run_promotion(
                     info = frozen.user_attrs[PROMOTION_ATTR]
                     popped = PromotionTask(frozen.user_attrs[CONFIG_ATTR], int(info["rung"]),
                                            int(info["seed_index"]), frozen.user_attrs.get(STANDARD_ATTR))
-                    told = _evaluate(study, trial, PeftConfig.from_dict(popped.config),
+                    told = evaluate_and_tell(study, trial, PeftConfig.from_dict(popped.config),
                                      lambda c, t, task=popped: evaluate(c, t, task))
                 except KeyboardInterrupt:
                     if study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING:
@@ -388,15 +393,12 @@ def _claim(study: optuna.Study, trial: optuna.trial.Trial) -> FrozenTrial | None
     """The asked trial, unless it is not a promoted evaluation or an earlier trial holds the same one
     (two workers enqueued it at once): then it is failed as "not run" and None returned."""
     frozen = study.get_trials(deepcopy=False)[trial.number]
-    info = _promotion(frozen)
-    if info is None:
+    key = _task_key(frozen)
+    if key is None:
         fail_trial(study, trial, "not run: a search trial was queued while promoting; it is not needed now")
         return None
-    key = (config_key(frozen.user_attrs[CONFIG_ATTR]), int(info["rung"]), int(info["seed_index"]))
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-        other = _promotion(t)
-        if (t.number < frozen.number and other is not None
-                and (config_key(t.user_attrs[CONFIG_ATTR]), int(other["rung"]), int(other["seed_index"])) == key):
+        if t.number < frozen.number and _task_key(t) == key:
             fail_trial(study, trial, f"not run: trial {t.number} holds the same promoted evaluation")
             return None
     return frozen

@@ -329,7 +329,7 @@ def _tell_one(
             # late to count it as pending); of two such trials, at least one sees the other here.
             finish(fail_trial(study, trial, f"not run: trial {other} has the same configuration"))
             return "skipped", None
-        frozen = _evaluate(study, trial, config, evaluate)
+        frozen = evaluate_and_tell(study, trial, config, evaluate)
     except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
         if not _failed_as_stale_elsewhere(study, trial):
             raise
@@ -363,7 +363,7 @@ def _out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def _evaluate(
+def evaluate_and_tell(
     study: optuna.Study,
     trial: optuna.trial.Trial,
     config: PeftConfig,
