@@ -37,7 +37,8 @@ def main() -> None:
     from autopeft.search.results import completed_trials, front_rows
     from autopeft.space import PeftConfig
     from autopeft.training import Fidelity, train_and_evaluate
-    from autopeft.workflow import load_task_source, open_existing
+    from autopeft.tasks import TaskSource
+    from autopeft.workflow import open_existing
 
     seeds = [int(s) for s in args.seeds.split(",")]
     study = open_existing(args.study_dir, None, "autopeft")
@@ -45,7 +46,8 @@ def main() -> None:
     if used & set(seeds):
         raise SystemExit(f"seeds {sorted(used & set(seeds))} were used by the search; choose others")
     meta = study.user_attrs
-    task, fidelity = load_task_source(meta["task_source"]), Fidelity(**meta["fidelity"])
+    # the search's own data: trained on train less the selection split, scored on the selection split
+    task, fidelity = TaskSource.from_dict(meta["task_source"]).splits()[0], Fidelity(**meta["fidelity"])
     tokenizer = load_tokenizer(meta["model"])
     constant = majority_baseline(task.spec, task.train.labels, task.dev.labels)["score"]
     args.out.mkdir(parents=True, exist_ok=True)

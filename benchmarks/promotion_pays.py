@@ -52,14 +52,14 @@ def compute(study) -> float:
 
 
 def search(task_name: str, out: Path, seed: int, budget: int, promote: int):
-    from autopeft.tasks import load_task
+    from autopeft.tasks import TaskSource, load_task
     from autopeft.training import fidelity_from
     from autopeft.workflow import SearchSettings
     from autopeft.workflow import search as run
 
     settings = SearchSettings(model=MODEL, task=load_task(task_name), fidelity=fidelity_from("low"), out_dir=out,
                               budget=budget, search_seed=seed, promote=promote, progress=False,
-                              task_source={"name": task_name})
+                              task_source=TaskSource(task_name))
     return run(settings).study
 
 
@@ -67,11 +67,11 @@ def retrain_route(task_name: str, study, k: int, out: Path) -> tuple[dict[str, A
     """K front configurations at full fidelity, 2 seeds, on train minus the selection split; the best by mean."""
     from autopeft.search.results import front_rows
     from autopeft.space import PeftConfig
-    from autopeft.tasks import load_task
+    from autopeft.tasks import TaskSource
     from autopeft.training import FIDELITIES, resolve_precision
-    from autopeft.workflow import search_splits, spread_along_front, train_seeds
+    from autopeft.workflow import spread_along_front, train_seeds
 
-    search_task, _, _ = search_splits(load_task(task_name), {"name": task_name})
+    search_task, _, _ = TaskSource(task_name).splits()
     full = resolve_precision(FIDELITIES["full"])
     picked, spent = [], 0.0
     for row in spread_along_front(front_rows(study), k):
@@ -138,10 +138,9 @@ def run_pair(task_name: str, seed: int, out: Path, budget: int, k: int) -> None:
 
 
 def _search_train(task_name: str):
-    from autopeft.tasks import load_task
-    from autopeft.workflow import search_splits
+    from autopeft.tasks import TaskSource
 
-    return search_splits(load_task(task_name), {"name": task_name})[0].train
+    return TaskSource(task_name).splits()[0].train
 
 
 def summary(out: Path) -> str:

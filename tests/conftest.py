@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import optuna  # noqa: F401 - imported now, so that its log handler holds the session's stderr, not a test's capsys
 import pytest
 import torch
 from transformers import (

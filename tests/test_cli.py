@@ -305,7 +305,7 @@ def test_file_task_name_and_metric_are_stored_and_a_new_metric_is_refused(tiny_m
 def test_the_empty_text_choice_is_stored_reloaded_and_kept_on_resume(tiny_model_dir, tmp_path, capsys):
     import optuna
 
-    from autopeft.workflow import load_task_source
+    from autopeft.tasks import TaskSource
 
     train, dev = _file_task(tmp_path / "reviews", [*ROWS, (" ", "pos")])
     out = tmp_path / "study"
@@ -316,7 +316,7 @@ def test_the_empty_text_choice_is_stored_reloaded_and_kept_on_resume(tiny_model_
     assert f"warning: {train}: left out 1 example(s) with an empty 'text' text, the first on line 18" in printed
     attrs = optuna.load_study(study_name="autopeft", storage=f"sqlite:///{out / 'study.db'}").user_attrs
     assert attrs["task_source"]["empty_text"] == "drop"
-    reloaded = load_task_source(attrs["task_source"])  # what retrain, load_search and workers see
+    reloaded = TaskSource.from_dict(attrs["task_source"]).load()  # what retrain, load_search and workers see
     assert len(reloaded.train) == len(ROWS) and reloaded.identity() == attrs["task_identity"]
     before = (out / "study.db").read_bytes()
     err = _error(capsys, base)  # keep (the default): other training data
@@ -375,7 +375,7 @@ def test_a_glue_name_stays_a_glue_task_beside_a_folder_of_that_name(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     (tmp_path / "RTE").mkdir()  # e.g. run from the GLUE data root
     args = build_parser().parse_args(["train", "--task", "RTE", "--config", "full", "--out", "o"])
-    assert _task_source(args) == {"name": "RTE", "data_dir": None}
+    assert _task_source(args).to_dict() == {"name": "RTE", "data_dir": None}
 
 
 def test_nuts_flag_fits_the_saas_model_fully_bayesian(tiny_model_dir, tmp_path, capsys, monkeypatch):

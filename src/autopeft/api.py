@@ -17,6 +17,7 @@ from torch import nn
 
 from autopeft.errors import UserError
 from autopeft.space import PeftConfig
+from autopeft.tasks import TaskSource
 from autopeft.training import FIDELITIES, FULL_FINETUNE, Fidelity, TrainResult, fidelity_from
 from autopeft.trained import load_trained
 
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
     from autopeft.search.results import TrialRecord
 
 # a GLUE name, or the arguments of load_file_task (train_path, dev_path, text_a, ...) or of
-# load_datasets_task (datasets: a save_to_disk folder or hf:NAME[:CONFIG], text_a, ...)
-TaskSource = str | dict[str, Any]
+# load_datasets_task (datasets: a save_to_disk folder or hf:NAME[:CONFIG], text_a, ...): `tasks.TaskSource.of`
+TaskArg = str | dict[str, Any]
 _FIDELITY_FIELDS = {f.name for f in fields(Fidelity)}
 
 
@@ -41,19 +42,6 @@ class FrontMember:
     percent: float  # trainable parameters, % of the backbone
     trainable_params: int
     trials: tuple[int, ...]  # its trial numbers (first evaluation, then replicates)
-
-
-def _source(task: TaskSource) -> dict[str, Any]:
-    if isinstance(task, str):
-        return {"name": task}
-    from autopeft.tasks import datasets_task_name, file_task_name
-
-    if isinstance(task, dict) and "train_path" in task:
-        return {"name": file_task_name(task["train_path"]), **task}
-    if isinstance(task, dict) and "datasets" in task:
-        return {"name": datasets_task_name(task["datasets"]), **task}
-    raise UserError(f"task must be a GLUE name or a dict of load_file_task arguments (train_path, dev_path, text_a, "
-                    f"label, ...) or load_datasets_task arguments (datasets, text_a, label, ...), got {task!r}")
 
 
 def _fidelity(preset: str | Fidelity, overrides: dict[str, Any]) -> Fidelity:
@@ -126,25 +114,25 @@ class Search:
                              fidelity_overrides=fidelity, progress=self._settings.progress,
                              device=self._settings.device)
 
-    def transfer(self, task: TaskSource, out_dir: str | Path, top: int = 0, seeds: int = 3,
+    def transfer(self, task: TaskArg, out_dir: str | Path, top: int = 0, seeds: int = 3,
                  **fidelity: Any) -> list[dict[str, Any]]:
         """Retrain the front on another task beside the single-module baselines; see `workflow.transfer`."""
-        from autopeft.workflow import load_task_source, transfer
+        from autopeft.workflow import transfer
 
-        return transfer(self.out_dir, load_task_source(_source(task)), Path(out_dir), storage=self._settings.storage,
+        return transfer(self.out_dir, TaskSource.of(task).load(), Path(out_dir), storage=self._settings.storage,
                         study_name=self._settings.study_name, top=top, seeds=seeds,
                         fidelity=_fidelity("full", fidelity), progress=self._settings.progress,
                         device=self._settings.device)
 
 
-def create_search(model: str = "minilm", task: TaskSource = "RTE", out_dir: str | Path = "runs/search",
+def create_search(model: str = "minilm", task: TaskArg = "RTE", out_dir: str | Path = "runs/search",
                   fidelity: str | Fidelity = "low", progress: bool = False, **settings: Any) -> Search:
     """A search for `model` on `task`, kept in `out_dir` (resumed if it is there with the same settings).
 
     `settings`: fidelity fields (train_examples, epochs, ...) and the CLI's search options by their
     `workflow.SearchSettings` names (sampler, n_init, search_seed, lora, replicates, calibration_pairs, ...).
     """
-    from autopeft.workflow import SearchSettings, load_task_source
+    from autopeft.workflow import SearchSettings
 
     known = {f.name for f in fields(SearchSettings)} - {"model", "task", "fidelity", "out_dir", "budget", "task_source"}
     fidelity_overrides = {k: settings.pop(k) for k in list(settings) if k in _FIDELITY_FIELDS}
@@ -152,8 +140,8 @@ def create_search(model: str = "minilm", task: TaskSource = "RTE", out_dir: str 
     if unknown:
         raise UserError(f"unknown setting(s) {unknown}; search settings: {sorted(known)}, "
                         f"fidelity fields: {sorted(_FIDELITY_FIELDS)}")
-    source = _source(task)
-    return Search(SearchSettings(model=model, task=load_task_source(source), fidelity=_fidelity(fidelity,
+    source = TaskSource.of(task)
+    return Search(SearchSettings(model=model, task=source.load(), fidelity=_fidelity(fidelity,
                                  fidelity_overrides), out_dir=Path(out_dir), task_source=source, progress=progress,
                                  **settings))
 
@@ -163,16 +151,17 @@ def load_search(out_dir: str | Path, storage: str | None = None, study_name: str
     """The search stored in `out_dir` (or `storage`), with the model, task, space, fidelity, sampler and
     reference point it was made with."""
     from autopeft.search.record import StudyRecord
-    from autopeft.workflow import SearchSettings, load_task_source, open_existing
+    from autopeft.workflow import SearchSettings, open_existing
 
     record = StudyRecord.from_study(open_existing(out_dir, storage, study_name))
     promotion = record.promotion or {}
-    settings = SearchSettings(model=record.model, task=load_task_source(record.task_source),
+    source = TaskSource.from_dict(record.task_source)
+    settings = SearchSettings(model=record.model, task=source.load(),
                               fidelity=Fidelity(**record.fidelity), out_dir=Path(out_dir), storage=storage,
                               study_name=study_name, sampler=record.sampler, search_seed=record.seed,
                               n_init=record.n_init, nuts=record.nuts,
                               percent_scale=record.sampler_options.get("percent_scale"),
-                              task_source=record.task_source, replicates=record.replicates,
+                              task_source=source, replicates=record.replicates,
                               calibration_pairs=record.calibration_pairs, space=record.space,
                               fidelity_auto=record.calibration is not None, progress=progress, device=device,
                               ref_point=tuple(record.user_reference_point) if record.user_reference_point else None,
@@ -181,7 +170,7 @@ def load_search(out_dir: str | Path, storage: str | None = None, study_name: str
     return Search(settings)
 
 
-def train(model: str, task: TaskSource, config: PeftConfig | dict[str, Any] | str, out_dir: str | Path | None = None,
+def train(model: str, task: TaskArg, config: PeftConfig | dict[str, Any] | str, out_dir: str | Path | None = None,
           fidelity: str | Fidelity = "full", progress: bool = False, device: str = "auto",
           **overrides: Any) -> TrainResult:
     """Train one configuration (a PeftConfig, its dict, a JSON file, or "full") on `device`; score it on dev.
@@ -189,13 +178,11 @@ def train(model: str, task: TaskSource, config: PeftConfig | dict[str, Any] | st
     With `out_dir`, the trained run is saved there (load it with `load_trained`).
     """
     from autopeft.training import train_and_evaluate
-    from autopeft.workflow import load_task_source
-
     if isinstance(config, dict):
         config = PeftConfig.from_dict(config)
     elif isinstance(config, str) and config != FULL_FINETUNE:
         config = PeftConfig.from_json_file(config)
-    return train_and_evaluate(model, load_task_source(_source(task)), config, _fidelity(fidelity, overrides),
+    return train_and_evaluate(model, TaskSource.of(task).load(), config, _fidelity(fidelity, overrides),
                               out_dir=out_dir, progress=progress, device=device)
 
 

@@ -100,9 +100,9 @@ def _fidelity(args: argparse.Namespace):
     )
 
 
-def _task_source(args: argparse.Namespace) -> dict:
-    """Where the task comes from: a GLUE name (+ data dir), or a file task's arguments."""
-    from autopeft.tasks import datasets_task_name, file_task_name, resolve_glue_name
+def _task_source(args: argparse.Namespace):
+    """The `TaskSource` the task flags name: a GLUE name (+ data dir), a file task or a `datasets` task."""
+    from autopeft.tasks import TaskSource, resolve_glue_name
 
     columns = {"text_a": args.text_a, "text_b": args.text_b, "label": args.label,
                "kind": "regression" if args.regression else "classification",
@@ -113,25 +113,22 @@ def _task_source(args: argparse.Namespace) -> dict:
         raise UserError("--test is for file tasks; GLUE and datasets tasks report on their dev split and choose on "
                         "a split held out of train")
     if args.task.startswith("hf:") or saved:
-        return {"name": args.name or datasets_task_name(args.task), "datasets": args.task,
-                "train_split": args.train_split, "dev_split": args.dev_split, **columns}
+        return TaskSource.of({"name": args.name, "datasets": args.task, "train_split": args.train_split,
+                              "dev_split": args.dev_split, **columns})
     if resolve_glue_name(args.task) is not None or not Path(args.task).suffix:
         for flag, value in (("--metric", args.metric), ("--name", args.name), ("--empty-text", args.empty_text)):
             if value is not None:
                 raise UserError(f"{flag} is for file tasks; GLUE task {args.task} keeps its standard data, metric "
                                 "and name")
-        return {"name": args.task, "data_dir": args.data_dir}  # an unknown name fails with the known list
+        return TaskSource(args.task, {"data_dir": args.data_dir})  # an unknown name fails with the known list
     if not args.dev:
         raise UserError(f"file task {args.task} needs --dev with the dev file")
     test = {"test_path": args.test} if getattr(args, "test", None) else {}
-    return {"name": args.name or file_task_name(args.task), "train_path": args.task, "dev_path": args.dev, **columns,
-            **test}
+    return TaskSource.of({"name": args.name, "train_path": args.task, "dev_path": args.dev, **columns, **test})
 
 
 def _task(args: argparse.Namespace):
-    from autopeft.workflow import load_task_source
-
-    return load_task_source(_task_source(args))
+    return _task_source(args).load()
 
 
 def _writable_dir(path: str) -> Path:

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -730,3 +730,66 @@ def load_datasets_task(
         tables.append(table)
     return _build_task(tables[0], tables[1], text_a, label, text_b, kind, names, name or datasets_task_name(source),
                        primary_metric, source=source, empty_text=empty_text)
+
+
+# --------------------------------------------------------------------------- task sources
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    """Where a task's data comes from: the one form the CLI, the API, a study and the benchmarks use.
+
+    One of: a GLUE task (`args`: optional data_dir); a file task (`args` of `load_file_task`:
+    train_path, dev_path, text_a, label, ..., and optionally test_path, its report split); a
+    `datasets` task (`args` of `load_datasets_task`: datasets, a save_to_disk folder or
+    hf:NAME[:CONFIG], then text_a, label, ...). A study stores `to_dict()`; `from_dict` reads it.
+    """
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """"file", "datasets" or "glue"."""
+        return "file" if "train_path" in self.args else "datasets" if "datasets" in self.args else "glue"
+
+    @classmethod
+    def of(cls, task: str | Mapping[str, Any]) -> TaskSource:
+        """A GLUE name, or a dict of `load_file_task` / `load_datasets_task` arguments (name: the default)."""
+        if isinstance(task, str):
+            return cls(task)
+        if isinstance(task, Mapping) and ("train_path" in task or "datasets" in task):
+            args = {k: v for k, v in task.items() if k != "name"}
+            default = (file_task_name(task["train_path"]) if "train_path" in task
+                       else datasets_task_name(task["datasets"]))
+            return cls(task.get("name") or default, args)
+        raise UserError("task must be a GLUE name or a dict of load_file_task arguments (train_path, dev_path, "
+                        "text_a, label, ...) or load_datasets_task arguments (datasets, text_a, label, ...), "
+                        f"got {task!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskSource:
+        return cls(data["name"], {k: v for k, v in data.items() if k != "name"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.args}
+
+    def load(self) -> TaskData:
+        """The task's train and dev splits (a file task's test file is read by `splits`)."""
+        args = {k: v for k, v in self.args.items() if k != "test_path"}
+        if self.kind == "file":
+            return load_file_task(**args, name=self.name)
+        if self.kind == "datasets":
+            return load_datasets_task(args.pop("datasets"), **args, name=self.name)
+        return load_task(self.name, args.get("data_dir"))
+
+    def splits(self, task: TaskData | None = None) -> tuple[TaskData, Split, Selection]:
+        """What a search trains and chooses on, and what it reports on (`selection_split`): GLUE and `datasets`
+        tasks hold the selection split out of train; a file task selects on its dev file and reports on its
+        test file, when it has one. `task`: this source's task, if loaded already."""
+        task = task or self.load()
+        test = None
+        if self.args.get("test_path"):
+            args = {k: v for k, v in self.args.items() if k not in ("test_path", "dev_path")}
+            test = load_file_task(**args, dev_path=self.args["test_path"], name=self.name).dev
+        return selection_split(task, test=test, carve=self.kind != "file")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,8 +22,7 @@ from autopeft.metrics import majority_baseline
 from autopeft.models import load_model, load_tokenizer, weights_fingerprint
 from autopeft.modules import model_spec
 from autopeft.space import ModelSpec, PeftConfig, SearchSpace, standard_modules
-from autopeft.tasks import (Selection, Split, TaskData, load_datasets_task, load_file_task, load_task,
-                            selection_split)
+from autopeft.tasks import Selection, TaskData, TaskSource
 from autopeft.training import (FIDELITIES, FULL_FINETUNE, Fidelity, resolve_device, resolve_precision,
                                train_and_evaluate)
 
@@ -36,34 +35,6 @@ DEFAULT_CALIBRATION_PAIRS = 2
 
 
 # --- tasks and models ---------------------------------------------------------------------
-
-
-def task_source(task: TaskData, **file_args: Any) -> dict[str, Any]:
-    """How to load `task` again: a GLUE name (+ data dir) or the file-task arguments."""
-    return {"name": task.spec.name, **file_args}
-
-
-def load_task_source(source: dict[str, Any]) -> TaskData:
-    """The task a source describes: a GLUE name (+ data_dir), a file task (train_path, ...) or a
-    `datasets` task (datasets: a save_to_disk folder or hf:NAME[:CONFIG], ...). A file task's
-    test_path (its report split) is read by `search_splits`."""
-    args = {k: v for k, v in source.items() if k not in ("name", "test_path")}
-    if "train_path" in source:
-        return load_file_task(**args, name=source["name"])
-    if "datasets" in source:
-        return load_datasets_task(args.pop("datasets"), **args, name=source["name"])
-    return load_task(source["name"], source.get("data_dir"))
-
-
-def search_splits(task: TaskData, source: dict[str, Any]) -> tuple[TaskData, Split, Selection]:
-    """What a search trains and chooses on, and what it reports on (`tasks.selection_split`): GLUE and
-    `datasets` tasks hold the selection split out of train; a file task selects on its dev file and
-    reports on its test file (test_path), when it has one."""
-    test = None
-    if source.get("test_path"):
-        args = {k: v for k, v in source.items() if k not in ("name", "test_path", "dev_path")}
-        test = load_file_task(**args, dev_path=source["test_path"], name=source["name"]).dev
-    return selection_split(task, test=test, carve="train_path" not in source)
 
 
 def describe_model(model: str, num_labels: int) -> tuple[ModelSpec, Any]:
@@ -101,7 +72,7 @@ class SearchSettings:
     retrain_top: int = 0
     retrain_seeds: int = 3
     progress: bool = True
-    task_source: dict[str, Any] = field(default_factory=dict)
+    task_source: TaskSource | None = None  # where `task` comes from (None: its GLUE name)
     ref_point: tuple[float, float] | None = None  # (score, percent); None: the documented default
     baselines: str | None = None  # "peft": also train SA, PA, PT, LoRA alone at the search fidelity; "all": and full FT
     heartbeat: int | None = None  # seconds between trial heartbeats (database storages); None: the default, 0: off
@@ -199,7 +170,7 @@ def search(settings: SearchSettings) -> StudyReport:
     """Run (or resume) a search, write its report, optionally retrain part of the front.
 
     The standard modules of the space are its first trials; trials train on the search task
-    and are scored on the selection split (`search_splits`). With `promote`, the front then goes
+    and are scored on the selection split (`TaskSource.splits`). With `promote`, the front then goes
     up a ladder of fidelities to `target` (`search.promotion`), and the answer there is scored on
     the report split. A full disk raises `errors.DiskFullError`; a trial it cut short runs again
     on resume.
@@ -222,8 +193,8 @@ def _search(settings: SearchSettings) -> StudyReport:
 
     s = settings  # budget, batch, n_init, promote and baselines are checked by SearchSettings
     options = _sampler_options(s)  # checked before the model loads
-    source = s.task_source or task_source(s.task)
-    search_task, report_split, selection = search_splits(s.task, source)
+    source = s.task_source or TaskSource(s.task.spec.name)
+    search_task, report_split, selection = source.splits(s.task)
     spec, tokenizer = describe_model(s.model, s.task.spec.num_labels)
     space = (SearchSpace.from_dict(s.space, spec.hidden_size, spec.n_layers) if s.space is not None
              else make_space(spec, s.space_file, s.lora))
@@ -242,7 +213,8 @@ def _search(settings: SearchSettings) -> StudyReport:
     ref = s.ref_point or default_reference_point(space_max_percent(space, spec))
     record = StudyRecord(
         model=s.model, model_weights=weights_fingerprint(s.model), model_spec=spec.to_dict(),
-        task=s.task.spec.name, task_identity=s.task.identity(), task_source=source, metric=s.task.spec.primary_metric,
+        task=s.task.spec.name, task_identity=s.task.identity(), task_source=source.to_dict(),
+        metric=s.task.spec.primary_metric,
         space=space.to_dict(), standards={name: config.to_dict() for name, config in standards.items()},
         fidelity=fidelity.to_dict(), fidelity_label=fidelity.describe(n_train), selection=selection.to_dict(),
         objectives=OBJECTIVES, sampler=s.sampler, seed=s.search_seed, n_init=s.n_init,
@@ -478,7 +450,7 @@ def _retrain_front(out_dir: Path, study, top: int, seeds: int, fidelity_override
     from autopeft.search.results import front_rows, record_retrained
 
     meta = study.user_attrs
-    task = load_task_source(meta["task_source"])
+    task = TaskSource.from_dict(meta["task_source"]).load()
     fidelity = resolve_precision(replace(FIDELITIES["full"], **(fidelity_overrides or {})), device)
     tokenizer = load_tokenizer(meta["model"])
     picked = spread_along_front(front_rows(study), top)

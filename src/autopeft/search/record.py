@@ -29,7 +29,7 @@ class StudyRecord:
     model_spec: dict[str, Any]  # space.ModelSpec.to_dict()
     task: str  # the task's name
     task_identity: dict[str, Any]  # tasks.TaskData.identity(): digests, columns, labels, metric
-    task_source: dict[str, Any]  # how to load the task again (workflow.load_task_source)
+    task_source: dict[str, Any]  # how to load the task again (tasks.TaskSource.to_dict())
     metric: str  # the task's primary metric
     space: dict[str, Any]  # SearchSpace.to_dict()
     standards: dict[str, dict[str, Any]]  # name -> configuration of the standard modules, the first trials
