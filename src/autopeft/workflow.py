@@ -17,6 +17,7 @@ import numpy as np
 
 from autopeft.errors import UserError, disk_full_reported, interrupts_deferred, write_text_atomic
 from autopeft.search.attrs import REPORT_SCORE_ATTR
+from autopeft.search.pareto import spread_along_front  # noqa: F401 - also used from here by the benchmarks
 from autopeft.search.record import StudyRecord
 from autopeft.metrics import majority_baseline
 from autopeft.models import load_model, load_tokenizer, weights_fingerprint
@@ -389,14 +390,6 @@ def export(out_dir: str | Path, pick: int, path: str | Path, storage: str | None
 
 
 # --- retraining -----------------------------------------------------------------------------
-
-
-def spread_along_front(rows: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
-    """K rows evenly spaced (by rank) along a front sorted by percent, both ends included; k<=0: all."""
-    if k <= 0 or k >= len(rows):
-        return list(rows)
-    picks = sorted({int(round(i)) for i in np.linspace(0, len(rows) - 1, k)})
-    return [rows[i] for i in picks]
 
 
 def train_seeds(model: str, task: TaskData, config: PeftConfig | str, fidelity: Fidelity, seeds: int,

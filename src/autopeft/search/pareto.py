@@ -17,12 +17,14 @@ benchmarks; see `default_reference_point`):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from autopeft.space import ModelSpec, SearchSpace
 
 ArrayLike = Sequence[float] | np.ndarray
+T = TypeVar("T")
 
 
 def _as_arrays(scores: ArrayLike, percents: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -120,3 +122,11 @@ def pareto_ranks(scores: ArrayLike, percents: ArrayLike) -> np.ndarray:
         left[on] = False
         rank += 1
     return ranks
+
+
+def spread_along_front(rows: Sequence[T], k: int) -> list[T]:
+    """K rows evenly spaced (by rank) along a front sorted by percent, both ends included; k<=0: all."""
+    if k <= 0 or k >= len(rows):
+        return list(rows)
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(rows) - 1, k)})
+    return [rows[i] for i in picks]

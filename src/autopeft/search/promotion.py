@@ -40,7 +40,7 @@ from autopeft.search import optuna_access
 from autopeft.search.attrs import (CONFIG_ATTR, FAIL_REASON_ATTR, PROMOTION_ATTR, REPORT_SCORE_ATTR, STANDARD_ATTR,
                                    WORKER_ATTR)
 from autopeft.search.noise import estimate_noise
-from autopeft.search.pareto import pareto_mask, pareto_ranks
+from autopeft.search.pareto import pareto_mask, pareto_ranks, spread_along_front
 from autopeft.search.results import config_key, config_rows
 from autopeft.search.workers import Heartbeat, fail_trial, notify, recover_stale, register_worker, this_worker
 from autopeft.space import PeftConfig, SearchSpace
@@ -191,12 +191,9 @@ def _rung_results(study: optuna.Study, rung: int) -> tuple[dict[tuple, FrozenTri
 
 def _spread(members: list[_Member], k: int) -> list[_Member]:
     """K members evenly spaced by rank along a front sorted by percent, both ends included; k = 1: the best score."""
-    if k >= len(members):
-        return list(members)
-    if k == 1:
+    if k == 1 and members:
         return [max(members, key=lambda m: m.mean)]
-    picks = sorted({int(round(i)) for i in np.linspace(0, len(members) - 1, k)})
-    return [members[i] for i in picks]
+    return spread_along_front(members, k)
 
 
 def _best_standard(members: list[_Member]) -> _Member | None:
