@@ -227,8 +227,9 @@ def open_study(
         except optuna.exceptions.DuplicatedStudyError:
             pass  # another worker created it just now: load it
         else:
-            for key, value in new.items():
-                study.set_user_attr(key, value)
+            # record_version first: a worker loading the study mid-write must not take it for an older one
+            for key in sorted(new, key=lambda k: k != "record_version"):
+                study.set_user_attr(key, new[key])
             return study
 
     study = optuna.load_study(study_name=study_name, storage=store, sampler=sampler)
