@@ -312,7 +312,7 @@ def test_the_empty_text_choice_is_stored_reloaded_and_kept_on_resume(tiny_model_
     base = ["search", "--model", str(tiny_model_dir), "--budget", "1", "--sampler", "random", *TINY_SEARCH,
             "--task", str(train), "--dev", str(dev), "--out", str(out)]
     assert main([*base, "--empty-text", "drop"]) == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert f"warning: {train}: left out 1 example(s) with an empty 'text' text, the first on line 18" in printed
     attrs = optuna.load_study(study_name="autopeft", storage=f"sqlite:///{out / 'study.db'}").user_attrs
     assert attrs["task_source"]["empty_text"] == "drop"

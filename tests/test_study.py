@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import signal
 import sys
@@ -308,7 +309,7 @@ def test_always_failing_evaluate_stops(tmp_path):
         run_search(make(tmp_path), SPACE, broken, budget=3, progress=False)
 
 
-def test_keyboard_interrupt_marks_fail_and_requeues(tmp_path, capsys):
+def test_keyboard_interrupt_marks_fail_and_requeues(tmp_path, caplog):
     calls = []
 
     def interrupt(config, trial):
@@ -320,13 +321,13 @@ def test_keyboard_interrupt_marks_fail_and_requeues(tmp_path, capsys):
         run_search(study, SPACE, interrupt, budget=3, progress=False)
     failed = [t for t in study.get_trials(states=(TrialState.FAIL,)) if t.user_attrs.get("fail_reason") == "interrupted"]
     assert len(failed) == 1
-    assert "resume" in capsys.readouterr().err
+    assert "resume" in caplog.text
     ev = Evaluator()
     run_search(make(tmp_path), SPACE, ev, budget=1, progress=False)
     assert ev.seen == calls  # the interrupted configuration runs first
 
 
-def test_a_ctrl_c_python_swallows_still_stops_the_search(tmp_path, capsys, monkeypatch):
+def test_a_ctrl_c_python_swallows_still_stops_the_search(tmp_path, caplog, monkeypatch):
     """A KeyboardInterrupt raised in a __del__ or weakref callback is only printed ("Exception
     ignored in ..."); the recorded Ctrl-C must still stop the search after that trial."""
 
@@ -349,7 +350,7 @@ def test_a_ctrl_c_python_swallows_still_stops_the_search(tmp_path, capsys, monke
     with interrupts_recorded(), pytest.raises(KeyboardInterrupt):
         run_search(study, SPACE, evaluate, budget=5, progress=False)
     assert swallowed == [KeyboardInterrupt]
-    assert "resume" in capsys.readouterr().err
+    assert "resume" in caplog.text
     assert len(ev.seen) == 2 and len(completed_trials(study)) == 2
     assert n_state(study, TrialState.RUNNING) == 0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
@@ -458,7 +459,7 @@ def test_duplicates_are_not_evaluated(tmp_path):
     assert len(set(configs_of(study))) == 3
 
 
-def test_exhausted_space_stops(tmp_path, capsys):
+def test_exhausted_space_stops(tmp_path, caplog):
     tiny = SearchSpace(n_layers=2, serial_adapter=(0, 8), parallel_adapter=(0,), prefix_length=(0,))
     assert tiny.n_valid() == 3
     meta = metadata(space=tiny.to_dict())
@@ -466,7 +467,7 @@ def test_exhausted_space_stops(tmp_path, capsys):
     ev = Evaluator()
     run_search(study, tiny, ev, budget=10, progress=False)
     assert len(ev.seen) <= 3 and len({c.to_json() for c in ev.seen}) == len(ev.seen)
-    assert "budget lowered" in capsys.readouterr().err
+    assert "budget lowered" in caplog.text
 
 
 def test_invalid_budget(tmp_path):
@@ -499,7 +500,7 @@ def suggested(study: optuna.Study) -> optuna.trial.Trial:
     return trial
 
 
-def test_configuration_proposed_by_two_workers_at_once_is_evaluated_once(tmp_path, short_waits, capsys):
+def test_configuration_proposed_by_two_workers_at_once_is_evaluated_once(tmp_path, short_waits, caplog):
     import socket
     import threading
 
@@ -520,7 +521,7 @@ def test_configuration_proposed_by_two_workers_at_once_is_evaluated_once(tmp_pat
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_trial_of_a_silent_worker_on_another_host_is_rerun(tmp_path, short_waits, capsys, request, backend):
+def test_trial_of_a_silent_worker_on_another_host_is_rerun(tmp_path, short_waits, caplog, request, backend):
     storage = f"sqlite:///{tmp_path / 'hb.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
     study = make(tmp_path, storage=storage, heartbeat=1)
     # A worker on another host (its pid cannot be checked) asked a trial, sent one heartbeat and died.
@@ -531,9 +532,10 @@ def test_trial_of_a_silent_worker_on_another_host_is_rerun(tmp_path, short_waits
     config = SPACE.from_params(trial.params)
 
     ev = Evaluator()
+    caplog.set_level(logging.INFO, logger="autopeft")
     run_search(make(tmp_path, storage=storage, heartbeat=1), SPACE, ev, budget=1, progress=False)
     waited = time.monotonic() - beat
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "trial 0 is running in worker elsewhere:1; left alone" in err
     assert "trial 0 (worker elsewhere:1) sent no heartbeat for over 3 s: marked FAIL and queued to run first" in err
     assert waited >= 3  # the trial counted against the budget of 1 until its heartbeat was 3 intervals old
@@ -596,7 +598,7 @@ def test_study_found_half_written_is_completed_not_refused(tmp_path):
     pytest.param(lambda: torch.empty(2**50, device="cuda"), id="torch-cuda",
                  marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
 ])
-def test_out_of_memory_is_recorded_and_search_continues(tmp_path, capsys, allocate):
+def test_out_of_memory_is_recorded_and_search_continues(tmp_path, caplog, allocate):
     calls = []
 
     def evaluate(config, trial):
@@ -611,4 +613,4 @@ def test_out_of_memory_is_recorded_and_search_continues(tmp_path, capsys, alloca
     reason = failed[0].user_attrs["fail_reason"]
     assert reason.startswith("out of memory: ") and "--batch-size" in reason and "--max-length" in reason
     assert len(completed_trials(study)) == 2 and len(calls) == 3
-    assert "failed: out of memory" in capsys.readouterr().err
+    assert "failed: out of memory" in caplog.text

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from collections.abc import Sequence
 
+from autopeft import log
 from autopeft.errors import UserError, disk_full_error, disk_full_reported, interrupts_recorded
 
 PRECISION_CHOICES = ("fp32", "bf16", "auto")  # training.PRECISIONS, without importing torch at start-up
@@ -467,12 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    progress = logging.StreamHandler(sys.stdout)  # the library's progress notes (logger "autopeft")
-    logger = logging.getLogger("autopeft")
-    level = logger.level
-    logger.addHandler(progress)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # printed once, by this handler
+    # The library's status lines (logger "autopeft") on stderr; --quiet keeps only its warnings.
+    level = logging.getLogger(log.ROOT).level  # restored after, for callers of main() in-process
+    log.enable_default_handler(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     with interrupts_recorded():  # a Ctrl-C Python swallows still stops at the next check_interrupt
         try:
             if getattr(args, "device", None):
@@ -491,9 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("autopeft: interrupted", file=sys.stderr)
             return 130
         finally:
-            logger.removeHandler(progress)
-            logger.setLevel(level)
-            logger.propagate = True
+            log.disable_default_handler()
+            logging.getLogger(log.ROOT).setLevel(level)
     return 0
 
 

@@ -22,7 +22,6 @@ import re
 import struct
 import tempfile
 import time
-import warnings
 import zlib
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -35,7 +34,10 @@ import torch
 from torch import nn
 
 from autopeft.errors import UserError
+from autopeft.log import get_logger
 from autopeft.modules.arch import arch_map_for, get_submodule
+
+logger = get_logger(__name__)
 
 
 class _Passthrough(nn.Module):
@@ -224,12 +226,12 @@ class StatesCache:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            warnings.warn(f"states cache: cannot read {path} ({exc.strerror}); recomputing", stacklevel=3)
+            logger.warning(f"states cache: cannot read {path} ({exc.strerror}); recomputing")
             return None
         try:
             states = _decode(blob, key)
         except Exception as exc:  # truncated, corrupt, or not ours: a miss; put() overwrites it
-            warnings.warn(f"states cache: ignoring unreadable {path.name} ({exc}); recomputing", stacklevel=3)
+            logger.warning(f"states cache: ignoring unreadable {path.name} ({exc}); recomputing")
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # recently used: evicted last
@@ -247,7 +249,7 @@ class StatesCache:
                 f.write(blob)
             os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
         except OSError as exc:  # disk full, permissions: the trial goes on without the disk copy
-            warnings.warn(f"states cache: cannot write {path} ({exc.strerror})", stacklevel=3)
+            logger.warning(f"states cache: cannot write {path} ({exc.strerror})")
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
             return

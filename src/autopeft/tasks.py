@@ -11,7 +11,6 @@ import csv
 import hashlib
 import io
 import json
-import logging
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -22,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from autopeft.errors import UserError
+from autopeft.log import get_logger
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -38,7 +38,7 @@ PACKAGED_GLUE_DIR = Path(__file__).resolve().parent / "data" / "glue"
 #: What a file task does with examples whose text is empty: keep them (with a warning) or drop them.
 EMPTY_TEXT_CHOICES = ("keep", "drop")
 
-logger = logging.getLogger("autopeft")  # warnings about the data: the CLI shows them; a library user configures logging
+logger = get_logger(__name__)  # warnings about the data: see autopeft.log
 
 
 # --------------------------------------------------------------------------- data classes

@@ -7,7 +7,6 @@ study's metadata, so `retrain`, `report` and `export` take just the study folder
 from __future__ import annotations
 
 import json
-import logging
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from autopeft.errors import UserError, disk_full_reported, interrupts_deferred, write_text_atomic
+from autopeft.log import get_logger
 from autopeft.search.attrs import REPORT_SCORE_ATTR
 from autopeft.search.pareto import spread_along_front  # noqa: F401 - also used from here by the benchmarks
 from autopeft.search.record import StudyRecord
@@ -28,7 +28,7 @@ from autopeft.training import (FIDELITIES, FULL_FINETUNE, Fidelity, resolve_devi
                                train_and_evaluate)
 
 OBJECTIVES = ["score:maximize", "percent:minimize"]
-logger = logging.getLogger("autopeft")  # progress of long jobs: the CLI shows it; a library user configures logging
+logger = get_logger(__name__)  # progress of long jobs: see autopeft.log
 BO_SAMPLERS = ("saasbo", "gp")
 # Replicates beyond these pairs cost held-out hypervolume in our replay (BENCHMARKS.md), so by default a
 # search only re-trains this many configurations, to measure the seed noise.

@@ -29,7 +29,10 @@ import warnings
 from pathlib import Path
 from collections.abc import Iterator
 
+from autopeft.log import get_logger
 from autopeft.search.environment import extensions_dir
+
+logger = get_logger(__name__)
 
 COMPILE_TIMEOUT_S = 300  # several times a normal compile on 2 cores; past it the pure-PyTorch path is used
 FOREIGN_LOCK_WAIT_S = 10.0  # how long a torch lock not made by autopeft may still be released by its owner
@@ -70,8 +73,8 @@ def _fallback(reason: str) -> str:
 
     global _state
     logei._C, logei._load_attempted = None, True  # BoTorch then takes its pure-PyTorch path
-    warnings.warn(f"BoTorch's fused qLogNEHVI kernel is not available ({reason}); using its pure-PyTorch path "
-                  "(slower acquisition, same proposals up to rounding)", stacklevel=3)
+    logger.warning(f"BoTorch's fused qLogNEHVI kernel is not available ({reason}); using its pure-PyTorch path "
+                   "(slower acquisition, same proposals up to rounding)")
     _state = "fallback"
     return _state
 

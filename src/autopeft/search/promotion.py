@@ -36,15 +36,18 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.errors import UserError, check_interrupt, interrupts_deferred, interrupts_recorded
+from autopeft.log import get_logger
 from autopeft.search import optuna_access
 from autopeft.search.attrs import (CONFIG_ATTR, FAIL_REASON_ATTR, PROMOTION_ATTR, REPORT_SCORE_ATTR, STANDARD_ATTR,
                                    WORKER_ATTR)
 from autopeft.search.noise import estimate_noise
 from autopeft.search.pareto import pareto_mask, pareto_ranks, spread_along_front
 from autopeft.search.results import config_key, config_rows
-from autopeft.search.workers import Heartbeat, fail_trial, notify, recover_stale, register_worker, this_worker
+from autopeft.search.workers import Heartbeat, fail_trial, recover_stale, register_worker, this_worker
 from autopeft.space import PeftConfig, SearchSpace
 from autopeft.training import Fidelity
+
+logger = get_logger(__name__)
 
 __all__ = ["PromotionPlan", "PromotionTask", "answer_members", "check_plan_fits", "fidelity_ladder", "next_tasks",
            "run_promotion"]
@@ -344,7 +347,7 @@ def run_promotion(
                     break
                 if not schedule.todo:
                     if not waiting:
-                        notify(f"promotion rung {schedule.rung}: waiting for other workers' evaluations")
+                        logger.info(f"promotion rung {schedule.rung}: waiting for other workers' evaluations")
                     waiting = True
                     time.sleep(WAIT_POLL_S)
                     continue
@@ -376,7 +379,7 @@ def run_promotion(
                 finally:
                     heart.discard(optuna_access.trial_id(trial))
                 if told.state != TrialState.COMPLETE:
-                    notify(f"promoted trial {told.number} failed: {told.user_attrs.get(FAIL_REASON_ATTR)}")
+                    logger.warning(f"promoted trial {told.number} failed: {told.user_attrs.get(FAIL_REASON_ATTR)}")
                 bar.set_postfix_str(f"rung {popped.rung}/{len(plan.rungs)} ({plan.labels[popped.rung - 1]})")
                 bar.update(1)
         finally:

@@ -29,6 +29,7 @@ from autopeft.errors import (
     interrupts_immediate,
     interrupts_recorded,
 )
+from autopeft.log import get_logger
 from autopeft.search import optuna_access
 from autopeft.search.attrs import (
     BUDGET_ATTR,
@@ -48,13 +49,14 @@ from autopeft.search.workers import (
     Heartbeat,
     fail_trial,
     held_elsewhere,
-    notify,
     recover_stale,
     register_worker,
     requeue,
     this_worker,
 )
 from autopeft.space import PeftConfig, SearchSpace
+
+logger = get_logger(__name__)
 
 MAX_CONSECUTIVE_SKIPS = 50  # proposals not evaluated (duplicates, invalid) in a row
 MAX_CONSECUTIVE_FAILURES = 10  # evaluations raising in a row
@@ -203,7 +205,8 @@ def run_search(
             raise UserError(f"{name} must be a positive integer, got {value!r}")
     size = space.n_valid()
     if budget > size:
-        notify(f"the search space holds only {size} valid configurations; budget lowered from {budget} to {size}")
+        logger.warning(f"the search space holds only {size} valid configurations; "
+                       f"budget lowered from {budget} to {size}")
         budget = size
 
     recover_stale(study)  # also when the budget is met already
@@ -242,7 +245,7 @@ def run_search(
                         asked.append(one)
                     if not asked:
                         if not waiting:
-                            notify(f"{n_done} trials done; the rest of the budget of {budget} is running in other "
+                            logger.info(f"{n_done} trials done; the rest of the budget of {budget} is running in other "
                                    "workers: waiting for them (a dead worker's trial is run again here)")
                         waiting = True
                         time.sleep(WAIT_POLL_S)
@@ -274,13 +277,13 @@ def run_search(
                     _interrupted(study, [t for t, _, _ in asked])
                     raise
                 if skips >= MAX_CONSECUTIVE_SKIPS:
-                    notify(
+                    logger.warning(
                         f"stopping: the last {skips} proposals were duplicates of evaluated configurations or invalid; "
                         f"the sampler has little left to propose ({n_done} of {size} configurations evaluated)"
                     )
                     break
         except KeyboardInterrupt:
-            notify(f"interrupted after {n_done} completed trials; completed trials are kept: {RESUME_HINT}")
+            logger.warning(f"interrupted after {n_done} completed trials; completed trials are kept: {RESUME_HINT}")
             raise
         finally:
             heart.close()
@@ -333,11 +336,11 @@ def _tell_one(
     except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
         if not _failed_as_stale_elsewhere(study, trial):
             raise
-        notify(f"trial {trial.number} was failed as stale by another worker (late heartbeats) and queued again; "
-               "its result here is dropped")
+        logger.warning(f"trial {trial.number} was failed as stale by another worker (late heartbeats) and queued "
+                       "again; its result here is dropped")
         return "lost", None
     if frozen.state != TrialState.COMPLETE:
-        notify(f"trial {frozen.number} failed: {frozen.user_attrs[FAIL_REASON_ATTR]}")
+        logger.warning(f"trial {frozen.number} failed: {frozen.user_attrs[FAIL_REASON_ATTR]}")
     elif replicate is None:
         done[key] = frozen.number
     finish(frozen)

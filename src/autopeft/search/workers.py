@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sys
 import threading
 import warnings
 from datetime import datetime, UTC
@@ -44,20 +43,16 @@ from autopeft.search.attrs import (
     WORKER_ATTR,
     WORKER_PREFIX,
 )
+from autopeft.log import get_logger
 from autopeft.search.results import replicate_index, replicate_proposal
+
+logger = get_logger(__name__)
 
 DEFAULT_HEARTBEAT_S = 60  # heartbeat interval of database storages unless --heartbeat says otherwise
 HEARTBEAT_GRACE = 3  # a running trial without a heartbeat for this many intervals is stale
 
 
-# notify and fail_trial serve the runner too; they live here because the runner imports this module.
-def notify(message: str) -> None:
-    """A status line on stderr, above the progress bar."""
-    from tqdm import tqdm
-
-    tqdm.write(message, file=sys.stderr)
-
-
+# fail_trial serves the runner too; it lives here because the runner imports this module.
 def fail_trial(study: optuna.Study, trial: optuna.trial.Trial, reason: str, **attrs: Any) -> FrozenTrial:
     """Tell `trial` FAIL with user attr FAIL_REASON_ATTR = `reason` (and `attrs`)."""
     trial.set_user_attr(FAIL_REASON_ATTR, reason)
@@ -142,7 +137,7 @@ def requeue_heartbeat_stale(study: optuna.Study, frozen: FrozenTrial) -> None:
     grace = HEARTBEAT_GRACE * (optuna_access.heartbeat_interval(study) or 0)
     queued = " and queued to run first" if requeue(study, frozen) else ""
     owner = _worker_label(frozen.user_attrs.get(WORKER_ATTR))
-    notify(f"trial {frozen.number} ({owner}) sent no heartbeat for over {grace} s: marked FAIL{queued}")
+    logger.warning(f"trial {frozen.number} ({owner}) sent no heartbeat for over {grace} s: marked FAIL{queued}")
 
 
 def recover_stale(study: optuna.Study, quiet: bool = False) -> None:
@@ -161,14 +156,14 @@ def recover_stale(study: optuna.Study, quiet: bool = False) -> None:
         if _other_worker_alive(owner) or (owner is None and others):
             if not quiet:
                 where = _worker_label(owner) if owner else "another live worker"
-                notify(f"trial {frozen.number} is running in {where}; left alone")
+                logger.info(f"trial {frozen.number} is running in {where}; left alone")
             continue
         try:
             failed = fail_trial(study, optuna_access.trial_handle(study, frozen), "stale: interrupted run")
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker failed it first
         queued = " and queued to run first" if requeue(study, failed) else ""
-        notify(f"trial {frozen.number} was left running by an interrupted run: marked FAIL{queued}")
+        logger.warning(f"trial {frozen.number} was left running by an interrupted run: marked FAIL{queued}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # no-op without a heartbeat

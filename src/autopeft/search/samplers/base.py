@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime
 import math
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +41,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.errors import UserError
+from autopeft.log import get_logger
 from autopeft.search import optuna_access
 from autopeft.search.attrs import (
     DUPLICATE_OF_ATTR,
@@ -54,6 +54,8 @@ from autopeft.search.attrs import (
     SECONDS_ATTR,
 )
 from autopeft.space import PeftConfig, SearchSpace, row_key, rows_not_in, unique_rows
+
+logger = get_logger(__name__)
 
 __all__ = ["ConfigSampler", "History", "PROPOSAL_WAIT_S", "wait_for_earlier_proposals"]
 
@@ -208,7 +210,7 @@ class ConfigSampler(BaseSampler):
         rows = self._grid.random(rng, 1, fixed)
         if len(rows) == 0:  # enqueued values that admit no valid completion
             rows = self._grid.random(rng, 1)
-        warnings.warn("every configuration of the search space has been tried; repeating one", stacklevel=3)
+        logger.warning("every configuration of the search space has been tried; repeating one")
         return rows[0]
 
     # --- helpers --------------------------------------------------------------------

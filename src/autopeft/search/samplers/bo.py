@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +34,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
 from autopeft.errors import UserError
+from autopeft.log import get_logger
 from autopeft.search.attrs import BUDGET_ATTR
 from autopeft.search.bo import acquisition, discrete_optim, model
 from autopeft.search.environment import thread_limit
@@ -42,6 +42,8 @@ from autopeft.search.pareto import pareto_mask
 from autopeft.search.samplers.base import ConfigSampler, History
 from autopeft.search.samplers.options import BOOptions
 from autopeft.space import PeftConfig, SearchSpace, row_key, unique_rows
+
+logger = get_logger(__name__)
 
 __all__ = ["BayesOptSampler"]
 
@@ -102,8 +104,7 @@ class BayesOptSampler(ConfigSampler):
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - a failed fit must not end a long search
-            warnings.warn(f"BO proposal failed ({type(exc).__name__}: {exc}); proposing a random configuration",
-                          stacklevel=2)
+            logger.warning(f"BO proposal failed ({type(exc).__name__}: {exc}); proposing a random configuration")
             info["kind"] = f"random (BO failed: {type(exc).__name__})"
             row = None
         if row is None:
