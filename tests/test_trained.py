@@ -156,7 +156,7 @@ def test_what_peft_cannot_represent_is_refused(tiny_model_dir, tmp_path, capsys,
     capsys.readouterr()
     assert main(["export", str(run), "--format", "peft", "--to", str(tmp_path / "adapter")]) == 2
     err = capsys.readouterr().err
-    assert "PEFT export covers LoRA-only configurations" in err and needle in err
+    assert "PEFT export covers configurations of one method PEFT represents exactly (LoRA)" in err and needle in err
     assert not (tmp_path / "adapter" / "adapter_config.json").exists()
 
 

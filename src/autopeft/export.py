@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from autopeft.errors import UserError
 from autopeft.methods import METHODS
-from autopeft.methods.base import AdaptersExport
+from autopeft.methods.base import Export
 from autopeft.models import load_model, resolve_model
 from autopeft.modules.arch import arch_map_for, get_submodule
 from autopeft.modules.inject import WEIGHTS_FILE
@@ -32,45 +32,47 @@ from autopeft.training import FULL_FINETUNE
 
 
 def export_peft(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write `run_dir`'s LoRA as a PEFT adapter folder (adapter_config.json, adapter_model.safetensors).
+    """Write `run_dir`'s module as a PEFT adapter folder (adapter_config.json, adapter_model.safetensors).
 
     Load it with ``PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base,
-    num_labels=n), out_dir)``; `base` is recorded in adapter_config.json.
+    num_labels=n), out_dir)``; `base` is recorded in adapter_config.json. A configuration of one
+    method that PEFT represents exactly (`in_peft`; LoRA) is exported by that method's `to_peft`.
     """
     try:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
     except ImportError:
         raise UserError("exporting to PEFT needs the 'peft' package: pip install peft") from None
     info = run_info(run_dir)
     if info["config"] == FULL_FINETUNE:
         raise UserError("a full fine-tuning run is a whole model, not an adapter: load it with load_trained")
     config = PeftConfig.from_dict(info["config"])
-    others = [METHODS[key].name for key in config.modules_on if key != "lora_rank"]
-    if others or not config.lora_rank:
-        raise UserError(f"PEFT export covers LoRA-only configurations; this run has {', '.join(others) or 'no LoRA'} "
-                        f"({config.describe()}). Export it with --format adapters, or load it with "
-                        "autopeft.load_trained")
+    methods = [METHODS[key] for key in config.modules_on]
+    exportable = ", ".join(m.name for m in METHODS.values() if m.in_peft)
+    if len(methods) != 1 or not methods[0].in_peft:
+        raise UserError(f"PEFT export covers configurations of one method PEFT represents exactly ({exportable}); "
+                        f"this run has {', '.join(m.name for m in methods) or 'no modules'} ({config.describe()}). "
+                        "Export it with --format adapters, or load it with autopeft.load_trained")
+    [method] = methods
+    trained, _ = load_trained(run_dir)
     names = list(info.get("label_names") or [])
     base = load_model(info["model"], max(1, len(names)))
-    arch = arch_map_for(base)
-    trained = load_file(str(Path(run_dir) / WEIGHTS_FILE))
-    head = {k: v for k, v in trained.items() if not k.startswith("autopeft.")}
+    head = {k: v for k, v in load_file(str(Path(run_dir) / WEIGHTS_FILE)).items() if not k.startswith("autopeft.")}
     base.load_state_dict(head, strict=False)  # the trained head goes into modules_to_save below
-    head_modules = sorted({k.rsplit(".", 1)[0] for k in head})
-    rank = config.lora_rank
-    lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, bias="none",
-                      target_modules=[arch.query, arch.value], layers_to_transform=list(config.active_layers),
-                      modules_to_save=head_modules)
-    model = get_peft_model(base, lora)
-    layers = get_submodule(model.base_model.model.base_model, arch.layers)
-    for i in config.active_layers:
-        for kind, path in (("q", arch.query), ("v", arch.value)):
-            target = get_submodule(layers[i], path)
-            target.lora_A["default"].weight.data.copy_(trained[f"autopeft.lora_{kind}_{i}.A.weight"])
-            target.lora_B["default"].weight.data.copy_(trained[f"autopeft.lora_{kind}_{i}.B.weight"])
+    export = _export(trained, config)
+    peft_config, copy_weights = method.to_peft(export, config.size(method.key),
+                                               modules_to_save=sorted({k.rsplit(".", 1)[0] for k in head}))
+    model = get_peft_model(base, peft_config)
+    copy_weights(get_submodule(model.base_model.model.base_model, export.arch.layers))
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     return out_dir
+
+
+def _export(model, config: PeftConfig, name: str = "autopeft") -> Export:
+    """What a method's `to_peft`/`to_adapters` read from a trained model (`load_trained`'s)."""
+    return Export(modules=model.autopeft, arch=arch_map_for(model), active_layers=config.active_layers,
+                  n_layers=len(config.layers), hidden_size=model.config.hidden_size, name=name,
+                  base_prefix=model.base_model_prefix)
 
 
 #: The `adapters` release whose save format `export_adapters` writes (and the export test loads with).
@@ -105,9 +107,7 @@ def export_adapters(run_dir: str | Path, out_dir: str | Path, name: str = "autop
     family = model.config.model_type
     if family not in ADAPTERS_FAMILIES:
         raise UserError(f"export to `adapters` covers the {', '.join(ADAPTERS_FAMILIES)} families, not {family!r}")
-    export = AdaptersExport(modules=model.autopeft, arch=arch_map_for(model), active_layers=config.active_layers,
-                            n_layers=len(config.layers), hidden_size=model.config.hidden_size, name=name,
-                            base_prefix=model.base_model_prefix)
+    export = _export(model, config, name)
     parts = [method.to_adapters(export, config.size(method.key)) for method in methods]
     adapter_config = parts[0][0] if len(parts) == 1 else {"architecture": "union", "configs": [c for c, _ in parts]}
     weights = {key: value.detach().clone() for _, part in parts for key, value in part.items()}
@@ -135,5 +135,6 @@ def export_adapters(run_dir: str | Path, out_dir: str | Path, name: str = "autop
 
 
 def _head_linears(model):
-    """The two linear layers of BERT's classification head, tanh between them: the pooler's and the classifier."""
-    return model.bert.pooler.dense, model.classifier
+    """The two linear layers of the classification head of ADAPTERS_FAMILIES, tanh between them: the pooler's
+    (trained with the head, ArchMap.trained_with_head) and the classifier."""
+    return get_submodule(model.base_model, "pooler.dense"), model.classifier

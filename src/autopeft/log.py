@@ -1,8 +1,9 @@
 """The package's one output channel: the logger "autopeft", as `optuna.logging` is Optuna's.
 
 Status lines (a trial failed, a resume, a warning about the data) go to this logger and nowhere
-else; tqdm progress bars are drawn only when a caller passes progress=True. Until a handler is attached it shows nothing, so a search run from the API is silent; the
-CLI attaches `enable_default_handler()`. A library user may call it too, or configure `logging`.
+else; tqdm progress bars are drawn only when a caller passes progress=True. Until a handler is
+attached the logger shows nothing, so a search run from the API is silent; the CLI attaches
+`enable_default_handler()`. A library user may call it too, or configure `logging`.
 
     import logging, autopeft.log
     autopeft.log.enable_default_handler()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -30,8 +31,8 @@ class Injection:
 
 
 @dataclass
-class AdaptersExport:
-    """A trained model being written as an AdapterHub `adapters` adapter: what `to_adapters` reads."""
+class Export:
+    """A trained model's modules being written for another library: what `to_adapters`/`to_peft` read."""
 
     modules: Any  # the model's `autopeft` ModuleDict, folded and trained
     arch: ArchMap
@@ -88,10 +89,18 @@ class PeftMethod:
     def fold(self, modules: Any) -> None:
         """Replace a training-only parametrisation in `modules` by what is kept (default: nothing)."""
 
+    #: Whether Hugging Face PEFT represents this method exactly (then `to_peft` is implemented).
+    in_peft: ClassVar[bool] = False
+
+    def to_peft(self, export: Export, size: int, modules_to_save: list[str]) -> tuple[Any, Callable[[Any], None]]:
+        """A PEFT config (a `peft.PeftConfig`) of this method's trained modules, and a function that copies their
+        weights into the transformer layers (an nn.ModuleList) of the PeftModel built from that config."""
+        raise NotImplementedError
+
     #: Where `adapters` puts this method's module in a layer; it allows one module per location.
     adapters_location: ClassVar[str | None] = None
 
-    def to_adapters(self, export: AdaptersExport, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def to_adapters(self, export: Export, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """This method's trained modules as an `adapters` configuration and its weights (state-dict keys
         as `adapters` saves them). Only methods whose `adapters` module computes exactly what theirs does
         implement it."""

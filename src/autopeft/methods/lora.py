@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autopeft.methods.base import AdaptersExport, Injection, PeftMethod
+from autopeft.methods.base import Export, Injection, PeftMethod
 
 
 class LoRA(PeftMethod):
@@ -36,9 +36,30 @@ class LoRA(PeftMethod):
             injection.modules[f"lora_{kind}_{index}"] = lora
             projection.register_forward_hook(lambda _m, args, out, lora=lora: out + lora(args[0]))
 
+    in_peft = True
+
+    def to_peft(self, export: Export, size: int, modules_to_save: list[str]) -> tuple[Any, Any]:
+        from peft import LoraConfig
+
+        from autopeft.modules.arch import get_submodule
+
+        paths = {"q": export.arch.query, "v": export.arch.value}
+        config = LoraConfig(r=size, lora_alpha=2 * size, lora_dropout=0.0, bias="none",
+                            target_modules=list(paths.values()), layers_to_transform=list(export.active_layers),
+                            modules_to_save=modules_to_save)
+
+        def copy_weights(layers) -> None:
+            for i in export.active_layers:
+                for kind, path in paths.items():
+                    target, trained = get_submodule(layers[i], path), export.modules[f"lora_{kind}_{i}"]
+                    target.lora_A["default"].weight.data.copy_(trained.A.weight)
+                    target.lora_B["default"].weight.data.copy_(trained.B.weight)
+
+        return config, copy_weights
+
     adapters_location = "attention_lora"
 
-    def to_adapters(self, export: AdaptersExport, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def to_adapters(self, export: Export, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
         config = {"architecture": "lora", "selfattn_lora": True, "intermediate_lora": False, "output_lora": False,
                   "r": size, "alpha": 2 * size, "dropout": 0.0, "attn_matrices": ["q", "v"], "composition_mode": "add",
                   "use_gating": False, "leave_out": export.leave_out}

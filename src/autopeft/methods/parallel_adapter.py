@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autopeft.methods.base import AdaptersExport, Injection, PeftMethod
+from autopeft.methods.base import Export, Injection, PeftMethod
 from autopeft.methods.serial_adapter import bottleneck_params, bottleneck_to_adapters
 
 PARALLEL_SCALE = 4.0
@@ -32,5 +32,5 @@ class ParallelAdapter(PeftMethod):
 
     adapters_location = "output"
 
-    def to_adapters(self, export: AdaptersExport, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def to_adapters(self, export: Export, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
         return bottleneck_to_adapters(export, size, "pa", parallel=True, scale=PARALLEL_SCALE)

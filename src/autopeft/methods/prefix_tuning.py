@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autopeft.methods.base import AdaptersExport, Injection, PeftMethod
+from autopeft.methods.base import Export, Injection, PeftMethod
 
 
 class PrefixTuning(PeftMethod):
@@ -44,7 +44,7 @@ class PrefixTuning(PeftMethod):
 
     adapters_location = "prefix"
 
-    def to_adapters(self, export: AdaptersExport, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def to_adapters(self, export: Export, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
         # `adapters`' flat prefix: one vector, viewed as (length, active layers x {key, value}, heads, head dim).
         prefix = export.modules["prefix"].prefix  # (active layers, 2, length, kv_dim)
         flat = prefix.detach().permute(2, 0, 1, 3).reshape(-1)

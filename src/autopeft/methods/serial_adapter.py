@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from autopeft.errors import UserError
-from autopeft.methods.base import AdaptersExport, Injection, PeftMethod
+from autopeft.methods.base import Export, Injection, PeftMethod
 
 
 def bottleneck_params(hidden_size: int, bottleneck: int) -> int:
@@ -14,7 +14,7 @@ def bottleneck_params(hidden_size: int, bottleneck: int) -> int:
     return 2 * hidden_size * bottleneck + bottleneck + hidden_size
 
 
-def bottleneck_to_adapters(export: AdaptersExport, size: int, prefix: str, parallel: bool,
+def bottleneck_to_adapters(export: Export, size: int, prefix: str, parallel: bool,
                            scale: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """Our bottlenecks `prefix`_i as an `adapters` BnConfig at the FFN output: relu, no extra norms, the
     residual taken before the layer's norm (serial), or the FFN input as the adapter's input (parallel)."""
@@ -55,5 +55,5 @@ class SerialAdapter(PeftMethod):
 
     adapters_location = "output"
 
-    def to_adapters(self, export: AdaptersExport, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def to_adapters(self, export: Export, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
         return bottleneck_to_adapters(export, size, "sa", parallel=False, scale=1.0)
