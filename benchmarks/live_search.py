@@ -115,7 +115,9 @@ def run_search(table_path: str, out_dir: str, seed: int, budget: int, n_init: in
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows, spec, space, _ = _setup(Path(table_path))
     scores = Scores(Path(table_path), Path(out_dir) / "evaluations.csv", table_task(rows))
-    sampler = make_sampler("saasbo", space, seed=seed, n_init=n_init, percent_fn=spec.percent, fit="map")
+    # calibration_pairs=0: as when its results were recorded (the table holds one training seed per row)
+    sampler = make_sampler("saasbo", space, seed=seed, n_init=n_init, percent_fn=spec.percent, fit="map",
+                           calibration_pairs=0)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     trials = []
     for number in range(budget):

@@ -54,11 +54,12 @@ def compute(study) -> float:
 def search(task_name: str, out: Path, seed: int, budget: int, promote: int):
     from autopeft.tasks import TaskSource, load_task
     from autopeft.training import fidelity_from
+    from autopeft.search.samplers import SamplerSettings
     from autopeft.workflow import SearchSettings
     from autopeft.workflow import search as run
 
     settings = SearchSettings(model=MODEL, task=load_task(task_name), fidelity=fidelity_from("low"), out_dir=out,
-                              budget=budget, search_seed=seed, promote=promote, progress=False,
+                              budget=budget, sampler=SamplerSettings(seed=seed), promote=promote, progress=False,
                               task_source=TaskSource(task_name))
     return run(settings).study
 

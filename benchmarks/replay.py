@@ -85,6 +85,8 @@ def run_one(table_path: str, label: str, seed: int, budget: int, n_init: int) ->
     name, options = SAMPLERS[label]
     if options.get("ref_point") == "benchmark":
         options = {**options, "ref_point": ref}
+    if name in ("saasbo", "gp"):  # the replay's protocol: one seed per row, so no calibration pairs
+        options = {"calibration_pairs": 0, **options}
     sampler = make_sampler(name, space, seed=seed, n_init=n_init, percent_fn=spec.percent,
                            candidates=[r["config"] for r in rows], **options)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)

@@ -1,6 +1,7 @@
 """The Python API: the README's example, resume, file-task sources that reload, apply, and bad settings."""
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,8 @@ def _file_task(folder: Path) -> dict:
 def test_a_file_task_search_reloads_for_resume_and_retrain(tiny_model_dir, tmp_path, capsys):
     task = _file_task(tmp_path / "reviews")
     out = tmp_path / "s"
-    search = autopeft.create_search(str(tiny_model_dir), task, out, sampler="random", ref_point=(10.0, 50.0),
+    search = autopeft.create_search(str(tiny_model_dir), task, out,
+                                    sampler=autopeft.SamplerSettings("random", ref_point=(10.0, 50.0)),
                                     **TINY).optimize(budget=2)
     assert capsys.readouterr().out == ""  # the library prints nothing
     again = autopeft.load_search(out)
@@ -69,10 +71,27 @@ def test_apply_adds_the_modules_to_a_model_you_hold(tiny_model_dir):
     ({"task": ["RTE"]}, "task must be a GLUE name or a dict"),
     ({"fidelity": "medium"}, "unknown fidelity 'medium'"),
     ({"device": "tpu"}, "unknown device 'tpu'"),
+    # errors name the library's parameters, never the CLI's flags
+    ({"batch": 0}, "batch must be >= 1, got 0"),
+    ({"heartbeat": -1}, "heartbeat must be a whole number of seconds"),
+    ({"sampler": "annealing"}, "sampler.name must be one of saasbo, gp"),
+    ({"promote": -1}, "promote must be a number of front candidates"),
 ])
 def test_bad_settings_name_the_problem(tiny_model_dir, tmp_path, kwargs, needle):
     with pytest.raises(autopeft.UserError, match=re.escape(needle)):
         autopeft.create_search(str(tiny_model_dir), out_dir=tmp_path / "s", **{"task": "RTE", **kwargs})
+
+
+def test_bad_sampler_settings_and_budget_name_the_parameter(tiny_model_dir, tmp_path):
+    with pytest.raises(autopeft.UserError, match=re.escape("sampler.replicates applies to the saasbo and gp")):
+        autopeft.SamplerSettings("random", replicates=0.2)
+    with pytest.raises(autopeft.UserError, match=re.escape("sampler.nuts (warmup_steps, num_samples, thinning): "
+                                                           "thinning must be at most num_samples")):
+        autopeft.SamplerSettings(nuts=(8, 4, 16))
+    search = autopeft.create_search(str(tiny_model_dir), "RTE", tmp_path / "s", **TINY)
+    with pytest.raises(autopeft.UserError, match=r"^budget must be a positive number of trials, got 0$"):
+        search.optimize(budget=0)
+    assert not (tmp_path / "s" / "study.db").exists()  # refused before anything was written
 
 
 def test_a_datasets_source_is_searched_and_named_after_its_folder(tiny_model_dir, tmp_path):
@@ -93,17 +112,18 @@ def test_load_search_resumes_with_the_stored_sampler_options_and_a_new_n_init_is
     from autopeft.search.record import StudyRecord
 
     out = tmp_path / "s"
-    autopeft.create_search(str(tiny_model_dir), "RTE", out, nuts="64,32,8", n_init=3, percent_scale="linear",
-                           **TINY).optimize(budget=1)
+    nuts = autopeft.SamplerSettings(nuts=(64, 32, 8), n_init=3, percent_scale="linear")
+    autopeft.create_search(str(tiny_model_dir), "RTE", out, sampler=nuts, **TINY).optimize(budget=1)
     record = StudyRecord.from_study(autopeft.load_search(out).study)
-    assert record.n_init == 3 and record.nuts == "64,32,8" and record.sampler_options["percent_scale"] == "linear"
-    settings = autopeft.load_search(out)._settings
-    assert (settings.nuts, settings.n_init, settings.percent_scale) == ("64,32,8", 3, "linear")
+    assert record.n_init == 3 and record.sampler_options == {"fit": "nuts", "warmup_steps": 64, "num_samples": 32,
+                                                             "thinning": 8, "percent_scale": "linear"}
+    # what a resume through the API runs with: the same settings, BOOptions' defaults filled in
+    assert autopeft.load_search(out)._settings.sampler == replace(nuts, replicates=0.0, calibration_pairs=2)
     with pytest.raises(UserError, match=r"n_init: stored 3 vs new 5"):
-        autopeft.create_search(str(tiny_model_dir), "RTE", out, nuts="64,32,8", n_init=5, percent_scale="linear",
+        autopeft.create_search(str(tiny_model_dir), "RTE", out, sampler=replace(nuts, n_init=5),
                                **TINY).optimize(budget=2)
     with pytest.raises(UserError, match=r"sampler_options.fit: stored \"nuts\" vs new \"map\""):
-        autopeft.create_search(str(tiny_model_dir), "RTE", out, n_init=3, percent_scale="linear",
+        autopeft.create_search(str(tiny_model_dir), "RTE", out, sampler=replace(nuts, nuts=None),
                                **TINY).optimize(budget=2)
     study = autopeft.load_search(out).study
     assert study.metric_names == ["accuracy", "percent_params"]  # what optuna-dashboard shows

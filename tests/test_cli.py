@@ -136,7 +136,7 @@ def test_resuming_with_another_task_is_refused_and_changes_nothing(searched, cap
     (["--ref-point", "50"], "--ref-point"),
     (["--heartbeat", "-1"], "--heartbeat must be a whole number"),
     (["--storage", "journal:/nonexistent/study.log", "--heartbeat", "5"], "journal storage"),  # refused before writing
-    (["--target", "full"], "give --promote K as well"),
+    (["--target", "full"], "--target is the fidelity promotion goes up to"),
     (["--promote", "-1"], "--promote must be"),
     (["--promote", "2", "--target", "lots"], "--target must be a preset"),
     (["--promote", "2", "--budget", "10"], "raise budget to at least"),

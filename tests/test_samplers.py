@@ -26,7 +26,8 @@ SMALL_SPEC = ModelSpec("bert", 4, 64, 64, 64, 200_000, 64 * 2 + 2)
 BENCH = SearchSpace(6, (0, 8, 16, 32, 64), (0, 8, 16, 32, 64), (0, 4, 8, 16, 32))
 BENCH_SPEC = ModelSpec("bert", 6, 128, 128, 128, 1_500_000, 128 * 2 + 2)
 
-CHEAP = {"n_random_candidates": 256, "max_local_candidates": 256}  # keeps CI fast
+# keeps CI fast; no calibration pairs (BOOptions default 2): these tests read the BO proposals (test_noise tests them)
+CHEAP = {"n_random_candidates": 256, "max_local_candidates": 256, "calibration_pairs": 0}
 
 
 def small_score(config: PeftConfig) -> float:

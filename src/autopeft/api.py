@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from autopeft.errors import UserError
+from autopeft.search.samplers.options import SamplerSettings
 from autopeft.space import PeftConfig
 from autopeft.tasks import TaskSource
 from autopeft.training import FIDELITIES, FULL_FINETUNE, Fidelity, TrainResult, fidelity_from
@@ -126,15 +127,18 @@ class Search:
 
 
 def create_search(model: str = "minilm", task: TaskArg = "RTE", out_dir: str | Path = "runs/search",
-                  fidelity: str | Fidelity = "low", progress: bool = False, **settings: Any) -> Search:
+                  fidelity: str | Fidelity = "low", sampler: str | SamplerSettings = "saasbo", progress: bool = False,
+                  **settings: Any) -> Search:
     """A search for `model` on `task`, kept in `out_dir` (resumed if it is there with the same settings).
 
-    `settings`: fidelity fields (train_examples, epochs, ...) and the CLI's search options by their
-    `workflow.SearchSettings` names (sampler, n_init, search_seed, lora, replicates, calibration_pairs, ...).
+    `sampler`: a name, or `SamplerSettings` (n_init, seed, nuts, replicates, ...). `settings`: fidelity
+    fields (train_examples, epochs, ...) and `workflow.SearchSettings` fields (lora, promote, target,
+    storage, ...). Every value is checked here; a bad one raises `SettingError` naming it.
     """
     from autopeft.workflow import SearchSettings
 
-    known = {f.name for f in fields(SearchSettings)} - {"model", "task", "fidelity", "out_dir", "budget", "task_source"}
+    known = {f.name for f in fields(SearchSettings)} - {"model", "task", "fidelity", "out_dir", "budget", "task_source",
+                                                         "sampler"}
     fidelity_overrides = {k: settings.pop(k) for k in list(settings) if k in _FIDELITY_FIELDS}
     unknown = sorted(set(settings) - known)
     if unknown:
@@ -143,7 +147,7 @@ def create_search(model: str = "minilm", task: TaskArg = "RTE", out_dir: str | P
     source = TaskSource.of(task)
     return Search(SearchSettings(model=model, task=source.load(), fidelity=_fidelity(fidelity,
                                  fidelity_overrides), out_dir=Path(out_dir), task_source=source, progress=progress,
-                                 **settings))
+                                 sampler=sampler, **settings))
 
 
 def load_search(out_dir: str | Path, storage: str | None = None, study_name: str = "autopeft",
@@ -156,15 +160,10 @@ def load_search(out_dir: str | Path, storage: str | None = None, study_name: str
     record = StudyRecord.from_study(open_existing(out_dir, storage, study_name))
     promotion = record.promotion or {}
     source = TaskSource.from_dict(record.task_source)
-    settings = SearchSettings(model=record.model, task=source.load(),
-                              fidelity=Fidelity(**record.fidelity), out_dir=Path(out_dir), storage=storage,
-                              study_name=study_name, sampler=record.sampler, search_seed=record.seed,
-                              n_init=record.n_init, nuts=record.nuts,
-                              percent_scale=record.sampler_options.get("percent_scale"),
-                              task_source=source, replicates=record.replicates,
-                              calibration_pairs=record.calibration_pairs, space=record.space,
+    settings = SearchSettings(model=record.model, task=source.load(), fidelity=Fidelity(**record.fidelity),
+                              out_dir=Path(out_dir), sampler=record.sampler_settings(), storage=storage,
+                              study_name=study_name, task_source=source, space=record.space,
                               fidelity_auto=record.calibration is not None, progress=progress, device=device,
-                              ref_point=tuple(record.user_reference_point) if record.user_reference_point else None,
                               promote=promotion.get("k", 0),
                               target=Fidelity(**promotion["rungs"][-1]) if promotion else None)
     return Search(settings)
@@ -197,4 +196,5 @@ def apply(model: nn.Module, config: PeftConfig | dict[str, Any], seed: int | Non
     return model
 
 
-__all__ = ["FIDELITIES", "FrontMember", "Search", "apply", "create_search", "load_search", "load_trained", "train"]
+__all__ = ["FIDELITIES", "FrontMember", "SamplerSettings", "Search", "apply", "create_search", "load_search",
+           "load_trained", "train"]

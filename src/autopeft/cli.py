@@ -10,10 +10,18 @@ import sys
 import time
 from pathlib import Path
 from collections.abc import Sequence
+from typing import Any
 
 from autopeft import log
-from autopeft.errors import UserError, disk_full_error, disk_full_reported, interrupts_recorded
+from autopeft.errors import SettingError, UserError, disk_full_error, disk_full_reported, interrupts_recorded
 
+#: The flag of each library parameter a SettingError may name.
+FLAGS = {"budget": "--budget", "batch": "--batch", "heartbeat": "--heartbeat", "out_dir": "--out", "seeds": "--seeds",
+         "retrain_seeds": "--seeds", "promote": "--promote", "target": "--target", "baselines": "--baselines",
+         "empty_text": "--empty-text", "sampler.name": "--sampler", "sampler.n_init": "--init",
+         "sampler.seed": "--search-seed", "sampler.nuts": "--nuts 'warmup,samples,thinning'",
+         "sampler.percent_scale": "--percent-scale", "sampler.replicates": "--replicates",
+         "sampler.calibration_pairs": "--calibration-pairs", "sampler.ref_point": "--ref-point"}
 PRECISION_CHOICES = ("fp32", "bf16", "auto")  # training.PRECISIONS, without importing torch at start-up
 
 
@@ -174,21 +182,38 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
+    from autopeft.search.samplers import SamplerSettings
     from autopeft.workflow import SearchSettings, search
 
+    sampler = SamplerSettings(**_given(name=args.sampler, n_init=args.init, seed=args.search_seed,
+                                       nuts=_nuts(args.nuts), percent_scale=args.percent_scale,
+                                       replicates=args.replicates, calibration_pairs=args.calibration_pairs,
+                                       ref_point=_ref_point(args.ref_point)))
     settings = SearchSettings(
         model=args.model, task=_task(args), fidelity=_fidelity(args), out_dir=_writable_dir(args.out),
-        budget=args.budget, batch=args.batch, sampler=args.sampler, n_init=args.init, storage=args.storage,
-        study_name=args.study, space_file=args.space, lora=args.lora, search_seed=args.search_seed,
-        nuts=args.nuts, percent_scale=args.percent_scale, retrain_top=args.retrain, retrain_seeds=args.seeds,
-        progress=not args.quiet,
-        task_source=_task_source(args), ref_point=_ref_point(args.ref_point), baselines=args.baselines,
-        heartbeat=args.heartbeat,
-        states_cache=args.states_cache, replicates=args.replicates,
-        calibration_pairs=args.calibration_pairs, fidelity_auto=args.fidelity == "auto", device=args.device,
+        sampler=sampler, storage=args.storage, study_name=args.study, heartbeat=args.heartbeat, space_file=args.space,
+        lora=args.lora, progress=not args.quiet, task_source=_task_source(args), baselines=args.baselines,
+        states_cache=args.states_cache, fidelity_auto=args.fidelity == "auto", device=args.device,
         promote=args.promote, target=_target(args),
+        **_given(budget=args.budget, batch=args.batch, retrain_top=args.retrain, retrain_seeds=args.seeds),
     )
     _print_report(search(settings))
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The flags the user gave (not None): the others keep the library's defaults."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _nuts(text: str | None) -> tuple[int, int, int] | None:
+    """--nuts: 'map' (None, the default), or the NUTS settings 'warmup,samples,thinning'."""
+    if text is None or text == "map":
+        return None
+    try:
+        warmup, samples, thinning = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--nuts must be 'warmup,samples,thinning' (e.g. 256,128,16) or 'map', got {text!r}") from None
+    return warmup, samples, thinning
 
 
 def _target(args: argparse.Namespace):
@@ -225,7 +250,7 @@ def _ref_point(text: str | None) -> tuple[float, float] | None:
         score, percent = (float(v) for v in text.split(","))
     except ValueError:
         raise UserError(f"--ref-point must be 'SCORE,PERCENT' (e.g. 50,10), got {text!r}") from None
-    return score, percent  # its values are checked with the sampler's options (workflow._sampler_options)
+    return score, percent  # its values are checked by SamplerSettings
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -357,12 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
         _add_model_args(p)
         _add_task_args(p)
         _add_study_args(p)
-        p.add_argument("--budget", type=int, default=20, help="number of evaluated trials (default 20)")
-        p.add_argument("--sampler", default="saasbo", help="saasbo (default) | gp | random | nsga2 | motpe")
-        p.add_argument("--batch", type=int, default=1, help="configurations proposed per round (q)")
-        p.add_argument("--init", type=int, default=8,
-                       help="random initial configurations (n0), after the standard modules, which every search "
-                       "trains first (SA, PA, PT at hidden/16 and LoRA r=8, in all layers)")
+        # Defaults left to None here are the library's (SearchSettings, SamplerSettings), one place for each; the
+        # help names them (tests/test_cli.py checks that it names them right)
+        p.add_argument("--budget", type=int, help="number of evaluated trials (default 20)")
+        p.add_argument("--sampler", help="saasbo (default) | gp | random | nsga2 | motpe")
+        p.add_argument("--batch", type=int, help="configurations proposed per round (q; default 1)")
+        p.add_argument("--init", type=int,
+                       help="random initial configurations (n0; default 8), after the standard "
+                       "modules, which every search trains first (SA, PA, PT at hidden/16 and LoRA r=8, in all layers)")
         p.add_argument("--space", help="YAML/JSON file restricting or extending the search space")
         p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=True,
                        help="LoRA in the default space (default); --no-lora: the paper's space (SA, PA, PT)")
@@ -374,10 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --promote: the fidelity the answer is earned at: a preset (full, the default) or "
                        "EXAMPLESxEPOCHS, e.g. 2400x3: the search's fidelity (precision, dropout, ...) with that many "
                        "train examples and epochs")
-        p.add_argument("--search-seed", type=int, default=0, help="seed of the sampler")
+        p.add_argument("--search-seed", type=int, help="seed of the sampler (default 0)")
         p.add_argument("--ref-point", help="hypervolume reference point 'SCORE,PERCENT' "
                        "(default: score 0, percent = the largest configuration of the space)")
-        p.add_argument("--nuts", default="map",
+        p.add_argument("--nuts",
                        help="how the SAAS GP is fitted: 'map' (default, under 1 s per proposal) or NUTS "
                             "'warmup,samples,thinning' for the fully Bayesian model, e.g. 256,128,16 (~20 s)")
         p.add_argument("--percent-scale",
@@ -393,9 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="'all' (the default when the flag has no value): also train full fine-tuning at the "
                        "search fidelity, marked in the plot. The standard modules are trials of every search; "
                        "'peft' adds nothing more")
-        p.add_argument("--retrain", type=int, default=0,
+        p.add_argument("--retrain", type=int,
                        help="retrain K configurations spread along the front at full fidelity")
-        p.add_argument("--seeds", type=int, default=3, help="seeds per retrained configuration")
+        p.add_argument("--seeds", type=int, help="seeds per retrained configuration (default 3)")
         p.add_argument("--resume", action="store_true", help="accepted for clarity: a search always resumes its study")
         p.add_argument("--heartbeat", type=int, metavar="SECONDS",
                        help="database storages: seconds between heartbeats of running trials; a trial without one for "
@@ -482,6 +509,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                     print(f"autopeft: training on {device} ({torch.cuda.get_device_name(device)})", file=sys.stderr)
             args.func(args)
+        except SettingError as exc:  # named by its flag
+            print(f"autopeft: error: {FLAGS.get(exc.parameter, exc.parameter)} {exc.problem}", file=sys.stderr)
+            return 2
         except UserError as exc:
             print(f"autopeft: error: {exc}", file=sys.stderr)
             return 2

@@ -15,6 +15,16 @@ class UserError(Exception):
     """Bad input: the message names the problem and how to fix it."""
 
 
+class SettingError(UserError):
+    """A bad setting. `parameter`: its name in the library ("budget", "sampler.n_init"); `problem`: what it must be,
+    and the value given. The message names the parameter; the CLI names its flag instead (`cli.FLAGS`)."""
+
+    def __init__(self, parameter: str, problem: str, *, context: str = "") -> None:
+        super().__init__(f"{context} {parameter} {problem}".lstrip())
+        self.parameter = parameter
+        self.problem = problem
+
+
 class DiskFullError(UserError):
     """A write failed for want of disk space (or quota); running the command again resumes."""
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from autopeft.errors import UserError
+from autopeft.errors import SettingError, UserError
 from autopeft.log import get_logger
 
 CLASSIFICATION = "classification"
@@ -573,7 +573,7 @@ def _build_task(train: _Table, dev: _Table, text_a: str, label: str, text_b: str
     if kind not in KINDS:
         raise UserError(f"task kind must be 'classification' or 'regression', got {kind!r}")
     if empty_text not in EMPTY_TEXT_CHOICES:
-        raise UserError(f"empty_text (--empty-text) must be 'keep' or 'drop', got {empty_text!r}")
+        raise SettingError("empty_text", f"must be 'keep' or 'drop', got {empty_text!r}")
     texts = [text_a] if text_b is None else [text_a, text_b]
     train, dev = _empty_texts(train, texts, empty_text), _empty_texts(dev, texts, empty_text)
     regression = kind == REGRESSION

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from autopeft.errors import UserError, disk_full_reported, interrupts_deferred, write_text_atomic
+from autopeft.errors import SettingError, UserError, disk_full_reported, interrupts_deferred, write_text_atomic
 from autopeft.log import get_logger
 from autopeft.search.attrs import REPORT_SCORE_ATTR
 from autopeft.search.pareto import spread_along_front  # noqa: F401 - also used from here by the benchmarks
 from autopeft.search.record import StudyRecord
+from autopeft.search.samplers.options import BO_SAMPLERS, BOOptions, SamplerSettings
+from autopeft.search.storage import check_heartbeat
 from autopeft.metrics import majority_baseline
 from autopeft.models import load_model, load_tokenizer, weights_fingerprint
 from autopeft.modules import model_spec
@@ -29,10 +31,6 @@ from autopeft.training import (FIDELITIES, FULL_FINETUNE, Fidelity, resolve_devi
 
 OBJECTIVES = ["score:maximize", "percent:minimize"]
 logger = get_logger(__name__)  # progress of long jobs: see autopeft.log
-BO_SAMPLERS = ("saasbo", "gp")
-# Replicates beyond these pairs cost held-out hypervolume in our replay (BENCHMARKS.md), so by default a
-# search only re-trains this many configurations, to measure the seed noise.
-DEFAULT_CALIBRATION_PAIRS = 2
 
 
 # --- tasks and models ---------------------------------------------------------------------
@@ -55,109 +53,54 @@ def make_space(spec: ModelSpec, space_file: str | None = None, lora: bool = Fals
 
 @dataclass
 class SearchSettings:
+    """A search's settings, grouped by concern: the sampler (`SamplerSettings`), the fidelity (`Fidelity`),
+    promotion, the storage. Checked on construction, before anything trains; a bad value raises
+    `SettingError` naming the parameter."""
+
     model: str
     task: TaskData
     fidelity: Fidelity
     out_dir: Path
     budget: int = 20
     batch: int = 1
-    sampler: str = "saasbo"
-    n_init: int = 8
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
     storage: str | None = None
     study_name: str = "autopeft"
+    heartbeat: int | None = None  # seconds between trial heartbeats (database storages); None: the default, 0: off
     space_file: str | None = None
     lora: bool = True  # False: the paper's space (SA, PA, PT), without LoRA
-    search_seed: int = 0
-    nuts: str = "map"
-    percent_scale: str | None = None  # saasbo/gp: 'log' (sampler default) or 'linear' % objective of the acquisition
+    space: dict[str, Any] | None = None  # a stored SearchSpace.to_dict() (load_search); else space_file / lora
     retrain_top: int = 0
     retrain_seeds: int = 3
     progress: bool = True
     task_source: TaskSource | None = None  # where `task` comes from (None: its GLUE name)
-    ref_point: tuple[float, float] | None = None  # (score, percent); None: the documented default
-    baselines: str | None = None  # "peft": also train SA, PA, PT, LoRA alone at the search fidelity; "all": and full FT
-    heartbeat: int | None = None  # seconds between trial heartbeats (database storages); None: the default, 0: off
+    baselines: str | None = None  # "all": also train full fine-tuning at the search fidelity ("peft": nothing more)
     states_cache: str | Path | None = None  # folder for a disk copy of the lower-layer states (frozen.StatesCache)
-    replicates: float | None = None  # saasbo/gp: this fraction of trials may re-train front members; None: 0
-    calibration_pairs: int | None = None  # saasbo/gp: configurations re-trained after the initial design; None: 2
     fidelity_auto: bool = False  # choose examples x epochs by calibration (autopeft.calibrate); `fidelity` is the base
-    space: dict[str, Any] | None = None  # a stored SearchSpace.to_dict() (load_search); else space_file / lora
     device: str = "auto"  # where trials train (training.resolve_device)
     promote: int = 0  # > 0: this many front candidates (+ the standard modules near it) go up to `target`
     target: Fidelity | None = None  # the fidelity the answer is earned at (None: the "full" preset)
 
     def __post_init__(self) -> None:
-        from autopeft.search.samplers import OptionError, check_n_init
-
-        if self.budget <= 0:
-            raise UserError(f"--budget must be a positive number of trials, got {self.budget}")
-        if self.batch <= 0:
-            raise UserError(f"--batch must be >= 1, got {self.batch}")
-        try:
-            check_n_init(self.n_init)
-        except OptionError as exc:
-            raise _flag_error(exc) from None
+        if isinstance(self.sampler, str):
+            self.sampler = SamplerSettings(self.sampler)
+        if not isinstance(self.sampler, SamplerSettings):
+            raise SettingError("sampler", f"must be a sampler name or SamplerSettings, got {self.sampler!r}")
+        if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget <= 0:
+            raise SettingError("budget", f"must be a positive number of trials, got {self.budget!r}")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch <= 0:
+            raise SettingError("batch", f"must be >= 1, got {self.batch!r}")
+        check_heartbeat(self.heartbeat, self.storage)
         resolve_device(self.device)  # a device that is not there fails here, not as failed trials
         self.fidelity = resolve_precision(self.fidelity, self.device)  # what the study stores is what runs
         if isinstance(self.promote, bool) or not isinstance(self.promote, int) or self.promote < 0:
-            raise UserError(f"--promote must be a number of front candidates >= 0 (0: off), got {self.promote!r}")
+            raise SettingError("promote", f"must be a number of front candidates >= 0 (0: off), got {self.promote!r}")
         if self.target is not None and not self.promote:
-            raise UserError("--target is the fidelity promotion goes up to; give --promote K as well")
+            raise SettingError("target", "is the fidelity promotion goes up to; give promote as well")
         if self.baselines not in (None, "peft", "all"):
-            raise UserError(f"--baselines must be 'peft' or 'all', got {self.baselines!r}")
-
-
-# The CLI flag that sets each sampler option, so that a bad value is reported in the user's words.
-_OPTION_FLAGS = {"n_init": "--init", "percent_scale": "--percent-scale", "replicates": "--replicates",
-                 "calibration_pairs": "--calibration-pairs", "ref_point": "--ref-point",
-                 "warmup_steps": "--nuts", "num_samples": "--nuts", "thinning": "--nuts"}
-
-
-def _flag_error(exc: Any) -> UserError:
-    """A sampler's `OptionError`, reworded with the CLI flag that set the option."""
-    flag = _OPTION_FLAGS.get(exc.option)
-    if flag == "--nuts":
-        return UserError(f"--nuts 'warmup,samples,thinning': {exc.option} {exc.problem}")
-    return UserError(f"{flag} {exc.problem}") if flag else exc
-
-
-def _sampler_options(s: SearchSettings) -> dict[str, Any]:
-    """`make_sampler`'s options for a search; their values are checked by `BOOptions` (reported by flag)."""
-    from autopeft.search.samplers import BOOptions, OptionError
-    from autopeft.search.samplers.options import check_ref_point
-
-    bo = s.sampler in BO_SAMPLERS
-    for flag, value in (("--percent-scale", s.percent_scale is not None), ("--replicates", s.replicates),
-                        ("--calibration-pairs", s.calibration_pairs)):
-        if value and not bo:
-            raise UserError(f"{flag} applies to the saasbo and gp samplers, not {s.sampler!r}; drop it")
-    options: dict[str, Any] = _nuts_options(s.nuts) if s.sampler == "saasbo" else {}
-    if s.percent_scale is not None:
-        options["percent_scale"] = s.percent_scale
-    if s.ref_point:  # a user's reference point also steers the acquisition; else the sampler adapts its own
-        options["ref_point"] = s.ref_point
-    if bo:
-        options["replicates"] = s.replicates or 0.0
-        options["calibration_pairs"] = DEFAULT_CALIBRATION_PAIRS if s.calibration_pairs is None else s.calibration_pairs
-    try:
-        if bo:
-            BOOptions.from_options(s.sampler, options)
-        elif s.ref_point:  # still the report's hypervolume reference point
-            check_ref_point(s.ref_point)
-    except OptionError as exc:
-        raise _flag_error(exc) from None
-    return options
-
-
-def _nuts_options(nuts: str) -> dict[str, Any]:
-    """--nuts: 'map', or the NUTS settings 'warmup,samples,thinning'."""
-    if nuts == "map":
-        return {"fit": "map"}
-    try:
-        warmup, samples, thinning = (int(v) for v in nuts.split(","))
-    except ValueError:
-        raise UserError(f"--nuts must be 'warmup,samples,thinning' (e.g. 256,128,16) or 'map', got {nuts!r}") from None
-    return {"fit": "nuts", "warmup_steps": warmup, "num_samples": samples, "thinning": thinning}
+            raise SettingError("baselines", f"must be 'peft' or 'all', got {self.baselines!r}")
+        if isinstance(self.retrain_seeds, bool) or not isinstance(self.retrain_seeds, int) or self.retrain_seeds < 1:
+            raise SettingError("retrain_seeds", f"must be >= 1, got {self.retrain_seeds!r}")
 
 
 class StudyReport(NamedTuple):
@@ -192,8 +135,10 @@ def _search(settings: SearchSettings) -> StudyReport:
     from autopeft.search.runner import TrialResult, run_search
     from autopeft.search.storage import open_study
 
-    s = settings  # budget, batch, n_init, promote and baselines are checked by SearchSettings
-    options = _sampler_options(s)  # checked before the model loads
+    s = settings  # every setting is checked by SearchSettings and SamplerSettings, before the model loads
+    options = s.sampler.options()
+    # what the BO samplers run with (their defaults filled in); the others neither replicate nor calibrate
+    bo = BOOptions.from_options(s.sampler.name, options) if s.sampler.name in BO_SAMPLERS else None
     source = s.task_source or TaskSource(s.task.spec.name)
     search_task, report_split, selection = source.splits(s.task)
     spec, tokenizer = describe_model(s.model, s.task.spec.num_labels)
@@ -209,24 +154,25 @@ def _search(settings: SearchSettings) -> StudyReport:
     if s.promote:
         rungs = fidelity_ladder(fidelity, resolve_precision(s.target or FIDELITIES["full"], s.device), n_train)
         plan = PromotionPlan(s.promote, tuple(rungs), tuple(f.describe(n_train) for f in rungs))
-        explore_budget = check_plan_fits(plan, s.budget, len(standards), s.n_init)
+        explore_budget = check_plan_fits(plan, s.budget, len(standards), s.sampler.n_init)
     # Default: score 0 (chance level / lower bound of the metrics), percent = the space's maximum.
-    ref = s.ref_point or default_reference_point(space_max_percent(space, spec))
+    user_ref = s.sampler.ref_point
+    ref = user_ref or default_reference_point(space_max_percent(space, spec))
     record = StudyRecord(
         model=s.model, model_weights=weights_fingerprint(s.model), model_spec=spec.to_dict(),
         task=s.task.spec.name, task_identity=s.task.identity(), task_source=source.to_dict(),
         metric=s.task.spec.primary_metric,
         space=space.to_dict(), standards={name: config.to_dict() for name, config in standards.items()},
         fidelity=fidelity.to_dict(), fidelity_label=fidelity.describe(n_train), selection=selection.to_dict(),
-        objectives=OBJECTIVES, sampler=s.sampler, seed=s.search_seed, n_init=s.n_init,
+        objectives=OBJECTIVES, sampler=s.sampler.name, seed=s.sampler.seed, n_init=s.sampler.n_init,
         sampler_options={k: v for k, v in options.items() if k not in ("replicates", "calibration_pairs")},
-        reference_point=list(ref), user_reference_point=list(s.ref_point) if s.ref_point else None,
+        reference_point=list(ref), user_reference_point=list(user_ref) if user_ref else None,
         constant_baseline=majority_baseline(s.task.spec, search_task.train.labels, search_task.dev.labels)["score"],
-        replicates=options.get("replicates", 0.0), calibration_pairs=options.get("calibration_pairs", 0),
+        replicates=bo.replicates if bo else 0.0, calibration_pairs=bo.calibration_pairs if bo else 0,
         promotion=plan.to_dict() if plan else None, calibration=calibration,
     )
-    sampler = make_sampler(s.sampler, space, seed=s.search_seed, n_init=s.n_init, percent_fn=spec.percent,
-                           standards=list(standards.values()), **options)
+    sampler = make_sampler(s.sampler.name, space, seed=s.sampler.seed, n_init=s.sampler.n_init,
+                           percent_fn=spec.percent, standards=list(standards.values()), **options)
     study = open_study(s.storage, s.study_name, s.out_dir, record.to_dict(), sampler, heartbeat=s.heartbeat)
     with warnings.catch_warnings():  # set_metric_names is experimental in Optuna 5
         warnings.simplefilter("ignore")
@@ -294,7 +240,7 @@ def _auto_fidelity(s: SearchSettings, task: TaskData, space: SearchSpace, tokeni
 
     logger.info("calibrating the fidelity (--fidelity auto): the same configurations, two seeds each, rung by rung")
     constant = majority_baseline(task.spec, task.train.labels, task.dev.labels)["score"]
-    fidelity, records = calibrate(train, space, s.fidelity, s.search_seed, Path(s.out_dir) / "calibration.json",
+    fidelity, records = calibrate(train, space, s.fidelity, s.sampler.seed, Path(s.out_dir) / "calibration.json",
                                   on_rung=lambda r: logger.info(describe_calibration([r])), constant_baseline=constant,
                                   available=len(task.train))
     return fidelity, records
@@ -431,7 +377,7 @@ def retrain_front(out_dir: str | Path, storage: str | None = None, study_name: s
     from autopeft.search.storage import describe_storage
 
     if seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {seeds}")
+        raise SettingError("seeds", f"must be >= 1, got {seeds}")
     out_dir = Path(out_dir)
     with disk_full_reported(f"the study folder {out_dir}", storage=describe_storage(storage, out_dir)):
         return _retrain_front(out_dir, open_existing(out_dir, storage, study_name), top, seeds, fidelity_overrides,

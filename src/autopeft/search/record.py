@@ -13,9 +13,12 @@ a resume is refused (it chose configurations on the split it reported).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft.errors import UserError
+
+if TYPE_CHECKING:
+    from autopeft.search.samplers.options import SamplerSettings
 
 RECORD_VERSION = 2
 
@@ -67,10 +70,15 @@ class StudyRecord:
     def from_study(cls, study: Any) -> StudyRecord:
         return cls.from_dict(study.user_attrs)
 
-    @property
-    def nuts(self) -> str:
-        """The CLI's --nuts value of the stored options: 'map', or 'warmup,samples,thinning'."""
-        options = self.sampler_options
-        if options.get("fit") != "nuts":
-            return "map"
-        return f"{options['warmup_steps']},{options['num_samples']},{options['thinning']}"
+    def sampler_settings(self) -> SamplerSettings:
+        """The sampler this study was made with, as a search resumes it."""
+        from autopeft.search.samplers.options import BO_SAMPLERS, SamplerSettings
+
+        options, bo = self.sampler_options, self.sampler in BO_SAMPLERS
+        nuts = (options["warmup_steps"], options["num_samples"], options["thinning"]) if options.get("fit") == "nuts" \
+            else None
+        return SamplerSettings(self.sampler, n_init=self.n_init, seed=self.seed, nuts=nuts,
+                               percent_scale=options.get("percent_scale"),
+                               replicates=self.replicates if bo else None,
+                               calibration_pairs=self.calibration_pairs if bo else None,
+                               ref_point=tuple(self.user_reference_point) if self.user_reference_point else None)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from autopeft.errors import UserError, disk_full_error
+from autopeft.errors import SettingError, UserError, disk_full_error
 from autopeft.search.workers import DEFAULT_HEARTBEAT_S, HEARTBEAT_GRACE, requeue_heartbeat_stale
 
 DIRECTIONS = ["maximize", "minimize"]  # values = (score, percent)
@@ -65,6 +65,26 @@ def describe_storage(storage: str | None, out_dir: Path) -> str:
     return _safe_url(storage)
 
 
+def _journal_path(storage: str) -> str | None:
+    """The journal file of a journal storage (journal:PATH, or a path ending in .log/.journal); else None."""
+    journal = storage[len("journal:"):] if storage.startswith("journal:") else None
+    if journal is None and "://" not in storage and storage.endswith((".log", ".journal")):
+        journal = storage
+    return journal
+
+
+def check_heartbeat(heartbeat: int | None, storage: str | None) -> None:
+    """SettingError unless `heartbeat` is None or whole seconds >= 0, and a journal storage has none."""
+    if heartbeat is not None and (isinstance(heartbeat, bool) or not isinstance(heartbeat, int) or heartbeat < 0):
+        raise SettingError("heartbeat", f"must be a whole number of seconds >= 0 (0: off), got {heartbeat!r}")
+    journal = _journal_path(storage) if storage else None
+    if journal is not None and heartbeat:
+        raise SettingError(
+            "heartbeat", f"needs a database storage (sqlite:///..., postgresql://..., mysql://...): Optuna's journal "
+            f"storage {journal} records no heartbeats. Leave it out (dead workers on this host are still found by "
+            "their pid) or use a database")
+
+
 def make_storage(storage: str | None, out_dir: Path, heartbeat: int | None = 0) -> optuna.storages.BaseStorage:
     """Open the storage named by `storage` (None: `<out_dir>/study.db`).
 
@@ -72,19 +92,10 @@ def make_storage(storage: str | None, out_dir: Path, heartbeat: int | None = 0) 
     trial is stale after HEARTBEAT_GRACE intervals without one); 0: none; None:
     DEFAULT_HEARTBEAT_S for a database, none for a journal file.
     """
-    if heartbeat is not None and (isinstance(heartbeat, bool) or not isinstance(heartbeat, int) or heartbeat < 0):
-        raise UserError(f"--heartbeat must be a whole number of seconds >= 0 (0: off), got {heartbeat!r}")
+    check_heartbeat(heartbeat, storage)
     if storage is None:
         storage = f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
-    journal = storage[len("journal:"):] if storage.startswith("journal:") else None
-    if journal is None and "://" not in storage and storage.endswith((".log", ".journal")):
-        journal = storage
-    if journal is not None and heartbeat:
-        raise UserError(
-            f"--heartbeat needs a database storage (sqlite:///..., postgresql://..., mysql://...): Optuna's journal "
-            f"storage {journal} records no heartbeats. Leave --heartbeat out (dead workers on this host are still "
-            "found by their pid) or use a database"
-        )
+    journal = _journal_path(storage)
     try:
         if journal is not None:
             from optuna.storages.journal import JournalFileBackend
@@ -209,10 +220,9 @@ def open_study(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create output directory {out_dir}: {exc.strerror}; "
-                        "pass a writable --out dir") from None
+        raise SettingError("out_dir", f"{out_dir} cannot be created ({exc.strerror}); pass a writable folder") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise UserError(f"output directory {out_dir} is not writable; pass a writable --out dir")
+        raise SettingError("out_dir", f"{out_dir} is not writable; pass a writable folder")
     store = make_storage(storage, out_dir, heartbeat)
     new = as_stored(metadata)
     try:

@@ -46,10 +46,12 @@ from autopeft.errors import UserError
 from autopeft.search.samplers.base import ConfigSampler
 from autopeft.search.samplers.bo import BayesOptSampler
 from autopeft.search.samplers.options import (
+    BO_SAMPLERS,
+    DEFAULT_N_INIT,
     NUTS_DEFAULTS,
     SAMPLER_NAMES,
     BOOptions,
-    OptionError,
+    SamplerSettings,
     check_n_init,
     reject_options,
 )
@@ -60,8 +62,10 @@ from autopeft.space import PeftConfig, SearchSpace
 __all__ = [
     "SAMPLER_NAMES",
     "NUTS_DEFAULTS",
+    "BO_SAMPLERS",
+    "DEFAULT_N_INIT",
     "BOOptions",
-    "OptionError",
+    "SamplerSettings",
     "make_sampler",
     "ConfigSampler",
     "RandomConfigSampler",
@@ -75,7 +79,7 @@ def make_sampler(
     space: SearchSpace | None = None,
     *,
     seed: int | None = None,
-    n_init: int = 10,
+    n_init: int = DEFAULT_N_INIT,
     percent_fn: Callable[[PeftConfig], float] | None = None,
     candidates: Sequence[PeftConfig] | None = None,
     standards: Sequence[PeftConfig] = (),
@@ -104,7 +108,7 @@ def make_sampler(
             "random", "nsga2" and "motpe".
 
     Raises:
-        UserError: unknown sampler name, unknown option or bad option value (`OptionError`
+        UserError: unknown sampler name, unknown option or bad option value (`SettingError`
             for the BO samplers' options and ``n_init``).
     """
     if not isinstance(name, str) or name.lower() not in SAMPLER_NAMES:
@@ -118,7 +122,7 @@ def make_sampler(
     if percent_fn is not None and not callable(percent_fn):
         raise UserError("percent_fn must be a callable PeftConfig -> float (e.g. ModelSpec.percent)")
 
-    if name in ("saasbo", "gp"):
+    if name in BO_SAMPLERS:
         return BayesOptSampler(space, BOOptions.from_options(name, options), seed=seed, n_init=n_init,
                                percent_fn=percent_fn, candidates=candidates, standards=standards)
     # The hypervolume reference point only matters to the BO samplers; accepted (and

@@ -40,7 +40,7 @@ from autopeft.search.bo import acquisition, discrete_optim, model
 from autopeft.search.environment import thread_limit
 from autopeft.search.pareto import pareto_mask
 from autopeft.search.samplers.base import ConfigSampler, History
-from autopeft.search.samplers.options import BOOptions
+from autopeft.search.samplers.options import DEFAULT_N_INIT, BOOptions
 from autopeft.space import PeftConfig, SearchSpace, row_key, unique_rows
 
 logger = get_logger(__name__)
@@ -68,7 +68,7 @@ class BayesOptSampler(ConfigSampler):
         options: BOOptions | None = None,
         *,
         seed: int | None = None,
-        n_init: int = 10,
+        n_init: int = DEFAULT_N_INIT,
         percent_fn: Callable[[PeftConfig], float] | None = None,
         candidates: Sequence[PeftConfig] | None = None,
         standards: Sequence[PeftConfig] = (),
