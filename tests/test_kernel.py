@@ -13,14 +13,16 @@ from autopeft.search.kernel import EXTENSION
 # A 5-trial BO search (2 random, 3 MAP-SAAS + qLogNEHVI proposals) on a synthetic objective.
 SEARCH = """
 import warnings, optuna
+import autopeft.log
 from autopeft.search import kernel
 from autopeft.search.samplers import make_sampler
 from autopeft.space import ModelSpec, SearchSpace
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+autopeft.log.enable_default_handler()  # the library's warnings on stderr, as the CLI shows them
 space = SearchSpace(3, (0, 4, 8), (0, 4), (0, 2))
 spec = ModelSpec("bert", 3, 32, 32, 32, 100_000, 66)
 sampler = make_sampler("saasbo", space, seed=0, n_init=2, percent_fn=spec.percent, fit="map",
-                       n_random_candidates=64, max_local_candidates=64)
+                       n_random_candidates=64, max_local_candidates=64, calibration_pairs=0)
 study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
 for _ in range(5):
     trial = study.ask()

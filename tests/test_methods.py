@@ -64,7 +64,7 @@ def test_a_registered_toy_method_is_known_to_configurations_spaces_and_counts(to
 def test_a_toy_method_is_searched_trained_saved_and_loaded(toy, tiny_model_dir, tmp_path):
     spec = model_spec(load_model(str(tiny_model_dir), 2))
     space = SearchSpace(spec.n_layers, serial_adapter=(0, 4), ffn_scale=(0, 1))
-    sampler = make_sampler("saasbo", space, seed=0, n_init=2, percent_fn=spec.percent, fit="map")
+    sampler = make_sampler("saasbo", space, seed=0, n_init=2, percent_fn=spec.percent, fit="map", calibration_pairs=0)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     seen = []
 

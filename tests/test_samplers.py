@@ -290,3 +290,32 @@ def test_nuts_without_jax_says_how_to_install_it(monkeypatch):
     with pytest.raises(UserError, match=r"pip install 'autopeft\[nuts\]'"):
         make_sampler("saasbo", SMALL, fit="nuts")
     make_sampler("saasbo", SMALL, fit="map")  # the default fit needs neither
+
+
+def test_a_registered_toy_sampler_runs_a_search_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
+    """README, "Adding a sampler": tests/toy_sampler.py and one registry line are the whole addition."""
+    import autopeft
+    from autopeft.cli import main
+    from autopeft.search.samplers import SAMPLERS
+    from toy_sampler import hill_climb
+
+    monkeypatch.setitem(SAMPLERS, "hill-climb", hill_climb)  # the one registry line (undone after the test)
+    out = tmp_path / "s"
+    search = autopeft.create_search(str(tiny_model_dir), "RTE", out, sampler="hill-climb", train_examples=16,
+                                    dev_examples=16, epochs=1, max_length=32).optimize(budget=6)
+    trials = sorted(search.trials(), key=lambda t: t["number"])
+    attrs = search.study.user_attrs
+    space = SearchSpace.from_dict(attrs["space"], attrs["model_spec"]["hidden_size"], attrs["model_spec"]["n_layers"])
+    grid = space.grid()
+    assert sorted(t["standard"] for t in trials[:4]) == sorted(attrs["standards"])  # the standard modules first
+    for k, trial in enumerate(trials[4:], start=4):  # then each proposal is a neighbour of the best so far
+        best = max(trials[:k], key=lambda t: t["score"])
+        neighbours = {grid.config(r) for r in grid.neighbours(grid.index(PeftConfig.from_dict(best["config"])))}
+        assert PeftConfig.from_dict(trial["config"]) in neighbours
+    # the CLI knows it too, and a resume keeps it
+    assert main(["search", "--model", str(tiny_model_dir), "--task", "RTE", "--sampler", "hill-climb", "--budget",
+                 "7", "--out", str(out), "--quiet", "--train-examples", "16", "--dev-examples", "16", "--epochs", "1",
+                 "--max-length", "32"]) == 0
+    assert len(autopeft.load_search(out).trials()) == 7 and search.study.user_attrs["sampler"] == "hill-climb"
+    with pytest.raises(UserError, match="unknown option"):
+        make_sampler("hill-climb", space, warmup_steps=3)

@@ -274,7 +274,7 @@ def test_empty_text_bad_value_or_nothing_left(tmp_path):
     train = _write(tmp_path / "train.csv", "text,label\na,pos\nb,neg\n")
     empty = _write(tmp_path / "dev.csv", 'text,label\n"",pos\n" ",neg\n')
     _raises(lambda: load_file_task(train, train, "text", "label", empty_text="skip"),
-            "empty_text (--empty-text) must be 'keep' or 'drop', got 'skip'")
+            "empty_text must be 'keep' or 'drop', got 'skip'")
     _raises(lambda: load_file_task(train, empty, "text", "label", empty_text="drop"),
             f"{empty}: every example has an empty 'text' text")
 
@@ -448,3 +448,26 @@ def test_small_tasks_and_file_tasks_select_on_dev_and_say_so():
     assert report is test and (selection.split, selection.report, selection.optimistic) == ("dev", "test", False)
     small = load_task("WNLI")  # 635 train examples: too few to hold 10 % out
     assert selection_split(small)[2].split == "dev"
+
+
+def test_a_registered_toy_task_source_is_searched_stored_and_reloaded(tiny_model_dir, tmp_path, monkeypatch):
+    """README, "Adding a task source": tests/toy_task_source.py and one registry line are the whole addition."""
+    import autopeft
+    from autopeft.tasks import TASK_KINDS, TaskSource
+    from toy_task_source import INLINE
+
+    monkeypatch.setitem(TASK_KINDS, "inline", INLINE)  # the one registry line (undone after the test)
+    rows = [["good film", "pos"], ["bad film", "neg"], ["great plot", "pos"], ["dull plot", "neg"]] * 4
+    task = {"examples": {"train": rows, "dev": rows[:8]}, "name": "films"}
+    assert TaskSource.of(task).kind == "inline"
+    out = tmp_path / "s"
+    search = autopeft.create_search(str(tiny_model_dir), task, out, sampler="random", train_examples=16,
+                                    dev_examples=8, epochs=1, max_length=32).optimize(budget=2)
+    attrs = search.study.user_attrs
+    assert attrs["task"] == "films" and attrs["task_identity"]["labels"] == ["neg", "pos"]
+    assert attrs["selection"]["split"] == "dev"  # carve=False: chosen on its dev split
+    again = autopeft.load_search(out)  # the record's task_source loads through the registry again
+    again.optimize(budget=3)
+    assert len(again.trials()) == 3
+    with pytest.raises(UserError, match=r"examples \(inline\)"):  # an unmarked dict names the kinds it knows
+        TaskSource.of({"rows": rows})

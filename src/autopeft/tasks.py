@@ -736,13 +736,52 @@ def load_datasets_task(
 
 
 @dataclass(frozen=True)
+class TaskKind:
+    """One kind of task source, besides a GLUE name (README, "Adding a task source").
+
+    `marker`: the argument that makes a dict a source of this kind; `load(name, args)` reads its train
+    and dev splits (`args`: the dict without "name"); `default_name(args)`: its name when the dict gives
+    none; `carve`: the selection split is held out of train (False: configurations are chosen on dev).
+    """
+
+    marker: str
+    load: Callable[[str, dict[str, Any]], TaskData]
+    default_name: Callable[[dict[str, Any]], str]
+    carve: bool = True
+
+
+#: name -> TaskKind of every dict task source: "file" and "datasets", then those `register_task_kind` adds.
+TASK_KINDS: dict[str, TaskKind] = {}
+
+
+def register_task_kind(name: str, kind: TaskKind) -> None:
+    """Make dicts holding `kind.marker` task sources of `kind`, for the API, a study's record and resume."""
+    if name == "glue" or any(k.marker == kind.marker for n, k in TASK_KINDS.items() if n != name):
+        raise UserError(f"task kind {name!r}: its name or its marker {kind.marker!r} is taken already")
+    TASK_KINDS[name] = kind
+
+
+def _without(args: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in args.items() if k not in keys}
+
+
+# A file task's test file (test_path) is its report split, read by TaskSource.splits.
+register_task_kind("file", TaskKind("train_path", lambda name, args: load_file_task(**_without(args, "test_path"),
+                                                                                    name=name),
+                                    lambda args: file_task_name(args["train_path"]), carve=False))
+register_task_kind("datasets", TaskKind("datasets", lambda name, args: load_datasets_task(
+    args["datasets"], **_without(args, "datasets"), name=name), lambda args: datasets_task_name(args["datasets"])))
+
+
+@dataclass(frozen=True)
 class TaskSource:
     """Where a task's data comes from: the one form the CLI, the API, a study and the benchmarks use.
 
     One of: a GLUE task (`args`: optional data_dir); a file task (`args` of `load_file_task`:
     train_path, dev_path, text_a, label, ..., and optionally test_path, its report split); a
     `datasets` task (`args` of `load_datasets_task`: datasets, a save_to_disk folder or
-    hf:NAME[:CONFIG], then text_a, label, ...). A study stores `to_dict()`; `from_dict` reads it.
+    hf:NAME[:CONFIG], then text_a, label, ...); a kind of `TASK_KINDS` added with `register_task_kind`.
+    A study stores `to_dict()`; `from_dict` reads it.
     """
 
     name: str
@@ -750,38 +789,35 @@ class TaskSource:
 
     @property
     def kind(self) -> str:
-        """"file", "datasets" or "glue"."""
-        return "file" if "train_path" in self.args else "datasets" if "datasets" in self.args else "glue"
+        """The name of its `TASK_KINDS` entry ("file", "datasets", ...), or "glue"."""
+        return next((name for name, kind in TASK_KINDS.items() if kind.marker in self.args), "glue")
 
     @classmethod
     def of(cls, task: str | Mapping[str, Any]) -> TaskSource:
-        """A GLUE name, or a dict of `load_file_task` / `load_datasets_task` arguments (name: the default)."""
+        """A GLUE name, or a dict of a task kind's arguments (`TASK_KINDS`; "name": the default)."""
         if isinstance(task, str):
             return cls(task)
-        if isinstance(task, Mapping) and ("train_path" in task or "datasets" in task):
-            args = {k: v for k, v in task.items() if k != "name"}
-            default = (file_task_name(task["train_path"]) if "train_path" in task
-                       else datasets_task_name(task["datasets"]))
-            return cls(task.get("name") or default, args)
-        raise UserError("task must be a GLUE name or a dict of load_file_task arguments (train_path, dev_path, "
-                        "text_a, label, ...) or load_datasets_task arguments (datasets, text_a, label, ...), "
-                        f"got {task!r}")
+        kind = next((k for k in TASK_KINDS.values() if isinstance(task, Mapping) and k.marker in task), None)
+        if kind is None:
+            markers = ", ".join(f"{k.marker} ({name})" for name, k in TASK_KINDS.items())
+            raise UserError("task must be a GLUE name or a dict of a task source's arguments, marked by one of: "
+                            f"{markers}; e.g. load_file_task's (train_path, dev_path, text_a, label, ...) or "
+                            f"load_datasets_task's (datasets, text_a, label, ...); got {task!r}")
+        args = _without(task, "name")
+        return cls(task.get("name") or kind.default_name(args), args)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskSource:
-        return cls(data["name"], {k: v for k, v in data.items() if k != "name"})
+        return cls(data["name"], _without(data, "name"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.args}
 
     def load(self) -> TaskData:
         """The task's train and dev splits (a file task's test file is read by `splits`)."""
-        args = {k: v for k, v in self.args.items() if k != "test_path"}
-        if self.kind == "file":
-            return load_file_task(**args, name=self.name)
-        if self.kind == "datasets":
-            return load_datasets_task(args.pop("datasets"), **args, name=self.name)
-        return load_task(self.name, args.get("data_dir"))
+        if self.kind == "glue":
+            return load_task(self.name, self.args.get("data_dir"))
+        return TASK_KINDS[self.kind].load(self.name, dict(self.args))
 
     def splits(self, task: TaskData | None = None) -> tuple[TaskData, Split, Selection]:
         """What a search trains and chooses on, and what it reports on (`selection_split`): GLUE and `datasets`
@@ -790,6 +826,6 @@ class TaskSource:
         task = task or self.load()
         test = None
         if self.args.get("test_path"):
-            args = {k: v for k, v in self.args.items() if k not in ("test_path", "dev_path")}
+            args = _without(self.args, "test_path", "dev_path")
             test = load_file_task(**args, dev_path=self.args["test_path"], name=self.name).dev
-        return selection_split(task, test=test, carve=self.kind != "file")
+        return selection_split(task, test=test, carve=self.kind == "glue" or TASK_KINDS[self.kind].carve)

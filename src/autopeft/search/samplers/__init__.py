@@ -27,9 +27,11 @@ Samplers
     Optuna's ``NSGAIISampler`` / multivariate ``TPESampler``, wrapped so that they only
     produce valid configurations (`ValidatingSampler`).
 
+``register_sampler(name, factory)`` adds another (README, "Adding a sampler").
+
 Modules: `base` (the shared history and proposal bookkeeping), `bo` (the BO samplers, built on
 `autopeft.search.bo`), `random`, `validating`, and `options` (`BOOptions`, the BO samplers'
-options, each checked once).
+options, each checked once; `SamplerSettings`, a search's sampler).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from autopeft.search.samplers.options import (
     DEFAULT_N_INIT,
     NUTS_DEFAULTS,
     SAMPLER_NAMES,
+    SAMPLERS,
     BOOptions,
     SamplerSettings,
     check_n_init,
@@ -61,6 +64,8 @@ from autopeft.space import PeftConfig, SearchSpace
 
 __all__ = [
     "SAMPLER_NAMES",
+    "SAMPLERS",
+    "register_sampler",
     "NUTS_DEFAULTS",
     "BO_SAMPLERS",
     "DEFAULT_N_INIT",
@@ -72,6 +77,22 @@ __all__ = [
     "BayesOptSampler",
     "ValidatingSampler",
 ]
+
+
+SamplerFactory = Callable[..., BaseSampler]
+
+
+def register_sampler(name: str, factory: SamplerFactory) -> None:
+    """Make `factory` the sampler `name` of `make_sampler`, `SamplerSettings` and ``--sampler``.
+
+    `factory(space, *, seed, n_init, percent_fn, candidates, standards, **options)` returns an Optuna
+    sampler; a `ConfigSampler` subclass gets the standard modules, candidate restriction and proposal
+    bookkeeping for free (`tests/toy_sampler.py` is a worked example). Options it does not take
+    should raise a UserError (`reject_options`).
+    """
+    if not isinstance(name, str) or not name or name != name.lower():
+        raise UserError(f"a sampler name must be a non-empty lower-case string, got {name!r}")
+    SAMPLERS[name] = factory
 
 
 def make_sampler(
@@ -88,7 +109,8 @@ def make_sampler(
     """Build the sampler `name` for `space`.
 
     Args:
-        name: one of ``SAMPLER_NAMES``: "saasbo", "gp", "random", "nsga2", "motpe".
+        name: one of ``SAMPLERS`` (built in: "saasbo", "gp", "random", "nsga2", "motpe"; more
+            with `register_sampler`).
         space: the configuration space; every proposal is a valid configuration of it.
         seed: makes the proposals reproducible (None: a random seed).
         n_init: number of initial random trials of the BO samplers; the population
@@ -111,9 +133,8 @@ def make_sampler(
         UserError: unknown sampler name, unknown option or bad option value (`SettingError`
             for the BO samplers' options and ``n_init``).
     """
-    if not isinstance(name, str) or name.lower() not in SAMPLER_NAMES:
-        raise UserError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLER_NAMES)}")
-    name = name.lower()
+    if not isinstance(name, str) or name.lower() not in SAMPLERS:
+        raise UserError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
     if not isinstance(space, SearchSpace):
         raise UserError(f"make_sampler needs a SearchSpace, got {type(space).__name__}")
     check_n_init(n_init)
@@ -121,28 +142,45 @@ def make_sampler(
         raise UserError(f"seed must be an integer or None, got {seed!r}")
     if percent_fn is not None and not callable(percent_fn):
         raise UserError("percent_fn must be a callable PeftConfig -> float (e.g. ModelSpec.percent)")
+    return SAMPLERS[name.lower()](space, seed=seed, n_init=n_init, percent_fn=percent_fn, candidates=candidates,
+                                  standards=standards, **options)
 
-    if name in BO_SAMPLERS:
+
+def _bayes_opt(name: str) -> SamplerFactory:
+    def factory(space, *, seed, n_init, percent_fn, candidates, standards, **options):
         return BayesOptSampler(space, BOOptions.from_options(name, options), seed=seed, n_init=n_init,
                                percent_fn=percent_fn, candidates=candidates, standards=standards)
-    # The hypervolume reference point only matters to the BO samplers; accepted (and
-    # ignored) by the others so that a driver can pass the same options to every sampler.
-    options.pop("ref_point", None)
-    if name == "random":
-        reject_options(name, options, ())
-        return RandomConfigSampler(space, seed=seed, candidates=candidates, standards=standards)
+    return factory
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            if name == "nsga2":
-                kwargs = {"population_size": max(2, n_init), **options}
-                delegate: BaseSampler = optuna.samplers.NSGAIISampler(seed=seed, **kwargs)
-            else:
-                kwargs = {"n_startup_trials": n_init, "multivariate": True, **options}
-                delegate = optuna.samplers.TPESampler(seed=seed, **kwargs)
-        except TypeError as exc:
-            raise UserError(f"sampler {name!r}: bad option ({exc})") from None
-        except ValueError as exc:
-            raise UserError(f"sampler {name!r}: bad option value ({exc})") from None
-    return ValidatingSampler(delegate, space, seed=seed, candidates=candidates, standards=standards)
+
+# The hypervolume reference point only matters to the BO samplers; the others accept (and
+# ignore) it, so that a driver can pass the same options to every sampler.
+def _random(space, *, seed, n_init, percent_fn, candidates, standards, **options):
+    options.pop("ref_point", None)
+    reject_options("random", options, ())
+    return RandomConfigSampler(space, seed=seed, candidates=candidates, standards=standards)
+
+
+def _optuna(name: str) -> SamplerFactory:
+    def factory(space, *, seed, n_init, percent_fn, candidates, standards, **options):
+        options.pop("ref_point", None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                if name == "nsga2":
+                    kwargs = {"population_size": max(2, n_init), **options}
+                    delegate: BaseSampler = optuna.samplers.NSGAIISampler(seed=seed, **kwargs)
+                else:
+                    kwargs = {"n_startup_trials": n_init, "multivariate": True, **options}
+                    delegate = optuna.samplers.TPESampler(seed=seed, **kwargs)
+            except TypeError as exc:
+                raise UserError(f"sampler {name!r}: bad option ({exc})") from None
+            except ValueError as exc:
+                raise UserError(f"sampler {name!r}: bad option value ({exc})") from None
+        return ValidatingSampler(delegate, space, seed=seed, candidates=candidates, standards=standards)
+    return factory
+
+
+for _name, _factory in (("saasbo", _bayes_opt("saasbo")), ("gp", _bayes_opt("gp")), ("random", _random),
+                        ("nsga2", _optuna("nsga2")), ("motpe", _optuna("motpe"))):
+    register_sampler(_name, _factory)

@@ -9,16 +9,19 @@ construction; its errors name "sampler.<field>", which the CLI shows as the flag
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args
 
 from autopeft.errors import SettingError, UserError
 
-__all__ = ["BOOptions", "DEFAULT_N_INIT", "NUTS_DEFAULTS", "SAMPLER_NAMES", "SamplerSettings", "check_n_init",
-           "check_ref_point", "reject_options"]
+__all__ = ["BOOptions", "DEFAULT_N_INIT", "NUTS_DEFAULTS", "SAMPLERS", "SAMPLER_NAMES", "SamplerSettings",
+           "check_n_init", "check_ref_point", "reject_options"]
 
-SAMPLER_NAMES = ("saasbo", "gp", "random", "nsga2", "motpe")
+SAMPLER_NAMES = ("saasbo", "gp", "random", "nsga2", "motpe")  # the built-in samplers
+#: name -> factory of every sampler `make_sampler` builds: the built-in ones, then those added with
+#: `autopeft.search.samplers.register_sampler`.
+SAMPLERS: dict[str, Callable[..., Any]] = {}
 BO_SAMPLERS = ("saasbo", "gp")
 #: Random trials of the BO samplers after the standard modules (the population of "nsga2", the startup
 #: trials of "motpe").
@@ -222,8 +225,8 @@ class SamplerSettings:
     ref_point: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or self.name.lower() not in SAMPLER_NAMES:
-            raise SettingError("sampler.name", f"must be one of {', '.join(SAMPLER_NAMES)}, got {self.name!r}")
+        if not isinstance(self.name, str) or self.name.lower() not in SAMPLERS:
+            raise SettingError("sampler.name", f"must be one of {', '.join(SAMPLERS)}, got {self.name!r}")
         object.__setattr__(self, "name", self.name.lower())
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise SettingError("sampler.seed", f"must be an integer, got {self.seed!r}")
