@@ -13,6 +13,8 @@ from transformers import (
     BertForSequenceClassification,
     LlamaConfig,
     LlamaForSequenceClassification,
+    MPNetConfig,
+    MPNetForSequenceClassification,
     RobertaConfig,
     RobertaForSequenceClassification,
 )
@@ -65,11 +67,17 @@ TINY_CONFIGS = {
         vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
         intermediate_size=64, max_position_embeddings=64, num_labels=n, pad_token_id=0, attn_implementation="sdpa",
     ),
+    # MPNet computes attention itself (no SDPA): eager, as autopeft loads it
+    "mpnet": lambda n: MPNetConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=80, num_labels=n, attn_implementation="eager",
+    ),
 }
 TINY_CLASSES = {
     "bert": BertForSequenceClassification,
     "roberta": RobertaForSequenceClassification,
     "llama": LlamaForSequenceClassification,
+    "mpnet": MPNetForSequenceClassification,
 }
 
 
@@ -89,7 +97,7 @@ def tiny_batch(seed: int = 1, batch: int = 3, length: int = 12) -> dict[str, tor
     return {"input_ids": ids, "attention_mask": mask}
 
 
-@pytest.fixture(params=["bert", "roberta", "llama"])
+@pytest.fixture(params=["bert", "roberta", "llama", "mpnet"])
 def family(request) -> str:
     return request.param
 
@@ -111,6 +119,11 @@ def _save_tiny(path: Path, family: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return _save_tiny(tmp_path_factory.mktemp("tiny-bert"), "bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_mpnet_dir(tmp_path_factory) -> Path:
+    return _save_tiny(tmp_path_factory.mktemp("tiny-mpnet"), "mpnet")
 
 
 @pytest.fixture(scope="session")

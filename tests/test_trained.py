@@ -104,8 +104,11 @@ def test_bad_runs_and_inputs_get_clear_errors(trained, tmp_path, capsys):
     assert "predicts labels ['neg', 'pos']" in capsys.readouterr().err
 
 
-def test_a_lora_run_exported_to_peft_gives_the_same_logits(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("model", ["tiny_model_dir", "tiny_mpnet_dir"])  # BERT, and MPNet's attention names
+def test_a_lora_run_exported_to_peft_gives_the_same_logits(model, request, tmp_path):
     import peft  # in the test extra
+
+    tiny_model_dir = request.getfixturevalue(model)
     import torch
     from transformers import AutoModelForSequenceClassification
 

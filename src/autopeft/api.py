@@ -187,13 +187,11 @@ def train(model: str, task: TaskArg, config: PeftConfig | dict[str, Any] | str, 
 
 def apply(model: nn.Module, config: PeftConfig | dict[str, Any], seed: int | None = None) -> nn.Module:
     """Add `config`'s modules to a transformers model you hold, in place, and freeze all but modules and head."""
-    from autopeft.modules import attention_implementation, inject
+    from autopeft.modules import inject
 
     if isinstance(config, dict):
         config = PeftConfig.from_dict(config)
-    inject(model, config, seed=seed)
-    model.set_attn_implementation(attention_implementation("matmul"))
-    return model
+    return inject(model, config, seed=seed)  # with the prefix-aware attention
 
 
 __all__ = ["FIDELITIES", "FrontMember", "SamplerSettings", "Search", "apply", "create_search", "load_search",

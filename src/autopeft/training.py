@@ -28,12 +28,12 @@ from autopeft.metrics import compute_metrics
 from autopeft.models import load_model, load_tokenizer
 from autopeft.modules import (
     ATTENTIONS,
-    attention_implementation,
     fold,
     full_finetune,
     inject,
     model_spec,
     save_peft,
+    set_attention,
     trainable_params,
 )
 from autopeft.modules.inject import CONFIG_FILE
@@ -366,7 +366,7 @@ def build_model(model_name: str, task: TaskData, config: PeftConfig | str, seed:
         full_finetune(model)
     else:
         inject(model, config, seed=seed)
-    model.set_attn_implementation(attention_implementation(attention))
+    set_attention(model, attention)
     return model, spec
 
 

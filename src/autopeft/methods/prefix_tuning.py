@@ -4,6 +4,7 @@ into plain vectors afterwards. The attention functions that read them are in `mo
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 from autopeft.methods.base import Export, Injection, PeftMethod
@@ -32,9 +33,11 @@ class PrefixTuning(PeftMethod):
         from autopeft.modules.arch import get_submodule
 
         prefix = injection.modules["prefix"]
+        attention = get_submodule(injection.layers[index], injection.arch.attention)
         # A plain function attribute, not a submodule: the encoder is stored once, under autopeft.
-        object.__setattr__(get_submodule(injection.layers[index], injection.arch.attention), "_autopeft_prefix",
-                           lambda: prefix.layer_prefix(slot))
+        object.__setattr__(attention, "_autopeft_prefix", lambda: prefix.layer_prefix(slot))
+        if injection.arch.prefix_forward is not None:  # a family outside transformers' AttentionInterface
+            attention.forward = types.MethodType(injection.arch.prefix_forward, attention)
 
     def fold(self, modules: Any) -> None:
         if "prefix" in modules:

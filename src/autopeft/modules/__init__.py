@@ -10,10 +10,11 @@ from autopeft.modules.inject import (
     load_peft,
     model_spec,
     save_peft,
+    set_attention,
     trainable_params,
 )
 
 __all__ = [
     "ARCH_MAPS", "ATTENTIONS", "ArchMap", "arch_map_for", "attention_implementation", "fold", "full_finetune", "inject",
-    "load_peft", "model_spec", "save_peft", "trainable_params",
+    "load_peft", "model_spec", "save_peft", "set_attention", "trainable_params",
 ]

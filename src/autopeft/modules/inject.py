@@ -106,6 +106,17 @@ def _mask_with_prefix(mask, query: torch.Tensor, kv_len: int, n_prefix: int, mod
     return torch.cat([pad, mask], dim=-1)
 
 
+prefix_matmul_attention = _with_prefix(_matmul_attention)  # for families outside AttentionInterface
+
+
+def set_attention(model: nn.Module, attention: str = "matmul") -> nn.Module:
+    """Give `model` autopeft's prefix-aware `attention` ("matmul" | "sdpa"). A family that computes attention
+    itself (`ArchMap.attention_interface` False) keeps its own, prefix layers excepted (`ArchMap.prefix_forward`)."""
+    if arch_map_for(model).attention_interface:
+        model.set_attn_implementation(attention_implementation(attention))
+    return model
+
+
 @functools.cache
 def attention_implementation(attention: str) -> str:
     """The transformers name of autopeft's `attention` ("matmul" | "sdpa"), registered on first use."""
@@ -172,7 +183,7 @@ def inject(model: nn.Module, config: PeftConfig, folded_prefix: bool = False, se
         for method, size in methods:
             method.attach(injection, index, slot, size)
     model.autopeft = injection.modules
-    model.set_attn_implementation(attention_implementation("matmul"))
+    set_attention(model)
     for name, param in model.named_parameters():
         param.requires_grad = name.startswith("autopeft.") or _is_head_param(model, arch, name)
     return model
