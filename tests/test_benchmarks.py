@@ -514,3 +514,19 @@ def test_trial_speed_plain_loop_pads_every_batch_to_max_length(monkeypatch):
                                   load_tokenizer("minilm"), torch.device("cpu"))
     assert 0 <= out.score <= 100 and out.wall_time_s > 0
     assert widths[:3] == [64, 64, 64] and len(widths) > 3  # 3 training batches, then evaluation
+
+
+def test_model_cost_times_trials_and_workers_on_tiny_models(tiny_model_dir, tiny_mpnet_dir, tmp_path, monkeypatch):
+    """benchmarks/model_cost.py (and so benchmarks/gpu_mpnet.sh, which runs it on a GPU) on the CPU."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import model_cost
+
+    model_cost.main(["trial", "--models", str(tiny_model_dir), str(tiny_mpnet_dir), "--task", "RTE", "--repeats", "1",
+                     "--train-examples", "16", "--out", str(tmp_path / "trial.json")])
+    trial = json.loads((tmp_path / "trial.json").read_text())
+    assert set(trial["summary"]) == {str(tiny_model_dir), str(tiny_mpnet_dir)} and "cores" in trial["machine"]
+    assert all(row["min_s"] > 0 and row["config"].startswith("SA") for row in trial["summary"].values())
+    model_cost.main(["workers", "--model", str(tiny_model_dir), "--task", "RTE", "--workers", "2", "--window",
+                     "4", "--train-examples", "16", "--out", str(tmp_path / "workers.json")])
+    [row] = json.loads((tmp_path / "workers.json").read_text())["rows"]
+    assert row["workers"] == 2 and row["completed"] >= 1 and row["trials_per_min"] == row["completed"] * 15
