@@ -200,8 +200,14 @@ def test_extend_refuses_a_count_below_one_before_training(tmp_path, count, probl
 
 def test_reseed_appends_one_evaluation_per_configuration_and_load_table_averages_seeds(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from dataclasses import replace
+
+    import autopeft.training as training
     from table import COLUMNS, load_table, reseed
 
+    # real training, but on 64 examples (the mechanism is under test, not the table's fidelity)
+    low = training.fidelity_from("low")
+    monkeypatch.setattr(training, "fidelity_from", lambda *a, **k: replace(low, train_examples=64, dev_examples=64))
     # the table's smallest configuration, so that the real training stays short
     smallest = min(load_table(TABLE), key=lambda r: r["percent"])
     table = tmp_path / "table.csv"
