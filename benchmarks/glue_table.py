@@ -11,7 +11,12 @@ Methods (per task, all layers for the single modules, sizes as in `workflow.base
 - found: two configurations spread along the front of a search on that task (`--study
   TASK=DIR`, the search's --out folder), each at <= the largest single module's %;
 - transferred: `--transfer-from TASK`'s found configuration with the higher mean over its
-  seeds here (runs on TASK must be done), trained on the other tasks.
+  seeds here (runs on TASK must be done), trained on the other tasks; with a promoted study, its
+  best answer member by the selection split (no dev score chooses it);
+- answer (the second table, issue 36): up to two members of a promoted search's answer (`--study
+  TASK=DIR` of `autopeft search --promote K --target full`), each at <= the largest single
+  module's %, the best by the selection split first. Nothing of dev chooses them; each row says
+  what did (`selected_on`).
 
 Fidelity: the `full` preset (whole train split, 3 epochs, max length 128), the same for every
 method of a task. SST-2 trains on a fixed 10,000-example subset of its train split (subset seed
@@ -22,6 +27,8 @@ Usage:
     python benchmarks/glue_table.py --workers 2 --seeds 10,11,12 \\
         --study MRPC=benchmarks/results/glue_searches/MRPC ... --transfer-from MRPC
     python benchmarks/glue_table.py --summary        # the table and goals, from OUT (glue_report.py)
+    python benchmarks/glue_table.py --compute --study MRPC=DIR ...   # each search's compute (issue 36)
+The second table: benchmarks/glue_table_v2.sh.
 """
 
 from __future__ import annotations
@@ -41,7 +48,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "glue_table.jsonl"
 TASKS = ("MRPC", "STS-B", "CoLA", "SST-2")
-METHODS = ("full_ft", "SA", "PA", "PT", "LoRA", "found", "transferred")
+METHODS = ("full_ft", "SA", "PA", "PT", "LoRA", "found", "transferred", "answer")
+# The reference protocol (Zhou et al.'s code): 200 trials of up to 20 epochs on the whole train split,
+# then 5 seeds of each non-dominated point; its search alone is counted, so the fraction is an upper bound.
+REFERENCE_TRIALS, REFERENCE_EPOCHS = 200, 20
 MODEL = "minilm"
 FOUND_PER_TASK = 2
 
@@ -81,12 +91,65 @@ def found_configs(study_dir: str, spec, max_percent: float) -> list[tuple[Any, s
             for r in spread_along_front(rows, FOUND_PER_TASK)]
 
 
+def answer_configs(study_dir: str, max_percent: float) -> list[tuple[Any, str, str]]:
+    """Up to FOUND_PER_TASK members of a promoted study's answer at <= max_percent, the best selection-split
+    mean first; with their source and what chose them."""
+    from autopeft.report import answer_rows
+    from autopeft.space import PeftConfig
+    from autopeft.tasks import Selection
+    from autopeft.workflow import open_existing
+
+    study = open_existing(study_dir, None, "autopeft")
+    members = sorted((m for m in answer_rows(study) if m["percent"] <= max_percent),
+                     key=lambda m: -m["selection_score"])[:FOUND_PER_TASK]
+    if not members:
+        raise SystemExit(f"{study_dir}: no answer member at <= {max_percent:.3f} % parameters (is it promoted?)")
+    chosen_by = f"{Selection.from_dict(study.user_attrs['selection']).describe()}, at {members[0]['fidelity']}"
+    return [(PeftConfig.from_dict(m["config"]), f"{study_dir} trials {m['numbers']}", chosen_by) for m in members]
+
+
+def compute(study_dir: str) -> dict[str, Any]:
+    """A search's compute: train example-epochs of its evaluated trials, as a fraction of the reference
+    protocol's search on the same train split, and its wall time (first trial start to last end)."""
+    from promotion_pays import compute as example_epochs
+
+    from autopeft.tasks import TaskSource
+    from autopeft.workflow import open_existing
+
+    study = open_existing(study_dir, None, "autopeft")
+    n_train = len(TaskSource.from_dict(study.user_attrs["task_source"]).load().train)
+    spent = example_epochs(study)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete]
+    wall = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    return {"study": study_dir, "example_epochs": spent, "reference": REFERENCE_TRIALS * REFERENCE_EPOCHS * n_train,
+            "fraction": spent / (REFERENCE_TRIALS * REFERENCE_EPOCHS * n_train), "wall_s": wall}
+
+
 def key(task: str, method: str, config: Any, seed: int) -> str:
     return json.dumps([task, method, config if isinstance(config, str) else config.to_dict(), seed], sort_keys=True)
 
 
 def read_rows(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.is_file() else []
+
+
+def _transferred_by_dev(source_found, rows, source: str, args) -> list[tuple[Any, str, str]]:
+    """The source task's found configuration with the higher mean over its seeds there; [] until they are run."""
+    means = []
+    for config, origin in source_found:
+        scores = [r["score"] for r in rows if r["task"] == source and r["method"] == "found"
+                  and r["config"] == config.to_dict()]
+        if len(scores) < len(args.seeds):
+            return []
+        means.append((float(np.mean(scores)), config, origin))
+    _, config, origin = max(means, key=lambda m: m[0])
+    return [(config, f"{origin} (found on {source})", f"{source}: dev (the split reported)")]
+
+
+def _runs(task: str, method: str, configs: list[tuple[Any, str, str]], seeds: list[int]) -> list[dict[str, Any]]:
+    """One run per configuration and seed; `rank`: the configuration's place in `configs` (0: chosen first)."""
+    return [{"task": task, "method": method, "config": config, "seed": seed, "source": source, "selected_on": chosen_by,
+             "rank": rank} for rank, (config, source, chosen_by) in enumerate(configs) for seed in seeds]
 
 
 def plan(args, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -104,31 +167,31 @@ def plan(args, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for task in args.tasks:
         for method in args.methods:
             if method in singles:
-                configs = [(singles[method], "")]
+                configs = [(singles[method], "", "not selected: the standard size")]
+            elif method == "answer":
+                if task not in studies:
+                    continue
+                configs = answer_configs(studies[task], max_percent)
             elif method == "found":
                 if task not in studies:
                     continue  # its search is not done yet
-                found[task] = configs = found_configs(studies[task], spec, max_percent)
+                found[task] = found_configs(studies[task], spec, max_percent)
+                configs = [(c, s, "dev (the split reported)") for c, s in found[task]]
             else:  # transferred
                 source = args.transfer_from
                 if not source or task == source or source not in studies:
                     continue
-                source_found = found.get(source) or found_configs(studies[source], spec, max_percent)
-                means = []
-                for config, origin in source_found:
-                    scores = [r["score"] for r in rows if r["task"] == source and r["method"] == "found"
-                              and r["config"] == config.to_dict()]
-                    if len(scores) < len(args.seeds):
-                        break
-                    means.append((float(np.mean(scores)), config, origin))
-                else:
-                    best = max(means, key=lambda m: m[0])
-                    configs = [(best[1], f"{best[2]} (found on {source})")]
-                if len(means) < len(source_found):
-                    continue  # the source's found runs are not all done yet
-            for config, source_name in configs:
-                for seed in args.seeds:
-                    runs.append({"task": task, "method": method, "config": config, "seed": seed, "source": source_name})
+                from autopeft.workflow import open_existing
+
+                if open_existing(studies[source], None, "autopeft").user_attrs.get("promotion"):
+                    config, origin, chosen_by = answer_configs(studies[source], max_percent)[0]
+                    configs = [(config, f"{origin} (answer on {source})", f"{source}: {chosen_by}")]
+                else:  # the first table: the source's better found configuration by its dev runs
+                    configs = _transferred_by_dev(found.get(source) or found_configs(studies[source], spec,
+                                                                                      max_percent), rows, source, args)
+                    if not configs:
+                        continue  # the source's found runs are not all done yet
+            runs += _runs(task, method, configs, args.seeds)
     done = {key(r["task"], r["method"], r["config"] if r["config"] == "full" else PeftConfig.from_dict(r["config"]), r["seed"])
             for r in rows}
     return [r for r in runs if key(r["task"], r["method"], r["config"], r["seed"]) not in done]
@@ -151,7 +214,8 @@ def run(job: dict[str, Any], sst2_train: int) -> dict[str, Any]:
     config = job["config"]
     return {"task": job["task"], "method": job["method"], "config": config if isinstance(config, str) else config.to_dict(),
             "percent": result.percent, "seed": job["seed"], "fidelity": {**fidelity.to_dict(), "train_size": len(task.train)},
-            "metrics": result.metrics, "score": result.score, "wall_s": result.wall_time_s, "source": job["source"]}
+            "metrics": result.metrics, "score": result.score, "wall_s": result.wall_time_s, "source": job["source"],
+            "selected_on": job["selected_on"], "rank": job["rank"]}
 
 
 def main() -> None:
@@ -166,10 +230,17 @@ def main() -> None:
     parser.add_argument("--sst2-train", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--summary", action="store_true", help="print the table from OUT and stop")
+    parser.add_argument("--compute", action="store_true", help="print each --study's compute as JSON and stop")
     args = parser.parse_args()
     bad = [m for m in args.methods if m not in METHODS] + [t for t in args.tasks if t not in TASKS]
     if bad:
         raise SystemExit(f"unknown method or task {bad}; methods: {', '.join(METHODS)}; tasks: {', '.join(TASKS)}")
+    if args.compute:
+        sys.path.insert(0, str(HERE))
+        for spec in args.study:
+            task, folder = spec.split("=", 1)
+            print(json.dumps({"task": task, **compute(folder)}))
+        return
     rows = read_rows(args.out)
     if args.summary:
         from glue_report import report

@@ -192,6 +192,11 @@ class Selection:
         return {"split": self.split, "examples": self.examples, "report": self.report,
                 "optimistic": self.optimistic, "seed": SELECTION_SEED if self.split == "train" else None}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Selection:
+        """The stored selection (`to_dict`; its seed is SELECTION_SEED's)."""
+        return cls(data["split"], data["examples"], data["report"], data["optimistic"])
+
     def describe(self) -> str:
         held = (f"{self.examples} examples held out of train" if self.split == "train"
                 else f"the dev split ({self.examples} examples)")

@@ -260,8 +260,7 @@ def report_text(study) -> str:
     lines = [f"front of means at the search fidelity{f' ({fidelity})' if fidelity else ''}:",
              format_front_table(front_rows(study)), f"noise: {noise.describe()}"]
     if selection := study.user_attrs.get("selection"):
-        lines.append("selection: " + Selection(**{k: selection[k] for k in ("split", "examples", "report",
-                                                                           "optimistic")}).describe())
+        lines.append("selection: " + Selection.from_dict(selection).describe())
     if answer := answer_rows(study):
         lines += [f"answer at the target fidelity ({answer[0]['fidelity']}):", format_answer_table(answer)]
     elif not study.user_attrs.get("promotion"):

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The second results table (issue 36), resumable: run it again after any interruption.
+# 1. one search per task with the verified pipeline (the standard modules inside, the selection split
+#    held out of train, promotion to `full`), SST-2 first: the transfer source, fixed before any result
+#    (docs/lab-notes/2026-12-07-glue-table-v2-plan.md);
+# 2. the answer's runs and the transferred runs, seeds 10-12 on the whole train split, scored on dev
+#    (benchmarks/results/glue_table_v2.jsonl); full fine-tuning and the single modules are the first
+#    table's rows (glue_table.jsonl), not run again;
+# 3. each search's compute; the report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+searches=benchmarks/results/glue_searches_v2
+out=benchmarks/results/glue_table_v2.jsonl
+studies=()
+for task in SST-2 MRPC STS-B CoLA; do
+  autopeft search --task "$task" --budget 40 --promote 2 --target full --quiet --out "$searches/$task"
+  studies+=(--study "$task=$searches/$task")
+done
+python benchmarks/glue_table.py --workers 2 --methods answer,transferred "${studies[@]}" --transfer-from SST-2 \
+  --out "$out"
+python benchmarks/glue_table.py --compute "${studies[@]}" > benchmarks/results/glue_searches_v2/compute.jsonl
+python benchmarks/glue_report.py --rows "$out" --singles-from benchmarks/results/glue_table.jsonl
