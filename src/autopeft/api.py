@@ -19,7 +19,7 @@ from autopeft.errors import UserError
 from autopeft.search.samplers.options import SamplerSettings
 from autopeft.space import PeftConfig
 from autopeft.tasks import TaskSource
-from autopeft.training import FIDELITIES, FULL_FINETUNE, Fidelity, TrainResult, fidelity_from
+from autopeft.training import FIDELITIES, FIDELITY_FIELDS, FULL_FINETUNE, Fidelity, TrainResult, fidelity_from
 from autopeft.trained import load_trained
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 # a GLUE name, or the arguments of load_file_task (train_path, dev_path, text_a, ...) or of
 # load_datasets_task (datasets: a save_to_disk folder or hf:NAME[:CONFIG], text_a, ...): `tasks.TaskSource.of`
 TaskArg = str | dict[str, Any]
-_FIDELITY_FIELDS = {f.name for f in fields(Fidelity)}
 
 
 @dataclass(frozen=True)
@@ -43,15 +42,6 @@ class FrontMember:
     percent: float  # trainable parameters, % of the backbone
     trainable_params: int
     trials: tuple[int, ...]  # its trial numbers (first evaluation, then replicates)
-
-
-def _fidelity(preset: str | Fidelity, overrides: dict[str, Any]) -> Fidelity:
-    unknown = sorted(set(overrides) - _FIDELITY_FIELDS)
-    if unknown:
-        raise UserError(f"unknown setting(s) {unknown}; fidelity fields: {sorted(_FIDELITY_FIELDS)}")
-    if isinstance(preset, Fidelity):
-        return replace(preset, **overrides)
-    return fidelity_from(preset, **overrides)
 
 
 class Search:
@@ -110,7 +100,7 @@ class Search:
         """Retrain `top` front configurations (0: all) at full fidelity with `seeds` seeds; see `retrain_front`."""
         from autopeft.workflow import retrain_front
 
-        _fidelity("full", fidelity)  # checks the names
+        fidelity_from("full", **fidelity)  # checks the names
         return retrain_front(self.out_dir, self._settings.storage, self._settings.study_name, top=top, seeds=seeds,
                              fidelity_overrides=fidelity, progress=self._settings.progress,
                              device=self._settings.device)
@@ -122,7 +112,8 @@ class Search:
 
         return transfer(self.out_dir, TaskSource.of(task).load(), Path(out_dir), storage=self._settings.storage,
                         study_name=self._settings.study_name, top=top, seeds=seeds,
-                        fidelity=_fidelity("full", fidelity), progress=self._settings.progress,
+                        fidelity=fidelity_from("full", self._settings.device, **fidelity),
+                        progress=self._settings.progress,
                         device=self._settings.device)
 
 
@@ -139,14 +130,14 @@ def create_search(model: str = "minilm", task: TaskArg = "RTE", out_dir: str | P
 
     known = {f.name for f in fields(SearchSettings)} - {"model", "task", "fidelity", "out_dir", "budget", "task_source",
                                                          "sampler"}
-    fidelity_overrides = {k: settings.pop(k) for k in list(settings) if k in _FIDELITY_FIELDS}
+    fidelity_overrides = {k: settings.pop(k) for k in list(settings) if k in FIDELITY_FIELDS}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise UserError(f"unknown setting(s) {unknown}; search settings: {sorted(known)}, "
-                        f"fidelity fields: {sorted(_FIDELITY_FIELDS)}")
+                        f"fidelity fields: {sorted(FIDELITY_FIELDS)}")
     source = TaskSource.of(task)
-    return Search(SearchSettings(model=model, task=source.load(), fidelity=_fidelity(fidelity,
-                                 fidelity_overrides), out_dir=Path(out_dir), task_source=source, progress=progress,
+    return Search(SearchSettings(model=model, task=source.load(), fidelity=fidelity_from(fidelity,
+                                 **fidelity_overrides), out_dir=Path(out_dir), task_source=source, progress=progress,
                                  sampler=sampler, **settings))
 
 
@@ -181,7 +172,7 @@ def train(model: str, task: TaskArg, config: PeftConfig | dict[str, Any] | str, 
         config = PeftConfig.from_dict(config)
     elif isinstance(config, str) and config != FULL_FINETUNE:
         config = PeftConfig.from_json_file(config)
-    return train_and_evaluate(model, TaskSource.of(task).load(), config, _fidelity(fidelity, overrides),
+    return train_and_evaluate(model, TaskSource.of(task).load(), config, fidelity_from(fidelity, device, **overrides),
                               out_dir=out_dir, progress=progress, device=device)
 
 

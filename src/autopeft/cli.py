@@ -101,12 +101,8 @@ def _fidelity(args: argparse.Namespace):
     if args.fidelity == "auto" and (args.train_examples is not None or args.epochs is not None):
         raise UserError("--fidelity auto chooses the train examples and epochs itself; drop --train-examples/--epochs, "
                         "or give a preset (low, full) with them")
-    return fidelity_from(
-        "low" if args.fidelity == "auto" else args.fidelity, train_examples=args.train_examples,
-        dev_examples=args.dev_examples, epochs=args.epochs,
-        max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        precision=args.precision, dropout=args.dropout, device=getattr(args, "device", "auto"),
-    )
+    return fidelity_from("low" if args.fidelity == "auto" else args.fidelity, getattr(args, "device", "auto"),
+                         **_fidelity_overrides(args))
 
 
 def _task_source(args: argparse.Namespace):

@@ -10,7 +10,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
@@ -109,15 +109,19 @@ FIDELITIES: dict[str, Fidelity] = {
     # minutes); raise --epochs on a GPU.
     "full": Fidelity(train_examples=None, epochs=3, max_length=128),
 }
+FIDELITY_FIELDS = frozenset(f.name for f in fields(Fidelity))
 
 
-def fidelity_from(preset: str = "low", device: str | torch.device = "auto", **overrides: Any) -> Fidelity:
-    """A preset with some fields replaced (None values are ignored); precision "auto" is
+def fidelity_from(preset: str | Fidelity = "low", device: str | torch.device = "auto", **overrides: Any) -> Fidelity:
+    """A preset (or a Fidelity) with some fields replaced (None values are ignored); precision "auto" is
     resolved for `device`, so that what a study stores says what its trials ran."""
-    if preset not in FIDELITIES:
+    if not isinstance(preset, Fidelity) and preset not in FIDELITIES:
         raise UserError(f"unknown fidelity '{preset}'; choose one of {sorted(FIDELITIES)}")
-    return resolve_precision(replace(FIDELITIES[preset], **{k: v for k, v in overrides.items() if v is not None}),
-                             device)
+    unknown = sorted(set(overrides) - FIDELITY_FIELDS)
+    if unknown:
+        raise UserError(f"unknown setting(s) {unknown}; fidelity fields: {sorted(FIDELITY_FIELDS)}")
+    base = preset if isinstance(preset, Fidelity) else FIDELITIES[preset]
+    return resolve_precision(replace(base, **{k: v for k, v in overrides.items() if v is not None}), device)
 
 
 def fast_precision(device: str | torch.device = "auto") -> str:
