@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 bash scripts/adapters_venv.sh  # the venv the `adapters` export test loads exports with
 . scripts/env.sh
-python -m pytest -q "$@"
+python -m pytest -q --durations=15 "$@"  # the slowest tests, for keeping the suite short
