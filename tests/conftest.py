@@ -35,23 +35,22 @@ SMALL_SPEC = ModelSpec("bert", n_layers=4, hidden_size=32, q_dim=32, kv_dim=32, 
 
 
 def study_metadata(**changes) -> dict:
-    """Study metadata for SMALL_SPACE, as the search command stores it; `changes` override keys."""
+    """A study record for SMALL_SPACE in the shape a search stores (`StudyRecord.to_dict()`); `changes` override
+    fields."""
     from autopeft.search.pareto import default_reference_point, space_max_percent
+    from autopeft.search.record import StudyRecord
+    from autopeft.workflow import OBJECTIVES
 
-    meta = {
-        "model": {"name": "tiny", **SMALL_SPEC.to_dict()},
-        "task": "RTE",
-        "space": SMALL_SPACE.to_dict(),
-        "fidelity": {"train_fraction": 0.1, "epochs": 1},
-        "objectives": ["accuracy", "percent_params"],
-        "sampler": "random",
-        "seed": 0,
-        "reference_point": list(default_reference_point(space_max_percent(SMALL_SPACE, SMALL_SPEC))),
-        "selection": {"split": "dev", "examples": 32, "report": "dev", "optimistic": True, "seed": None},
-        "record_version": 2,
-    }
-    meta.update(changes)
-    return meta
+    record = StudyRecord(
+        model="tiny", model_weights=None, model_spec=SMALL_SPEC.to_dict(), task="RTE", task_identity={},
+        task_source={"name": "RTE"}, metric="accuracy", space=SMALL_SPACE.to_dict(), standards={},
+        fidelity={"train_examples": 32, "epochs": 1}, fidelity_label="32x1",
+        selection={"split": "dev", "examples": 32, "report": "dev", "optimistic": True, "seed": None},
+        objectives=OBJECTIVES, sampler="random", seed=0, n_init=8, sampler_options={},
+        reference_point=list(default_reference_point(space_max_percent(SMALL_SPACE, SMALL_SPEC))),
+        user_reference_point=None, constant_baseline=50.0,
+    )
+    return {**record.to_dict(), **changes}
 
 
 TINY_CONFIGS = {

@@ -150,13 +150,19 @@ def test_a_task_smaller_than_the_ladder_skips_rungs_that_change_nothing():
 
 
 def test_the_noise_advice_fits_the_tasks_size():
+    from dataclasses import replace
+
+    from conftest import study_metadata
+
+    from autopeft.search.record import StudyRecord
     from autopeft.workflow import _more_fidelity_advice
 
-    small = {"fidelity": {"train_examples": 640}, "fidelity_label": "250x2",
-             "selection": {"split": "dev", "examples": 56}}
+    record = StudyRecord.from_dict(study_metadata())
+    small = replace(record, fidelity={"train_examples": 640}, fidelity_label="250x2",
+                    selection={"split": "dev", "examples": 56})
     advice = _more_fidelity_advice(small, auto=True)
     assert "every one of the 250 train examples is used already" in advice and "--train-examples" not in advice
     assert "only 56 examples to choose on" in advice
-    big = {"fidelity": {"train_examples": 640}, "fidelity_label": "640x2", "selection": {"split": "train",
-                                                                                      "examples": 575}}
+    big = replace(record, fidelity={"train_examples": 640}, fidelity_label="640x2",
+                  selection={"split": "train", "examples": 575})
     assert _more_fidelity_advice(big, auto=True) == "raise --train-examples and/or --epochs, or use --fidelity auto"

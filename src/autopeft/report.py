@@ -16,6 +16,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 from autopeft.errors import UserError, disk_full_reported
 from autopeft.search.pareto import hypervolume
 from autopeft.search.attrs import PROMOTION_ATTR, REPORT_SCORE_ATTR
+from autopeft.search.record import StudyRecord
 from autopeft.search.results import (
     ConfigRecord,
     TrialRecord,
@@ -30,28 +31,10 @@ from autopeft.search.results import (
 from autopeft.space import PeftConfig, size_keys
 
 
-def _name(value: Any, *keys: str) -> str | None:
-    """A display name from a metadata value: the string itself or the first of `keys` in a dict."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        return next((str(value[k]) for k in keys if value.get(k)), None)
-    if isinstance(value, (list, tuple)) and value:
-        return _name(value[0], *keys)
-    return None
-
-
 def study_labels(study: optuna.Study) -> dict[str, str]:
-    """Task, model and metric names from the study metadata (with fallbacks)."""
-    attrs = study.user_attrs
-    metric = _name(attrs.get("metric"), "name") or _name(attrs.get("objectives"), "score", "metric", "name")
-    if metric in (None, "score", "maximize"):
-        metric = _name(attrs.get("task"), "metric") or "score"
-    return {
-        "task": _name(attrs.get("task"), "name", "task") or "task",
-        "model": _name(attrs.get("model"), "name", "path", "model_type") or "model",
-        "metric": metric,
-    }
+    """Task, model and metric names from the study record."""
+    record = StudyRecord.of(study)
+    return {"task": record.task or "task", "model": record.model or "model", "metric": record.metric or "score"}
 
 
 def _describe(config: dict[str, Any] | None) -> str:
@@ -105,7 +88,7 @@ def _all_trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "percent": t.values[1] if t.values else None,
                 "configuration": _describe(attrs.get("config")),
                 "standard": standards.get(config_key(attrs["config"]), "") if attrs.get("config") else "",
-                "fidelity": promotion["fidelity"] if promotion else study.user_attrs.get("fidelity_label"),
+                "fidelity": promotion["fidelity"] if promotion else StudyRecord.of(study).fidelity_label,
                 "report_score": attrs.get(REPORT_SCORE_ATTR),
                 "config": json.dumps(attrs.get("config")),
                 "trainable_params": attrs.get("trainable_params"),
@@ -136,12 +119,12 @@ def plot_front(
         s=18, color="0.65", alpha=0.8, label=f"trials ({len(rows)})", zorder=2,
     )
     fx, fy = [r["percent"] for r in front], [r["score"] for r in front]
-    fidelity = study.user_attrs.get("fidelity_label")
+    fidelity = StudyRecord.of(study).fidelity_label
     ax.plot(fx, fy, drawstyle="steps-post", color="tab:red", lw=1.6, zorder=3)
     ax.errorbar(fx, fy, yerr=[r["score_std"] for r in front], fmt="o", ms=6, color="tab:red", mec="black", mew=0.6,
                 capsize=3, zorder=4, label=f"front of means{f' at {fidelity}' if fidelity else ''} ({len(front)}; "
                 "bars: std over seeds)")
-    constant = study.user_attrs.get("constant_baseline")
+    constant = StudyRecord.of(study).constant_baseline
     if constant is not None and np.isfinite(constant):
         ax.axhline(constant, color="0.3", ls="--", lw=1, label=f"constant predictor ({constant:.1f})", zorder=1)
     named: list[tuple[float, float, str, str]] = []  # (percent, score, label, colour), labels placed at the end
@@ -172,7 +155,7 @@ def plot_front(
         ax.set_xlabel("% trainable parameters (log scale)")
     else:
         ax.set_xlabel("% trainable parameters")
-    selection = study.user_attrs.get("selection") or {}
+    selection = StudyRecord.of(study).selection or {}
     split = "held-out train" if selection.get("split") == "train" else "dev"
     ax.set_ylabel(f"{labels['metric']} ({labels['task']}, {split})")
     ax.set_title(f"AutoPEFT search: {labels['task']}, {labels['model']} — {study.study_name}", fontsize=10)
@@ -215,7 +198,7 @@ def answer_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """The answer at the target fidelity (`search.promotion.answer_members`); [] without promotion."""
     from autopeft.search.promotion import PromotionPlan, answer_members
 
-    plan = study.user_attrs.get("promotion")
+    plan = StudyRecord.of(study).promotion
     return answer_members(study, PromotionPlan.from_dict(plan)) if plan else []
 
 
@@ -224,12 +207,13 @@ def answer_verdict(study: optuna.Study) -> list[str]:
     over seeds? Or is a standard module the recommendation? [] without promotion."""
     from autopeft.search.promotion import PromotionPlan, answer_members
 
-    plan = study.user_attrs.get("promotion")
+    record = StudyRecord.of(study)
+    plan = record.promotion
     if not plan:
         return []
     plan = PromotionPlan.from_dict(plan)
     answer, evaluated = answer_members(study, plan), answer_members(study, plan, front=False)
-    target, split = plan.labels[-1], (study.user_attrs.get("selection") or {}).get("report", "dev")
+    target, split = plan.labels[-1], (record.selection or {}).get("report", "dev")
     if not answer:
         return [f"no answer yet: no configuration has its {plan.final_seeds} seeds at the target fidelity {target}"]
     best = max(answer, key=lambda m: m["selection_score"])
@@ -362,7 +346,7 @@ def _write_report_files(study: optuna.Study, paths: dict[str, Path], ref: tuple[
                         rows: list[TrialRecord]) -> None:
     _write_csv(paths["front.csv"], [_flat(r, k) for k, r in enumerate(front, start=1)])
     _write_csv(paths["trials.csv"], _all_trial_rows(study))
-    configs = config_rows(study)
+    configs, record = config_rows(study), StudyRecord.of(study)
     summary = {
         "study": study.study_name,
         **labels,
@@ -371,11 +355,11 @@ def _write_report_files(study: optuna.Study, paths: dict[str, Path], ref: tuple[
         "reference_point": list(ref),
         "hypervolume": hypervolume([r["score"] for r in configs], [r["percent"] for r in configs], *ref),
         "noise": noise_estimate(study).to_dict(),
-        "selection": study.user_attrs.get("selection"),
-        "fidelity": study.user_attrs.get("fidelity_label"),
+        "selection": record.selection,
+        "fidelity": record.fidelity_label,
         "front": [{"rank": k, "configuration": _describe(r["config"]), **r} for k, r in enumerate(front, start=1)],
     }
-    if study.user_attrs.get("promotion"):
+    if record.promotion:
         summary["answer"] = [{"configuration": _describe(m["config"]), **m} for m in answer_rows(study)]
         summary["verdict"] = answer_verdict(study)
     paths["front.json"].write_text(json.dumps(summary, indent=2) + "\n")

@@ -256,44 +256,45 @@ def report_text(study) -> str:
     from autopeft.report import answer_rows, answer_verdict, format_answer_table
 
     noise = noise_estimate(study)
-    fidelity = study.user_attrs.get("fidelity_label")
+    record = StudyRecord.of(study)
+    fidelity = record.fidelity_label
     lines = [f"front of means at the search fidelity{f' ({fidelity})' if fidelity else ''}:",
              format_front_table(front_rows(study)), f"noise: {noise.describe()}"]
-    if selection := study.user_attrs.get("selection"):
+    if selection := record.selection:
         lines.append("selection: " + Selection.from_dict(selection).describe())
     if answer := answer_rows(study):
         lines += [f"answer at the target fidelity ({answer[0]['fidelity']}):", format_answer_table(answer)]
-    elif not study.user_attrs.get("promotion"):
+    elif not record.promotion:
         lines.append(f"note: this front is at the search fidelity{f' ({fidelity})' if fidelity else ''}, one seed per "
                      "trial unless replicated; --promote K takes it up to the fidelity you will train at, over seeds, "
                      "and compares it there with the standard modules")
     lines += answer_verdict(study)
-    if study.user_attrs.get("calibration"):
-        calibration = describe_calibration(study.user_attrs["calibration"])
+    if record.calibration:
+        calibration = describe_calibration(record.calibration)
         lines.insert(0, "fidelity chosen by calibration (--fidelity auto):\n" + calibration)
-        if not clears_baseline(study.user_attrs["calibration"][-1]):
+        if not clears_baseline(record.calibration[-1]):
             lines.append(f"warning: even at the chosen fidelity the calibration models score less than {MIN_MARGIN:g} "
                          "points above the constant predictor, so the front may only rank how far configurations "
-                         f"stray from predicting one class; {_more_fidelity_advice(study.user_attrs)}")
+                         f"stray from predicting one class; {_more_fidelity_advice(record)}")
     if noise.too_noisy:
         lines.append(
             f"warning: at this fidelity seed noise explains more than half of the score differences (configuration "
             f"share {100 * noise.config_share:.0f}% < 50%), so single scores cannot rank configurations; "
-            f"{_more_fidelity_advice(study.user_attrs, auto=True)}")
+            f"{_more_fidelity_advice(record, auto=True)}")
     return "\n".join(lines)
 
 
-def _more_fidelity_advice(attrs: dict[str, Any], auto: bool = False) -> str:
+def _more_fidelity_advice(record: StudyRecord, auto: bool = False) -> str:
     """What would make the scores rank configurations, for this task's size: more examples only where the train
     split has more, and a word on the selection split when it is small."""
-    label, asked = attrs.get("fidelity_label"), (attrs.get("fidelity") or {}).get("train_examples")
+    label, asked = record.fidelity_label, (record.fidelity or {}).get("train_examples")
     used = int(label.split("x")[0]) if label else None
     whole = used is not None and (asked is None or (isinstance(asked, int) and used < asked))
     if whole:
         advice = f"every one of the {used} train examples is used already, so only --epochs can raise the fidelity"
     else:
         advice = "raise --train-examples and/or --epochs" + (", or use --fidelity auto" if auto else "")
-    selection = attrs.get("selection") or {}
+    selection = record.selection or {}
     if selection.get("examples") is not None and selection["examples"] < SMALL_SELECTION:
         advice += (f"; with only {selection['examples']} examples to choose on, the selection split itself limits how "
                    "finely configurations can be ranked")
@@ -387,17 +388,17 @@ def _retrain_front(out_dir: Path, study, top: int, seeds: int, fidelity_override
                    progress: bool, device: str) -> list[dict[str, Any]]:
     from autopeft.search.results import front_rows, record_retrained
 
-    meta = study.user_attrs
-    task = TaskSource.from_dict(meta["task_source"]).load()
+    record = StudyRecord.of(study)
+    task = TaskSource.from_dict(record.task_source).load()
     fidelity = resolve_precision(replace(FIDELITIES["full"], **(fidelity_overrides or {})), device)
-    tokenizer = load_tokenizer(meta["model"])
+    tokenizer = load_tokenizer(record.model)
     picked = spread_along_front(front_rows(study), top)
     logger.info(f"retraining {len(picked)} front configuration(s) x {seeds} seed(s) at full fidelity")
     rows = []
     for row in picked:
         config = PeftConfig.from_dict(row["config"])
         run_dir = out_dir / "retrained" / f"trial_{row['number']}"
-        results = train_seeds(meta["model"], task, config, fidelity, seeds, run_dir, tokenizer, progress, device)
+        results = train_seeds(record.model, task, config, fidelity, seeds, run_dir, tokenizer, progress, device)
         scores = [r["score"] for r in results]
         record_retrained(study, row["number"], scores)
         mean, std = _summary(scores)
@@ -450,9 +451,10 @@ def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str |
     from autopeft.search.results import front_rows
 
     study = open_existing(source_dir, storage, study_name)
-    model = model or study.user_attrs["model"]
-    if model != study.user_attrs["model"]:
-        logger.warning(f"note: the front was found with {study.user_attrs['model']}; retraining with {model}")
+    record = StudyRecord.of(study)
+    model = model or record.model
+    if model != record.model:
+        logger.warning(f"note: the front was found with {record.model}; retraining with {model}")
     fidelity = fidelity or FIDELITIES["full"]
     spec, tokenizer = describe_model(model, task.spec.num_labels)
     picked = spread_along_front(front_rows(study), top)
@@ -468,9 +470,9 @@ def transfer(source_dir: str | Path, task: TaskData, out_dir: Path, model: str |
                      "config": config.to_dict()})
     baselines = run_baselines(model, task, fidelity, seeds, out_dir, spec, tokenizer, progress=progress, device=device)
     all_rows = rows + [{**b, "name": f"baseline: {b['name']}"} for b in baselines]
-    record = {"source": str(source_dir), "task": task.spec.name, "model": model, "fidelity": fidelity.to_dict(),
-              "rows": all_rows}
-    (out_dir / "transfer.json").write_text(json.dumps(record, indent=2))
+    summary = {"source": str(source_dir), "task": task.spec.name, "model": model, "fidelity": fidelity.to_dict(),
+               "rows": all_rows}
+    (out_dir / "transfer.json").write_text(json.dumps(summary, indent=2))
     plot_points(rows, baselines, out_dir / "transfer.png", metric=task.spec.primary_metric,
-                title=f"{study.user_attrs['task']} front transferred to {task.spec.name}")
+                title=f"{record.task} front transferred to {task.spec.name}")
     return all_rows

@@ -70,6 +70,14 @@ class StudyRecord:
     def from_study(cls, study: Any) -> StudyRecord:
         return cls.from_dict(study.user_attrs)
 
+    @classmethod
+    def of(cls, study: Any) -> StudyRecord:
+        """The study's record, for reading and reporting: a study an earlier autopeft wrote (record_version 1,
+        which `from_dict` refuses for a resume) gets None for each field it lacks."""
+        attrs = study.user_attrs
+        return cls(**{**{f.name: attrs.get(f.name) for f in fields(cls)},
+                      "record_version": attrs.get("record_version", 1)})
+
     def sampler_settings(self) -> SamplerSettings:
         """The sampler this study was made with, as a search resumes it."""
         from autopeft.search.samplers.options import BO_SAMPLERS, SamplerSettings

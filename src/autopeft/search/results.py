@@ -29,6 +29,7 @@ from autopeft.search.attrs import (
 )
 from autopeft.search.noise import NoiseEstimate, estimate_noise
 from autopeft.search.pareto import pareto_mask
+from autopeft.search.record import StudyRecord
 from autopeft.space import PeftConfig
 
 
@@ -95,7 +96,7 @@ def replicate_index(trial: FrozenTrial | optuna.trial.Trial) -> int:
 
 def standard_names(study: optuna.Study) -> dict[str, str]:
     """Config key -> name of the study's standard modules (study attr "standards": name -> configuration)."""
-    return {config_key(config): name for name, config in (study.user_attrs.get("standards") or {}).items()}
+    return {config_key(config): name for name, config in (StudyRecord.of(study).standards or {}).items()}
 
 
 def _row(trial: FrozenTrial, retrained: dict[str, Any], standards: dict[str, str], fidelity: str | None) -> TrialRecord:
@@ -134,7 +135,7 @@ def completed_trials(study: optuna.Study, include_duplicates: bool = False,
     """One row per COMPLETE trial (see TrialRecord) in trial order (duplicates left out unless asked): the
     search's own trials, at its fidelity, or with `promoted` only the promoted evaluations (search.promotion)."""
     retrained = study.user_attrs.get(RETRAINED_ATTR, {})
-    standards, fidelity = standard_names(study), study.user_attrs.get("fidelity_label")
+    standards, fidelity = standard_names(study), StudyRecord.of(study).fidelity_label
     rows = [
         _row(t, retrained, standards, fidelity)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -195,7 +196,7 @@ def reference_point(study: optuna.Study) -> tuple[float, float]:
     The stored `reference_point` metadata (see pareto.default_reference_point);
     without it, (0, largest observed percent) — a display-only fallback.
     """
-    ref = study.user_attrs.get("reference_point")
+    ref = StudyRecord.of(study).reference_point
     if ref is not None:
         return float(ref[0]), float(ref[1])
     percents = [r["percent"] for r in completed_trials(study)]

@@ -43,6 +43,7 @@ from autopeft.search.attrs import (
 )
 from autopeft.search.noise import estimate_noise, format_share
 from autopeft.search.pareto import hypervolume, pareto_mask
+from autopeft.search.record import StudyRecord
 from autopeft.search.results import config_key, config_rows, reference_point, replicate_index, replicate_proposal
 from autopeft.search.storage import as_stored
 from autopeft.search.workers import (
@@ -212,7 +213,8 @@ def run_search(
     recover_stale(study)  # also when the budget is met already
     if study.user_attrs.get(BUDGET_ATTR) != budget:
         study.set_user_attr(BUDGET_ATTR, budget)  # the BO samplers cap their replicates by it
-    attrs = {"seed": study.user_attrs.get("seed"), "sampler": study.user_attrs.get("sampler")}  # stored on each trial
+    record = StudyRecord.of(study)
+    attrs = {"seed": record.seed, "sampler": record.sampler}  # stored on each trial
     ref = ref or reference_point(study)
 
     from tqdm import tqdm

@@ -264,7 +264,7 @@ def open_study(
             "original settings to resume it"
         )
     for key, value in new.items():
-        if old.get(key) != value:
+        if key not in old or old[key] != value:
             study.set_user_attr(key, value)
     return study
 
