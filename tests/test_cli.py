@@ -102,6 +102,10 @@ def test_retrain_records_mean_and_std(searched, capsys):
     assert main(["retrain", str(out), "--top", "1", "--seeds", "2", "--train-examples", "16", "--dev-examples", "16",
                  "--epochs", "1", "--max-length", "32"]) == 0
     assert "retrained" in capsys.readouterr().out
+    assert main(["retrain", str(out), "--top", "2", "--seeds", "2", "--train-examples", "16", "--dev-examples", "16",
+                 "--epochs", "1", "--max-length", "32", "--quiet"]) == 0
+    printed, err = capsys.readouterr()
+    assert "retrained" not in printed and "step" not in err  # --quiet: no bars, warnings only
     assert main(["report", str(out)]) == 0
     assert "±" in capsys.readouterr().out
     assert list((out / "retrained").glob("trial_*/seed_1/peft_weights.safetensors"))
@@ -214,9 +218,10 @@ def test_transfer_retrains_the_front_beside_baselines(searched, tiny_model_dir, 
     target = tmp_path / "to-mrpc"
     argv = ["transfer", "--from", str(out), "--task", "MRPC", "--model", str(tiny_model_dir), "--top", "2",
             "--seeds", "1", "--out", str(target), "--train-examples", "16", "--dev-examples", "16", "--epochs", "1",
-            "--max-length", "32"]
+            "--max-length", "32", "--quiet"]
     assert main(argv) == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
+    assert "step" not in err and "retraining" not in printed  # --quiet: no bars, warnings only
     result = json.loads((target / "transfer.json").read_text())
     names = [r["name"] for r in result["rows"]]
     front = json.loads((out / "front.json").read_text())["front"]

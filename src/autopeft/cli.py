@@ -257,7 +257,7 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     from autopeft.workflow import retrain_front
 
     retrain_front(args.out, storage=args.storage, study_name=args.study, top=args.top, seeds=args.seeds,
-                  fidelity_overrides=_fidelity_overrides(args), device=args.device)
+                  fidelity_overrides=_fidelity_overrides(args), device=args.device, progress=not args.quiet)
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:
@@ -267,7 +267,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     with disk_full_reported(f"the transfer folder {out_dir}"):
         rows = transfer(source_dir=args.from_dir, storage=args.storage, study_name=args.study, task=task,
                         out_dir=out_dir, top=args.top, seeds=args.seeds, fidelity=_fidelity(args), model=args.model,
-                        device=args.device)
+                        device=args.device, progress=not args.quiet)
     metric = task.spec.primary_metric
     print(f"{'configuration':<58} {'%params':>8} {metric:>10}  (mean ± std over {args.seeds} seed(s))")
     for r in rows:
@@ -440,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISION_CHOICES)
     p.add_argument("--dropout", action=argparse.BooleanOptionalAction, default=None)
     _add_device_arg(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars; warnings only")
     p.set_defaults(func=cmd_retrain, seed=None)
 
     p = sub.add_parser("transfer", help="retrain a study's front on another task, beside single-module baselines")
@@ -453,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_args(p)
     _add_fidelity_args(p, default="full")
     _add_device_arg(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars; warnings only")
     p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("report", help="regenerate the tables and plots of a study")
