@@ -109,7 +109,8 @@ def _save_tiny(path: Path, family: str) -> Path:
     torch.manual_seed(0)
     config = TINY_CONFIGS[family](2)
     config.vocab_size, config.num_hidden_layers = tokenizer.vocab_size, 2
-    config.max_position_embeddings = 130  # 128 tokens; RoBERTa and MPNet count positions from padding_idx + 1
+    # 128 tokens; RoBERTa and MPNet count positions from padding_idx + 1
+    config.max_position_embeddings = 130 if family in ("roberta", "mpnet") else 128
     TINY_CLASSES[family](config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
