@@ -106,7 +106,8 @@ def export_adapters(run_dir: str | Path, out_dir: str | Path, name: str = "autop
     model, _ = load_trained(run_dir)
     family = model.config.model_type
     if family not in ADAPTERS_FAMILIES:
-        raise UserError(f"export to `adapters` covers the {', '.join(ADAPTERS_FAMILIES)} families, not {family!r}")
+        raise UserError(f"export to `adapters` covers the {', '.join(ADAPTERS_FAMILIES)} families, not {family!r}; "
+                        "export a LoRA-only run with --format peft, or load the run with autopeft.load_trained")
     export = _export(model, config, name)
     parts = [method.to_adapters(export, config.size(method.key)) for method in methods]
     adapter_config = parts[0][0] if len(parts) == 1 else {"architecture": "union", "configs": [c for c, _ in parts]}
