@@ -189,6 +189,8 @@ def test_runs_exported_to_adapters_give_the_same_logits(tiny_model_dir, tmp_path
     assert ADAPTERS_PYTHON.is_file(), "the `adapters` venv is missing: run bash scripts/adapters_venv.sh"
     train, dev = _file_task(tmp_path / "reviews", ROWS)
     texts, _ = read_texts(dev, "text")
+    # texts of several lengths, so that padding (and the prefix's mask over it) is compared too
+    texts = [*texts[:6], "a long and winding review of a film whose plot was dull", "fine"]
     jobs, ours = [], []
     for k, config in enumerate(ADAPTERS_CONFIGS):
         path, run = tmp_path / f"config{k}.json", tmp_path / f"run{k}"
@@ -196,10 +198,13 @@ def test_runs_exported_to_adapters_give_the_same_logits(tiny_model_dir, tmp_path
         assert main(["train", "--model", str(tiny_model_dir), "--task", str(train), "--dev", str(dev),
                      "--config", str(path), "--out", str(run), *SMALL]) == 0
         # clearly non-zero weights everywhere (one step leaves the up-projections near zero), so that a weight
-        # carried to the wrong place moves the logits far beyond the tolerance
+        # carried to the wrong place moves the logits far beyond the tolerance. The prefix gets 10x more: a
+        # few prefix vectors in one layer of a random tiny BERT (near-uniform attention, an output projection
+        # of std 0.02) move its logits too little at 0.3 for the `logits_without` check, on some random models.
         weights = load_file(run / "peft_weights.safetensors")
         torch.manual_seed(k)
-        save_file({key: torch.randn_like(v) * 0.3 for key, v in weights.items()}, run / "peft_weights.safetensors")
+        save_file({key: torch.randn_like(v) * (3.0 if key.startswith("autopeft.prefix.") else 0.3)
+                   for key, v in weights.items()}, run / "peft_weights.safetensors")
         assert main(["export", str(run), "--format", "adapters", "--to", str(tmp_path / f"adapter{k}")]) == 0
         model, tokenizer = load_trained(run)
         batch = tokenizer(texts, padding=True, return_tensors="pt")
@@ -211,8 +216,10 @@ def test_runs_exported_to_adapters_give_the_same_logits(tiny_model_dir, tmp_path
     subprocess.run([str(ADAPTERS_PYTHON), str(Path(__file__).with_name("adapters_logits.py")),
                     str(tmp_path / "jobs.json"), str(tmp_path / "out.json")], check=True, timeout=600)
     for config, mine, theirs in zip(ADAPTERS_CONFIGS, ours, json.loads((tmp_path / "out.json").read_text())):
-        assert np.abs(np.array(theirs["logits"]) - mine).max() < 1e-4, config
-        assert np.abs(np.array(theirs["logits_without"]) - mine).max() > 1e-2, config  # 100x the tolerance
+        diff = np.abs(np.array(theirs["logits"]) - mine).max()
+        without = np.abs(np.array(theirs["logits_without"]) - mine).max()
+        assert diff < 1e-4, (config, diff)
+        assert without > 1e-2, (config, without)  # 100x the tolerance: the adapter matters
         assert theirs["label2id"] == {"neg": 0, "pos": 1}
 
 
