@@ -108,9 +108,9 @@ def test_table_analysis_tells_which_replays_evaluated_the_best_row(monkeypatch, 
     assert f"its front re-scored with the held-out seeds: {np.mean(rescored):.1f} ± {np.std(rescored, ddof=1):.1f}" in out.stdout
 
 
-def test_attention_speed_times_both_attentions():
-    out = subprocess.run([sys.executable, "attention_speed.py", "--configs", "1", "--batches", "1", "--repeats", "1"],
-                         cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
+def test_attention_speed_times_both_attentions(tiny_model_dir):
+    out = subprocess.run([sys.executable, "attention_speed.py", "--configs", "1", "--batches", "1", "--repeats", "1",
+                          "--model", str(tiny_model_dir)], cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "matmul min" in out.stdout and "sdpa min" in out.stdout and "over 1 configurations" in out.stdout
 
@@ -190,11 +190,17 @@ def test_extend_trains_the_same_new_configurations_in_every_process(monkeypatch,
 
 @pytest.mark.parametrize("count, problem", [("0", "must be at least 1, got 0"), ("-3", "must be at least 1, got -3"),
                                             ("2.5", "expected a whole number, got '2.5'")])
-def test_extend_refuses_a_count_below_one_before_training(tmp_path, count, problem):
+def test_extend_refuses_a_count_below_one_before_training(tmp_path, monkeypatch, capsys, count, problem):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import table
+
     out = tmp_path / "new.csv"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "table.py"), "extend", str(TABLE), "--new", count,
-                           "--draw-seed", "1", "--seed", "0", "--out", str(out)], capture_output=True, text=True)
-    assert done.returncode == 2 and f"argument --new: {problem}" in done.stderr
+    monkeypatch.setattr(sys, "argv", ["table.py", "extend", str(TABLE), "--new", count, "--draw-seed", "1", "--seed", "0",
+                                      "--out", str(out)])
+    monkeypatch.setattr(table, "extend", lambda *a: pytest.fail("extend ran"))
+    with pytest.raises(SystemExit) as exit_:
+        table.main()
+    assert exit_.value.code == 2 and f"argument --new: {problem}" in capsys.readouterr().err
     assert not out.exists()
 
 
