@@ -127,8 +127,9 @@ def test_resuming_with_another_task_is_refused_and_changes_nothing(searched, cap
 @pytest.mark.parametrize("argv,needle", [
     (["--budget", "0"], "--budget"),
     (["--batch", "-1"], "--batch"),
-    (["--epochs", "0"], "epochs"),
-    (["--train-examples", "1.5"], "train_examples"),
+    (["--epochs", "0"], "--epochs must be > 0, got 0.0"),  # a fidelity field, named by its flag
+    (["--train-examples", "1.5"], "--train-examples must be a positive count or a fraction"),
+    (["--max-length", "4"], "--max-length must be in 8..4096"),
     (["--nuts", "12,x"], "--nuts"),
     (["--sampler", "annealing"], "annealing"),
     (["--percent-scale", "cubic"], "--percent-scale"),

@@ -21,7 +21,9 @@ FLAGS = {"budget": "--budget", "batch": "--batch", "heartbeat": "--heartbeat", "
          "empty_text": "--empty-text", "sampler.name": "--sampler", "sampler.n_init": "--init",
          "sampler.seed": "--search-seed", "sampler.nuts": "--nuts 'warmup,samples,thinning'",
          "sampler.percent_scale": "--percent-scale", "sampler.replicates": "--replicates",
-         "sampler.calibration_pairs": "--calibration-pairs", "sampler.ref_point": "--ref-point"}
+         "sampler.calibration_pairs": "--calibration-pairs", "sampler.ref_point": "--ref-point",
+         **{f"fidelity.{name}": f"--{name.replace('_', '-')}" for name in (
+             "train_examples", "dev_examples", "epochs", "max_length", "batch_size", "lr", "seed", "precision")}}
 PRECISION_CHOICES = ("fp32", "bf16", "auto")  # training.PRECISIONS, without importing torch at start-up
 
 

@@ -22,7 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from autopeft.errors import UserError, check_interrupt
+from autopeft.errors import SettingError, UserError, check_interrupt
 from autopeft.frozen import StatesCache, lower_states, set_lower_layers_eval, skip_lower_layers
 from autopeft.metrics import compute_metrics
 from autopeft.models import load_model, load_tokenizer
@@ -65,22 +65,25 @@ class Fidelity:
     dropout: bool = True  # False = the backbone's dropout is switched off (faster; see FIDELITIES)
 
     def __post_init__(self) -> None:
+        def bad(name: str, problem: str) -> SettingError:  # named "fidelity.<field>"; the CLI names its flag
+            return SettingError(f"fidelity.{name}", f"{problem}, got {getattr(self, name)!r}")
+
         for name in ("train_examples", "dev_examples"):
             value = getattr(self, name)
             if value is not None and (value <= 0 or (isinstance(value, float) and value > 1)):
-                raise UserError(f"fidelity: {name} must be a positive count or a fraction in (0, 1], got {value}")
+                raise bad(name, "must be a positive count or a fraction in (0, 1]")
         if self.epochs <= 0:
-            raise UserError(f"fidelity: epochs must be > 0, got {self.epochs}")
+            raise bad("epochs", "must be > 0")
         if not 8 <= self.max_length <= 4096:
-            raise UserError(f"fidelity: max_length must be in 8..4096, got {self.max_length}")
+            raise bad("max_length", "must be in 8..4096")
         if self.batch_size < 1:
-            raise UserError(f"fidelity: batch_size must be >= 1, got {self.batch_size}")
+            raise bad("batch_size", "must be >= 1")
         if self.lr is not None and not 0 < self.lr < 1:
-            raise UserError(f"fidelity: lr must be in (0, 1), got {self.lr}")
+            raise bad("lr", "must be in (0, 1)")
         if self.precision not in PRECISIONS:
-            raise UserError(f"fidelity: precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise bad("precision", f"must be one of {PRECISIONS}")
         if not 0 <= self.warmup_ratio < 1:
-            raise UserError(f"fidelity: warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise bad("warmup_ratio", "must be in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
