@@ -38,7 +38,7 @@ def main() -> None:
     task = load_task("RTE")
     spec, tokenizer = describe_model(args.model, 2)
     space = make_space(spec)
-    fidelity = fidelity_from("low")
+    fidelity = fidelity_from("low", device="cpu")  # the precision of a low trial on this CPU
     data = encode(task.train.subset(fidelity.train_examples, fidelity.seed), tokenizer, fidelity.max_length)
     steps = list(batches(data, fidelity.batch_size, tokenizer.pad_token_id, shuffle=True, seed=fidelity.seed))[: args.batches]
     print(f"{len(steps)} batches of widths {[b['input_ids'].shape[1] for b in steps]}; one torch thread; "

@@ -144,6 +144,7 @@ def test_resuming_with_another_task_is_refused_and_changes_nothing(searched, cap
     (["--target", "full"], "--target is the fidelity promotion goes up to"),
     (["--promote", "-1"], "--promote must be"),
     (["--promote", "2", "--target", "lots"], "--target must be a preset"),
+    (["--promote", "2", "--target", "2400x0"], "--target must be a preset"),  # not blamed on --epochs
     (["--promote", "2", "--budget", "10"], "raise budget to at least"),
     (["--test", "x.csv"], "--test is for file tasks"),
     (["--storage", "sqlite:////nonexistent/dir/study.db"], "the folder /nonexistent/dir does not exist"),

@@ -229,9 +229,9 @@ def _target(args: argparse.Namespace):
     try:
         examples, epochs = text.lower().split("x")
         return replace(_fidelity(args), train_examples=int(examples), epochs=float(epochs))
-    except ValueError:
+    except (ValueError, SettingError):  # a SettingError here would name --train-examples or --epochs
         raise UserError(f"--target must be a preset ({', '.join(FIDELITIES)}) or EXAMPLESxEPOCHS such as 2400x3, "
-                        f"got {text!r}") from None
+                        f"both positive, got {text!r}") from None
 
 
 def _print_report(result) -> None:

@@ -130,7 +130,7 @@ def fidelity_from(preset: str | Fidelity = "low", device: str | torch.device = "
 def fast_precision(device: str | torch.device = "auto") -> str:
     """"bf16" where `device` computes bfloat16 natively (a CUDA GPU that supports it; a CPU
     with AVX512-BF16 or AMX), else "fp32": elsewhere bf16 autocast is emulated and much
-    slower than fp32 (BENCHMARKS.md, "Trial speed")."""
+    slower than fp32 (docs/lab-notes/benchmarks-log.md, the AVX2-only EPYC of 2026-12-04)."""
     device = resolve_device(device)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
