@@ -23,7 +23,9 @@ from autopeft.space import ModelSpec, SearchSpace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# With pytest-xdist (scripts/test.sh runs one per core) each worker takes one thread, so that the workers do not
+# oversubscribe the cores; the tests' subprocesses keep torch's default.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 REPO = Path(__file__).resolve().parents[1]
 
