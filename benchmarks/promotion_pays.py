@@ -144,16 +144,46 @@ def _search_train(task_name: str):
     return TaskSource(task_name).splits()[0].train
 
 
-def summary(out: Path) -> str:
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+def summary(out: Path, percent=None) -> str:
+    """The results as markdown: one row per (task, search seed, route), then per task the plan's decision: the
+    mean over search seeds of promote's dev mean minus retrain's, against its standard error (3 seeds decide).
+    `percent`: PeftConfig -> % trainable parameters (default: MiniLM's)."""
     from autopeft.space import PeftConfig
 
-    lines = ["| task | seed | route | answer | compute (example-epochs) | dev, seeds 10-12 | mean |",
-             "|---|---|---|---|---|---|---|"]
+    if percent is None:
+        from autopeft.workflow import describe_model
+
+        percent = describe_model(MODEL, 2)[0].percent
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    lines = ["| task | search seed | route | answer | % params | compute (example-epochs) | dev, seeds 10 / 11 / 12 "
+             "| mean |", "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["task"], r["seed"], r["route"])):
-        lines.append(f"| {r['task']} | {r['seed']} | {r['route']} | {PeftConfig.from_dict(r['config']).describe()} | "
-                     f"{r['example_epochs']:,.0f} | {', '.join(f'{s:.2f}' for s in r['final_scores'])} | "
+        config = PeftConfig.from_dict(r["config"])
+        lines.append(f"| {r['task']} | {r['seed']} | {r['route']} | {config.describe()} | {percent(config):.2f} | "
+                     f"{r['example_epochs']:,.0f} | {' / '.join(f'{s:.2f}' for s in r['final_scores'])} | "
                      f"{r['final_mean']:.2f} |")
+    by_pair = {(r["task"], r["seed"], r["route"]): r for r in rows}
+    for task in sorted({r["task"] for r in rows}):
+        seeds = sorted(s for t, s, route in by_pair if t == task and route == "promote"
+                       and (t, s, "retrain") in by_pair)
+        if not seeds:
+            continue
+        pairs = [(by_pair[task, s, "promote"], by_pair[task, s, "retrain"]) for s in seeds]
+        diffs = [promote["final_mean"] - retrain["final_mean"] for promote, retrain in pairs]
+        per_final = "; ".join(
+            f"search seed {s}: " + ", ".join(f"{a - b:+.2f}" for a, b in zip(promote["final_scores"],
+                                                                         retrain["final_scores"]))
+            for s, (promote, retrain) in zip(seeds, pairs))
+        mean = float(np.mean(diffs))
+        if len(seeds) < 3:
+            verdict = f"{len(seeds)} of the plan's 3 search seeds: no verdict yet"
+        else:
+            se = float(np.std(diffs, ddof=1) / np.sqrt(len(diffs)))
+            pays = mean > 0 and mean > se
+            verdict = (f"standard error {se:.2f}: " +
+                       ("promotion pays" if pays else "the routes are level within the noise"))
+        lines.append(f"\n{task}: promote minus retrain, dev mean {mean:+.2f} over search seeds {seeds} "
+                     f"({', '.join(f'{d:+.2f}' for d in diffs)}); {verdict}. Per final seed: {per_final}.")
     return "\n".join(lines)
 
 

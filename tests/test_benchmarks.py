@@ -594,3 +594,30 @@ def test_glue_table_takes_a_promoted_searchs_answer_and_counts_its_compute(tiny_
     spent = glue_table.compute(str(out))
     # 16 examples x 1 epoch per exploring trial, 32 x 1 per promoted one; RTE's search split: train less the held out
     assert spent["example_epochs"] >= 16 * 16 and 0 < spent["fraction"] < 0.01 and spent["wall_s"] > 0
+
+
+def test_promotion_pays_summary_decides_as_the_plan_says(monkeypatch, tmp_path):
+    """docs/lab-notes/2026-12-07-promotion-plan.md: promotion pays on a task when the mean over 3 search seeds of
+    (promote - retrain) dev means is positive and above its standard error; fewer seeds decide nothing."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import promotion_pays
+
+    config = {"serial_adapter": 0, "parallel_adapter": 0, "prefix_length": 0, "lora_rank": 8, "layers": [1] * 6}
+
+    def write(differences: list[float]) -> str:
+        lines = []
+        for seed, d in enumerate(differences):
+            for route, shift in (("promote", d), ("retrain", 0.0)):
+                scores = [80.0 + shift, 81.0 + shift, 82.0 + shift]
+                lines.append(json.dumps({"task": "MRPC", "seed": seed, "route": route, "config": config,
+                                         "selection_score": 80.0, "example_epochs": 1e5, "final_seeds": [10, 11, 12],
+                                         "final_scores": scores, "final_mean": float(np.mean(scores))}))
+        (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n")
+        return promotion_pays.summary(tmp_path, percent=lambda c: 0.98)
+
+    assert "no verdict yet" in write([2.0, 3.0])
+    text = write([2.0, 3.0, 4.0])
+    assert "dev mean +3.00 over search seeds [0, 1, 2]" in text and "standard error 0.58: promotion pays" in text
+    assert "| MRPC | 2 | promote | LoRA8 @ layers 0,1,2,3,4,5 | 0.98 | 100,000 | 84.00 / 85.00 / 86.00 | 85.00 |" in text
+    assert "the routes are level within the noise" in write([3.0, -2.0, -0.5])  # mean +0.17, SE 1.45
+    assert "the routes are level within the noise" in write([-1.0, -2.0, -3.0])
