@@ -22,8 +22,9 @@ FLAGS = {"budget": "--budget", "batch": "--batch", "heartbeat": "--heartbeat", "
          "sampler.seed": "--search-seed", "sampler.nuts": "--nuts 'warmup,samples,thinning'",
          "sampler.percent_scale": "--percent-scale", "sampler.replicates": "--replicates",
          "sampler.calibration_pairs": "--calibration-pairs", "sampler.ref_point": "--ref-point",
+         # the Fidelity fields it checks that have a flag (--precision's choices are argparse's)
          **{f"fidelity.{name}": f"--{name.replace('_', '-')}" for name in (
-             "train_examples", "dev_examples", "epochs", "max_length", "batch_size", "lr", "seed", "precision")}}
+             "train_examples", "dev_examples", "epochs", "max_length", "batch_size", "lr")}}
 PRECISION_CHOICES = ("fp32", "bf16", "auto")  # training.PRECISIONS, without importing torch at start-up
 
 
