@@ -17,6 +17,9 @@ that trained. Each answer is then trained on the whole train split at full fidel
 Usage:
     python benchmarks/promotion_pays.py --task MRPC --seed 0
     python benchmarks/promotion_pays.py --summary
+    # optional, once the promote search has finished: its answer's final runs in a second process
+    # (1 torch thread) while the first runs the retrain route; the first then reuses them
+    python benchmarks/promotion_pays.py --task MRPC --seed 0 --promote-finals --threads 1
 """
 
 from __future__ import annotations
@@ -102,8 +105,28 @@ def final_scores(task_name: str, config: dict[str, Any], out: Path) -> list[floa
     return scores
 
 
-def run_pair(task_name: str, seed: int, out: Path, budget: int, k: int) -> None:
+def promote_answer(study) -> dict[str, Any]:
+    """The promote route's answer: the answer member with the best selection-split mean at the target."""
     from autopeft.report import answer_rows
+
+    return max(answer_rows(study), key=lambda m: m["selection_score"])
+
+
+def promote_finals(task_name: str, seed: int, out: Path) -> list[float]:
+    """The final runs of a finished promote search's answer (the ones run_pair reuses)."""
+    import optuna
+
+    from autopeft.search.record import StudyRecord
+
+    base = out / task_name / f"seed_{seed}" / "promote"
+    finished = (base / "front.json").is_file() and (base / "study.db").is_file()
+    study = finished and optuna.load_study(study_name="autopeft", storage=f"sqlite:///{base / 'study.db'}")
+    if not finished or not StudyRecord.of(study).promotion:
+        raise SystemExit(f"{base}: the promote search has not finished; run without --promote-finals first")
+    return final_scores(task_name, promote_answer(study)["config"], base / "final")
+
+
+def run_pair(task_name: str, seed: int, out: Path, budget: int, k: int) -> None:
     from autopeft.training import FIDELITIES, fidelity_from
 
     results = out / "results.jsonl"
@@ -114,7 +137,7 @@ def run_pair(task_name: str, seed: int, out: Path, budget: int, k: int) -> None:
     start = time.time()
     promoted = search(task_name, base / "promote", seed, budget, k)
     spent = compute(promoted)
-    answer = max(answer_rows(promoted), key=lambda m: m["selection_score"])
+    answer = promote_answer(promoted)
     rows = [("promote", answer["config"], answer["selection_score"], spent, time.time() - start)]
 
     start = time.time()
@@ -195,10 +218,20 @@ def main() -> None:
     parser.add_argument("--promote", type=int, default=2, help="K: front candidates promoted / retrained")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--summary", action="store_true")
+    parser.add_argument("--promote-finals", action="store_true",
+                        help="only the promote answer's final runs (the promote search must have finished)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.summary:
         print(summary(args.out))
+        return
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.promote_finals:
+        print(promote_finals(args.task, args.seed, args.out))
         return
     run_pair(args.task, args.seed, args.out, args.budget, args.promote)
 

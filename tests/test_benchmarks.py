@@ -621,3 +621,13 @@ def test_promotion_pays_summary_decides_as_the_plan_says(monkeypatch, tmp_path):
     assert "| MRPC | 2 | promote | LoRA8 @ layers 0,1,2,3,4,5 | 0.98 | 100,000 | 84.00 / 85.00 / 86.00 | 85.00 |" in text
     assert "the routes are level within the noise" in write([3.0, -2.0, -0.5])  # mean +0.17, SE 1.45
     assert "the routes are level within the noise" in write([-1.0, -2.0, -3.0])
+
+
+def test_promotion_pays_finals_only_after_the_promote_search(monkeypatch, tmp_path):
+    """--promote-finals trains nothing until the promote search has finished, and says so."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import promotion_pays
+
+    with pytest.raises(SystemExit, match="the promote search has not finished"):
+        promotion_pays.promote_finals("MRPC", 0, tmp_path)
+    assert not (tmp_path / "MRPC" / "seed_0" / "promote" / "final").exists()
