@@ -10,12 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 
 import promotion_worker as synthetic
 from autopeft.errors import UserError
 from autopeft.report import answer_verdict, write_report
-from autopeft.search.attrs import PROMOTION_ATTR
+from autopeft.search.attrs import CONFIG_ATTR, PROMOTION_ATTR, REPORT_SCORE_ATTR, STANDARD_ATTR
 from autopeft.search.promotion import PromotionPlan, answer_members, check_plan_fits, fidelity_ladder, next_tasks
 from autopeft.search.results import completed_trials, config_key, front_rows
 from autopeft.training import FIDELITIES, Fidelity
@@ -71,6 +71,28 @@ def test_promotion_returns_the_high_fidelity_best_and_stores_each_fidelity(tmp_p
     assert len(verdict) == 1 and verdict[0].startswith("the search beat SA2") and "+5.00 points" in verdict[0]
     header = paths["trials.csv"].read_text().splitlines()[0].split(",")
     assert {"standard", "fidelity", "report_score"} <= set(header)
+
+
+def add_target_runs(study, config: str, standard: str | None, percent: float, selection: list[float],
+                    report: list[float]) -> None:
+    """One configuration's trials at the synthetic plan's target rung, one per seed: selection and report scores."""
+    as_dict = {**synthetic.STANDARDS["SA2"].to_dict(), "serial_adapter": int(config[2:])}
+    for seed_index, (chosen_on, reported) in enumerate(zip(selection, report)):
+        study.add_trial(create_trial(values=[chosen_on, percent], user_attrs={
+            CONFIG_ATTR: as_dict, STANDARD_ATTR: standard, REPORT_SCORE_ATTR: reported,
+            PROMOTION_ATTR: {"rung": len(synthetic.PLAN.rungs), "seed_index": seed_index, "fidelity": "400x3"}}))
+
+
+@pytest.mark.parametrize("larger_report, expected", [([82.0, 84.0], "+1.50 points (per seed: +2.00, +1.00)"),
+                                                     ([85.0, 86.0], "-1.00 points (per seed: -1.00, -1.00)")])
+def test_with_only_a_larger_standard_module_at_the_target_the_verdict_compares_with_it(tmp_path, larger_report,
+                                                                                         expected):
+    study = synthetic.open_synthetic(tmp_path)
+    add_target_runs(study, "SA8", None, 0.5, [80.0, 81.0], [84.0, 85.0])  # the answer, smaller than SA2 here
+    add_target_runs(study, "SA2", "SA2", 1.0, [78.0, 79.0], larger_report)  # chosen on selection: dominated
+    verdict = answer_verdict(study)
+    assert len(verdict) == 1 and "no standard module at or below its size reached 400x3" in verdict[0], verdict
+    assert verdict[0].endswith(f"against SA2 (1 %), a larger standard module, it scores {expected}"), verdict
 
 
 def test_an_interrupted_promotion_resumes_without_repeating_work(tmp_path):

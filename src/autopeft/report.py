@@ -221,16 +221,27 @@ def answer_verdict(study: optuna.Study) -> list[str]:
         return [f"the standard module {best['standard']} is the recommendation: at {target} no configuration the "
                 f"search found beat it on the selection split ({split} score {best['score']:.2f} ± "
                 f"{best['score_std']:.2f} over {best['n_seeds']} seeds)"]
-    rivals = [m for m in evaluated if m["standard"] and m["percent"] <= best["percent"]]
+    standards = [m for m in evaluated if m["standard"]]
+    rivals = [m for m in standards if m["percent"] <= best["percent"]]
     name = f"{_describe(best['config'])} ({best['percent']:.3g} %)"
+
+    def paired(rival: dict[str, Any]) -> tuple[float, str]:
+        """The answer minus `rival` on the report split, seed by seed: the mean, and the differences as text."""
+        diffs = [a - b for a, b in zip(best["scores"], rival["scores"])]
+        return float(np.mean(diffs)), ", ".join(f"{d:+.2f}" for d in diffs)
+
     if not rivals:
-        return [f"the search's best answer {name} scores {best['score']:.2f} ± {best['score_std']:.2f} on the {split} "
+        text = (f"the search's best answer {name} scores {best['score']:.2f} ± {best['score_std']:.2f} on the {split} "
                 f"split at {target}; no standard module at or below its size reached {target} (they fell on the way "
-                "up), so it was not compared with one there"]
+                "up)")
+        if not standards:
+            return [text + ", so it was not compared with one there"]
+        larger = max(standards, key=lambda m: m["selection_score"])
+        mean, per_seed = paired(larger)
+        return [text + f"; against {larger['standard']} ({larger['percent']:.3g} %), a larger standard module, it "
+                       f"scores {mean:+.2f} points (per seed: {per_seed})"]
     rival = max(rivals, key=lambda m: m["selection_score"])  # chosen on the selection split, like the answer
-    diffs = [a - b for a, b in zip(best["scores"], rival["scores"])]
-    mean = float(np.mean(diffs))
-    per_seed = ", ".join(f"{d:+.2f}" for d in diffs)
+    mean, per_seed = paired(rival)
     against = f"{rival['standard']} ({rival['percent']:.3g} %), the best standard module at or below its size"
     if mean > 0:
         return [f"the search beat {against}: {name} scores {mean:+.2f} points on the {split} split at {target} "
