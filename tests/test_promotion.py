@@ -73,26 +73,36 @@ def test_promotion_returns_the_high_fidelity_best_and_stores_each_fidelity(tmp_p
     assert {"standard", "fidelity", "report_score"} <= set(header)
 
 
-def add_target_runs(study, config: str, standard: str | None, percent: float, selection: list[float],
+def add_target_runs(study, serial_adapter: int, standard: str | None, percent: float, selection: list[float],
                     report: list[float]) -> None:
     """One configuration's trials at the synthetic plan's target rung, one per seed: selection and report scores."""
-    as_dict = {**synthetic.STANDARDS["SA2"].to_dict(), "serial_adapter": int(config[2:])}
+    config = {**synthetic.STANDARDS["SA2"].to_dict(), "serial_adapter": serial_adapter}
     for seed_index, (chosen_on, reported) in enumerate(zip(selection, report)):
         study.add_trial(create_trial(values=[chosen_on, percent], user_attrs={
-            CONFIG_ATTR: as_dict, STANDARD_ATTR: standard, REPORT_SCORE_ATTR: reported,
+            CONFIG_ATTR: config, STANDARD_ATTR: standard, REPORT_SCORE_ATTR: reported,
             PROMOTION_ATTR: {"rung": len(synthetic.PLAN.rungs), "seed_index": seed_index, "fidelity": "400x3"}}))
 
 
-@pytest.mark.parametrize("larger_report, expected", [([82.0, 84.0], "+1.50 points (per seed: +2.00, +1.00)"),
-                                                     ([85.0, 86.0], "-1.00 points (per seed: -1.00, -1.00)")])
-def test_with_only_a_larger_standard_module_at_the_target_the_verdict_compares_with_it(tmp_path, larger_report,
-                                                                                         expected):
+@pytest.mark.parametrize("larger_report, expected", [
+    ([82.0, 84.0], "; against SA4 (2 %), the best larger standard module that did, it scores +1.50 points "
+                   "(per seed: +2.00, +1.00)"),
+    ([85.0, 86.0], "; against SA4 (2 %), the best larger standard module that did, it scores -1.00 points "
+                   "(per seed: -1.00, -1.00)"),
+    (None, ", so it was not compared with one there"),
+])
+def test_with_no_standard_module_at_or_below_its_size_the_verdict_compares_with_a_larger_one(tmp_path, larger_report,
+                                                                                              expected):
     study = synthetic.open_synthetic(tmp_path)
-    add_target_runs(study, "SA8", None, 0.5, [80.0, 81.0], [84.0, 85.0])  # the answer, smaller than SA2 here
-    add_target_runs(study, "SA2", "SA2", 1.0, [78.0, 79.0], larger_report)  # chosen on selection: dominated
+    add_target_runs(study, 1, None, 0.5, [80.0, 81.0], [84.0, 85.0])  # the answer: SA1, below any standard module
+    if larger_report is not None:
+        # two larger standard modules, both dominated on the selection split: the one compared is the better there
+        # (SA4), not the smaller one, which also reports more (SA2)
+        add_target_runs(study, 2, "SA2", 1.0, [78.0, 79.0], [88.0, 88.0])
+        add_target_runs(study, 4, "SA4", 2.0, [79.0, 80.0], larger_report)
     verdict = answer_verdict(study)
-    assert len(verdict) == 1 and "no standard module at or below its size reached 400x3" in verdict[0], verdict
-    assert verdict[0].endswith(f"against SA2 (1 %), a larger standard module, it scores {expected}"), verdict
+    assert len(verdict) == 1 and verdict[0] == ("the search's best answer SA1 @ layers 0,1 (0.5 %) scores 84.50 ± 0.71 "
+                                                "on the dev split at 400x3; no standard module at or below its size "
+                                                f"reached 400x3{expected}"), verdict
 
 
 def test_an_interrupted_promotion_resumes_without_repeating_work(tmp_path):

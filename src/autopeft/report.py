@@ -204,7 +204,9 @@ def answer_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 def answer_verdict(study: optuna.Study) -> list[str]:
     """In plain words: did the search beat the best standard module at or below its size, on the report split,
-    over seeds? Or is a standard module the recommendation? [] without promotion."""
+    over seeds? Or is a standard module the recommendation? Where no standard module at or below its size reached
+    the target: the difference from the larger one that did (the best on the selection split). [] without
+    promotion."""
     from autopeft.search.promotion import PromotionPlan, answer_members
 
     record = StudyRecord.of(study)
@@ -232,14 +234,13 @@ def answer_verdict(study: optuna.Study) -> list[str]:
 
     if not rivals:
         text = (f"the search's best answer {name} scores {best['score']:.2f} ± {best['score_std']:.2f} on the {split} "
-                f"split at {target}; no standard module at or below its size reached {target} (they fell on the way "
-                "up)")
+                f"split at {target}; no standard module at or below its size reached {target}")
         if not standards:
             return [text + ", so it was not compared with one there"]
-        larger = max(standards, key=lambda m: m["selection_score"])
+        larger = max(standards, key=lambda m: m["selection_score"])  # chosen on the selection split, like the answer
         mean, per_seed = paired(larger)
-        return [text + f"; against {larger['standard']} ({larger['percent']:.3g} %), a larger standard module, it "
-                       f"scores {mean:+.2f} points (per seed: {per_seed})"]
+        return [text + f"; against {larger['standard']} ({larger['percent']:.3g} %), the best larger standard module "
+                       f"that did, it scores {mean:+.2f} points (per seed: {per_seed})"]
     rival = max(rivals, key=lambda m: m["selection_score"])  # chosen on the selection split, like the answer
     mean, per_seed = paired(rival)
     against = f"{rival['standard']} ({rival['percent']:.3g} %), the best standard module at or below its size"
