@@ -87,10 +87,14 @@ def retrain_route(task_name: str, study, k: int, out: Path) -> tuple[dict[str, A
 
 
 def final_scores(task_name: str, config: dict[str, Any], out: Path) -> list[float]:
-    """The configuration trained on the whole train split at full fidelity, seeds FINAL_SEEDS, scored on dev."""
+    """The configuration trained on the whole train split at full fidelity, seeds FINAL_SEEDS, scored on dev.
+
+    A seed's file is reused only if it holds this configuration (files from before the configuration was
+    stored hold none and are reused as they are)."""
     from autopeft.space import PeftConfig
     from autopeft.tasks import load_task
     from autopeft.training import FIDELITIES, resolve_precision, train_and_evaluate
+    from autopeft.errors import write_text_atomic
 
     task = load_task(task_name)
     scores = []
@@ -100,8 +104,11 @@ def final_scores(task_name: str, config: dict[str, Any], out: Path) -> list[floa
             result = train_and_evaluate(MODEL, task, PeftConfig.from_dict(config),
                                         replace(resolve_precision(FIDELITIES["full"]), seed=seed), progress=False)
             done.parent.mkdir(parents=True, exist_ok=True)
-            done.write_text(json.dumps({"score": result.score, "wall_s": result.wall_time_s}))
-        scores.append(json.loads(done.read_text())["score"])
+            write_text_atomic(done, json.dumps({"config": config, "score": result.score, "wall_s": result.wall_time_s}))
+        stored = json.loads(done.read_text())
+        if stored.get("config", config) != config:
+            raise SystemExit(f"{done} holds another configuration's run; remove it to train this one")
+        scores.append(stored["score"])
     return scores
 
 
@@ -113,15 +120,19 @@ def promote_answer(study) -> dict[str, Any]:
 
 
 def promote_finals(task_name: str, seed: int, out: Path) -> list[float]:
-    """The final runs of a finished promote search's answer (the ones run_pair reuses)."""
+    """The final runs of a finished promote search's answer (the ones run_pair reuses). Run it beside run_pair's
+    retrain route, not later: if both reach the same seed, both train it, and the last to finish is kept."""
     import optuna
 
+    from autopeft.search.promotion import PromotionPlan, next_tasks
     from autopeft.search.record import StudyRecord
 
     base = out / task_name / f"seed_{seed}" / "promote"
-    finished = (base / "front.json").is_file() and (base / "study.db").is_file()
-    study = finished and optuna.load_study(study_name="autopeft", storage=f"sqlite:///{base / 'study.db'}")
-    if not finished or not StudyRecord.of(study).promotion:
+    study = None
+    if (base / "study.db").is_file():
+        study = optuna.load_study(study_name="autopeft", storage=f"sqlite:///{base / 'study.db'}")
+    plan = study and StudyRecord.of(study).promotion
+    if not plan or not next_tasks(study, PromotionPlan.from_dict(plan)).finished:
         raise SystemExit(f"{base}: the promote search has not finished; run without --promote-finals first")
     return final_scores(task_name, promote_answer(study)["config"], base / "final")
 

@@ -624,10 +624,33 @@ def test_promotion_pays_summary_decides_as_the_plan_says(monkeypatch, tmp_path):
 
 
 def test_promotion_pays_finals_only_after_the_promote_search(monkeypatch, tmp_path):
-    """--promote-finals trains nothing until the promote search has finished, and says so."""
+    """--promote-finals trains nothing until the promote search's promotion has finished, then trains its answer;
+    a final run's file that holds another configuration is refused, not reused."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import promotion_pays
+    import promotion_worker as synthetic
+    from autopeft.search.runner import run_search
 
+    trained = []
+    monkeypatch.setattr(promotion_pays, "final_scores", lambda task, config, out: trained.append((config, out)))
+    with pytest.raises(SystemExit, match="the promote search has not finished"):
+        promotion_pays.promote_finals("MRPC", 0, tmp_path)  # no study at all
+    base = tmp_path / "MRPC" / "seed_0" / "promote"
+    study = synthetic.open_synthetic(base)
+    run_search(study, synthetic.SPACE, lambda config, trial: synthetic.TrialResult(
+        synthetic.score(config, 0, 0), synthetic.SPEC.percent(config)), synthetic.EXPLORE, progress=False)
+    (base / "front.json").write_text("{}")  # as `autopeft report` would write it before promotion
     with pytest.raises(SystemExit, match="the promote search has not finished"):
         promotion_pays.promote_finals("MRPC", 0, tmp_path)
-    assert not (tmp_path / "MRPC" / "seed_0" / "promote" / "final").exists()
+    assert trained == []
+    synthetic.search(base)  # promotion runs to the end
+    promotion_pays.promote_finals("MRPC", 0, tmp_path)
+    assert [synthetic.name(synthetic.PeftConfig.from_dict(c)) for c, _ in trained] == ["SA2+PT2"]
+    assert trained[0][1] == base / "final"
+
+    monkeypatch.undo()
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    (base / "final").mkdir()
+    (base / "final" / "seed_10.json").write_text(json.dumps({"config": {"lora_rank": 8}, "score": 80.0}))
+    with pytest.raises(SystemExit, match="holds another configuration's run"):
+        promotion_pays.final_scores("MRPC", {"lora_rank": 4}, base / "final")
