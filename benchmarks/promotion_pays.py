@@ -91,10 +91,10 @@ def final_scores(task_name: str, config: dict[str, Any], out: Path) -> list[floa
 
     A seed's file is reused only if it holds this configuration (files from before the configuration was
     stored hold none and are reused as they are)."""
+    from autopeft.errors import write_text_atomic
     from autopeft.space import PeftConfig
     from autopeft.tasks import load_task
     from autopeft.training import FIDELITIES, resolve_precision, train_and_evaluate
-    from autopeft.errors import write_text_atomic
 
     task = load_task(task_name)
     scores = []

@@ -629,16 +629,14 @@ def test_promotion_pays_finals_only_after_the_promote_search(monkeypatch, tmp_pa
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import promotion_pays
     import promotion_worker as synthetic
-    from autopeft.search.runner import run_search
 
     trained = []
     monkeypatch.setattr(promotion_pays, "final_scores", lambda task, config, out: trained.append((config, out)))
     with pytest.raises(SystemExit, match="the promote search has not finished"):
         promotion_pays.promote_finals("MRPC", 0, tmp_path)  # no study at all
     base = tmp_path / "MRPC" / "seed_0" / "promote"
-    study = synthetic.open_synthetic(base)
-    run_search(study, synthetic.SPACE, lambda config, trial: synthetic.TrialResult(
-        synthetic.score(config, 0, 0), synthetic.SPEC.percent(config)), synthetic.EXPLORE, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.search(base, fail_at=1)  # explored; promotion interrupted at its first evaluation
     (base / "front.json").write_text("{}")  # as `autopeft report` would write it before promotion
     with pytest.raises(SystemExit, match="the promote search has not finished"):
         promotion_pays.promote_finals("MRPC", 0, tmp_path)
