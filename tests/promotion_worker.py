@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -55,8 +58,10 @@ def open_synthetic(out: Path, seed: int = 0):
     return open_study(None, "autopeft", out, metadata, sampler)
 
 
-def search(out: Path, sleep: float = 0.0, fail_at: int | None = None) -> None:
-    """Explore every configuration, then promote; `fail_at`: raise KeyboardInterrupt at that promoted evaluation."""
+def search(out: Path, sleep: float = 0.0, fail_at: int | None = None,
+           before_promotion: Callable[[optuna.Study], None] | None = None) -> None:
+    """Explore every configuration, then promote; `fail_at`: raise KeyboardInterrupt at that promoted evaluation;
+    `before_promotion(study)`: called between the two."""
     study = open_synthetic(out)
     calls = []
 
@@ -75,6 +80,8 @@ def search(out: Path, sleep: float = 0.0, fail_at: int | None = None) -> None:
         return TrialResult(result, SPEC.percent(config))
 
     run_search(study, SPACE, explore, EXPLORE, progress=False)
+    if before_promotion is not None:
+        before_promotion(study)
     run_promotion(study, SPACE, PLAN, promote, progress=False)
 
 

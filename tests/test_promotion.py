@@ -131,6 +131,30 @@ def test_two_workers_share_the_promotion(tmp_path):
     assert len(workers) == 2, f"one worker did all the promotion: {who}"
 
 
+def test_trials_left_queued_are_not_left_behind(tmp_path):
+    """What a second worker can leave queued when promotion starts: a search trial given back over budget, and one
+    promoted evaluation queued twice (two workers at once, or one killed between queueing and asking)."""
+    def queue_pt2(study, rung: int = 1):
+        pt2 = synthetic.STANDARDS["PT2"]
+        study.enqueue_trial(synthetic.SPACE.to_params(pt2), user_attrs={
+            PROMOTION_ATTR: {"rung": rung, "seed_index": 0, "fidelity": synthetic.PLAN.labels[rung - 1]},
+            CONFIG_ATTR: pt2.to_dict(), STANDARD_ATTR: "PT2"})
+
+    def queue_strays(study):
+        study.enqueue_trial(synthetic.SPACE.to_params(synthetic.STANDARDS["SA2"]))
+        queue_pt2(study)
+        queue_pt2(study)
+
+    synthetic.search(tmp_path, before_promotion=queue_strays)
+    check_finished(synthetic.open_synthetic(tmp_path))
+    # one queued after promotion finished (a worker that lost the race for the last evaluation): the next run fails it
+    queue_pt2(synthetic.open_synthetic(tmp_path))
+    synthetic.search(tmp_path)
+    study = synthetic.open_synthetic(tmp_path)
+    check_finished(study)
+    assert study.trials[-1].user_attrs["fail_reason"] == "not run: promotion finished before it was asked for"
+
+
 def test_the_ladder_climbs_to_the_target_and_skips_rungs_that_change_nothing():
     low = Fidelity(train_examples=800, epochs=3)
     rungs = fidelity_ladder(low, FIDELITIES["full"], available=5174)

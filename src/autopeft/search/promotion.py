@@ -344,6 +344,7 @@ def run_promotion(
                 recover_stale(study, quiet=True)
                 schedule = next_tasks(study, plan)
                 if schedule.finished:
+                    _drop_queued(study)
                     break
                 if not schedule.todo:
                     if not waiting:
@@ -352,12 +353,12 @@ def run_promotion(
                     time.sleep(WAIT_POLL_S)
                     continue
                 waiting = False
-                task = schedule.todo[0]
-                config = PeftConfig.from_dict(task.config)
-                study.enqueue_trial(space.to_params(config), user_attrs={
-                    PROMOTION_ATTR: {"rung": task.rung, "seed_index": task.seed_index,
-                                     "fidelity": plan.labels[task.rung - 1]},
-                    CONFIG_ATTR: task.config, STANDARD_ATTR: task.standard})
+                if not _queued(study, schedule.todo):
+                    task = schedule.todo[0]
+                    study.enqueue_trial(space.to_params(PeftConfig.from_dict(task.config)), user_attrs={
+                        PROMOTION_ATTR: {"rung": task.rung, "seed_index": task.seed_index,
+                                         "fidelity": plan.labels[task.rung - 1]},
+                        CONFIG_ATTR: task.config, STANDARD_ATTR: task.standard})
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")  # ours records it
                     trial = study.ask()
@@ -387,6 +388,29 @@ def run_promotion(
             bar.close()
             register_worker(study, active=False)
     return study
+
+
+def _queued(study: optuna.Study, todo: list[PromotionTask]) -> bool:
+    """Whether a WAITING trial already holds one of the due evaluations: then this worker asks for it rather than
+    queueing another.
+
+    `ask` pops the oldest WAITING trial, which need not be the one this worker queued (another worker's search trial
+    given back over budget, or an evaluation queued twice). Queueing only when none is due keeps such extras from
+    piling up: each ask takes one of them.
+    """
+    keys = {task.key for task in todo}
+    return any(_task_key(t) in keys for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def _drop_queued(study: optuna.Study) -> None:
+    """Fail the promoted evaluations still queued once promotion is finished ("not run"); each is taken first, as
+    `ask` takes a WAITING trial, so that one another worker has just popped is left to it."""
+    storage = optuna_access.storage(study)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if _task_key(t) is not None and storage.set_trial_state_values(optuna_access.trial_id(t), TrialState.RUNNING):
+            storage.set_trial_user_attr(optuna_access.trial_id(t), FAIL_REASON_ATTR,
+                                        "not run: promotion finished before it was asked for")
+            storage.set_trial_state_values(optuna_access.trial_id(t), TrialState.FAIL)
 
 
 def _claim(study: optuna.Study, trial: optuna.trial.Trial) -> FrozenTrial | None:
