@@ -37,6 +37,8 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "promotion_pays"
 FINAL_SEEDS = (10, 11, 12)
 MODEL = "minilm"
+VARIANT = "keep-standards"
+STANDARD_METHODS = ("SA", "PA", "PT", "LoRA")  # the single-module rows of the first results table
 
 
 def compute(study) -> float:
@@ -54,7 +56,7 @@ def compute(study) -> float:
     return total
 
 
-def search(task_name: str, out: Path, seed: int, budget: int, promote: int):
+def search(task_name: str, out: Path, seed: int, budget: int, promote: int, keep_standards: bool = False):
     from autopeft.tasks import TaskSource, load_task
     from autopeft.training import fidelity_from
     from autopeft.search.samplers import SamplerSettings
@@ -63,7 +65,7 @@ def search(task_name: str, out: Path, seed: int, budget: int, promote: int):
 
     settings = SearchSettings(model=MODEL, task=load_task(task_name), fidelity=fidelity_from("low"), out_dir=out,
                               budget=budget, sampler=SamplerSettings(seed=seed), promote=promote, progress=False,
-                              task_source=TaskSource(task_name))
+                              task_source=TaskSource(task_name), keep_standards=keep_standards)
     return run(settings).study
 
 
@@ -122,19 +124,71 @@ def promote_answer(study) -> dict[str, Any]:
 def promote_finals(task_name: str, seed: int, out: Path) -> list[float]:
     """The final runs of a finished promote search's answer (the ones run_pair reuses). Run it beside run_pair's
     retrain route, not later: if both reach the same seed, both train it, and the last to finish is kept."""
+    base = out / task_name / f"seed_{seed}"
+    return final_scores(task_name, promote_answer(_finished_promote_study(base))["config"], base / "promote" / "final")
+
+
+def _finished_promote_study(base: Path):
+    """The promote route's study in `base` (a task's seed folder), once its promotion has finished."""
     import optuna
 
     from autopeft.search.promotion import PromotionPlan, next_tasks
     from autopeft.search.record import StudyRecord
 
-    base = out / task_name / f"seed_{seed}" / "promote"
     study = None
-    if (base / "study.db").is_file():
-        study = optuna.load_study(study_name="autopeft", storage=f"sqlite:///{base / 'study.db'}")
+    if (base / "promote" / "study.db").is_file():
+        study = optuna.load_study(study_name="autopeft", storage=f"sqlite:///{base / 'promote' / 'study.db'}")
     plan = study and StudyRecord.of(study).promotion
     if not plan or not next_tasks(study, PromotionPlan.from_dict(plan)).finished:
-        raise SystemExit(f"{base}: the promote search has not finished; run without --promote-finals first")
-    return final_scores(task_name, promote_answer(study)["config"], base / "final")
+        raise SystemExit(f"{base / 'promote'}: the promote search has not finished; run without --promote-finals "
+                         "or --variant first")
+    return study
+
+
+def keep_standards_route(task_name: str, seed: int, out: Path, budget: int, k: int) -> None:
+    """The variant planned in docs/lab-notes/2026-12-07-fourth-session.md: every standard module that enters the
+    ladder goes on to the target. Worked out from a copy of the finished promote study, resumed with the variant's
+    plan: only the runs it adds train (the halved-away standard modules at each later rung). Its answer's final
+    runs are the promote route's when the answer is the same configuration. One results line, route VARIANT."""
+    import sqlite3
+
+    from autopeft.search.promotion import PromotionPlan
+    from autopeft.search.record import StudyRecord
+
+    base = out / task_name / f"seed_{seed}"
+    results = out / "results.jsonl"
+    if results.is_file() and any((r["task"], r["seed"], r["route"]) == (task_name, seed, VARIANT)
+                                 for r in map(json.loads, results.read_text().splitlines())):
+        return
+    promoted = _finished_promote_study(base)
+    plan = PromotionPlan.from_dict(StudyRecord.of(promoted).promotion)
+    variant = base / VARIANT
+    if not (variant / "study.db").is_file():
+        variant.mkdir(parents=True, exist_ok=True)
+        partial = variant / "study.db.partial"
+        with sqlite3.connect(base / "promote" / "study.db") as src, sqlite3.connect(partial) as dst:
+            src.backup(dst)
+        import optuna
+
+        copy = optuna.load_study(study_name="autopeft", storage=f"sqlite:///{partial}")
+        copy.set_user_attr("promotion", replace(plan, keep_standards=True).to_dict())
+        del copy
+        partial.rename(variant / "study.db")
+    # the same exploring budget as the promote search; the rest is what the variant reserves for promotion
+    n_standards = len(StudyRecord.of(promoted).standards)
+    keep = replace(plan, keep_standards=True)
+    start = time.time()
+    study = search(task_name, variant, seed, budget - plan.max_trials(n_standards) + keep.max_trials(n_standards),
+                   k, keep_standards=True)
+    answer = promote_answer(study)
+    same = answer["config"] == promote_answer(promoted)["config"]
+    scores = final_scores(task_name, answer["config"], base / ("promote" if same else VARIANT) / "final")
+    line = {"task": task_name, "seed": seed, "route": VARIANT, "config": answer["config"],
+            "selection_score": answer["selection_score"], "example_epochs": compute(study),
+            "search_wall_s": time.time() - start, "final_seeds": list(FINAL_SEEDS), "final_scores": scores,
+            "final_mean": float(np.mean(scores)), "same_answer_as_promote": same}
+    with results.open("a") as fh:
+        fh.write(json.dumps(line) + "\n")
 
 
 def run_pair(task_name: str, seed: int, out: Path, budget: int, k: int) -> None:
@@ -218,7 +272,46 @@ def summary(out: Path, percent=None) -> str:
                        ("promotion pays" if pays else "the routes are level within the noise"))
         lines.append(f"\n{task}: promote minus retrain, dev mean {mean:+.2f} over search seeds {seeds} "
                      f"({', '.join(f'{d:+.2f}' for d in diffs)}); {verdict}. Per final seed: {per_final}.")
+        if any(t == task and route == VARIANT for t, _, route in by_pair):
+            lines.append(_variant_decision(task, by_pair, percent))
     return "\n".join(lines)
+
+
+def standard_means(task: str) -> list[tuple[str, float, float]]:
+    """(method, % params, dev mean) of the first results table's single modules on `task` (seeds 10-12)."""
+    scores: dict[str, list[float]] = {}
+    percents: dict[str, float] = {}
+    for row in map(json.loads, (HERE / "results" / "glue_table.jsonl").read_text().splitlines()):
+        if row["task"] == task and row["method"] in STANDARD_METHODS and row["seed"] in FINAL_SEEDS:
+            scores.setdefault(row["method"], []).append(row["score"])
+            percents[row["method"]] = row["percent"]
+    return [(m, percents[m], float(np.mean(v))) for m, v in scores.items()]
+
+
+def _variant_decision(task: str, by_pair: dict, percent) -> str:
+    """The pre-registered rule for VARIANT: adopted if its mean over 3 search seeds is >= the promote route's
+    and none of its answers is below the best single module at or below the answer's size (dev means)."""
+    from autopeft.space import PeftConfig
+
+    seeds = sorted(s for t, s, route in by_pair if t == task and route == VARIANT and (t, s, "promote") in by_pair)
+    variant = [by_pair[task, s, VARIANT] for s in seeds]
+    promote = [by_pair[task, s, "promote"] for s in seeds]
+    v_mean, p_mean = np.mean([r["final_mean"] for r in variant]), np.mean([r["final_mean"] for r in promote])
+    extra = sum(v["example_epochs"] - p["example_epochs"] for v, p in zip(variant, promote))
+    below = []
+    for s, row in zip(seeds, variant):
+        size = percent(PeftConfig.from_dict(row["config"]))
+        best = max((m for m in standard_means(task) if m[1] <= size + 1e-9), key=lambda m: m[2], default=None)
+        if best is not None and row["final_mean"] < best[2]:
+            below.append(f"seed {s}: {row['final_mean']:.2f} < {best[0]} {best[2]:.2f}")
+    text = (f"{task}, variant {VARIANT}: dev mean {v_mean:.2f} against promote's {p_mean:.2f} over search seeds "
+            f"{seeds}, {extra:+,.0f} example-epochs in all; "
+            + (f"below the best single module at or below its size: {'; '.join(below)}" if below
+               else "no answer below the best single module at or below its size"))
+    if len(seeds) < 3:
+        return text + f"; {len(seeds)} of the plan's 3 search seeds: no decision yet."
+    adopted = v_mean >= p_mean and not below
+    return text + ("; adopted by the plan's rule." if adopted else "; not adopted by the plan's rule.")
 
 
 def main() -> None:
@@ -232,6 +325,8 @@ def main() -> None:
     parser.add_argument("--promote-finals", action="store_true",
                         help="only the promote answer's final runs (the promote search must have finished)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--variant", choices=[VARIANT],
+                        help="work out the pre-registered variant from the finished promote study")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.summary:
@@ -243,6 +338,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.promote_finals:
         print(promote_finals(args.task, args.seed, args.out))
+        return
+    if args.variant:
+        keep_standards_route(args.task, args.seed, args.out, args.budget, args.promote)
         return
     run_pair(args.task, args.seed, args.out, args.budget, args.promote)
 

@@ -59,9 +59,9 @@ def open_synthetic(out: Path, seed: int = 0):
 
 
 def search(out: Path, sleep: float = 0.0, fail_at: int | None = None,
-           before_promotion: Callable[[optuna.Study], None] | None = None) -> None:
-    """Explore every configuration, then promote; `fail_at`: raise KeyboardInterrupt at that promoted evaluation;
-    `before_promotion(study)`: called between the two."""
+           before_promotion: Callable[[optuna.Study], None] | None = None, plan: PromotionPlan = PLAN) -> None:
+    """Explore every configuration, then promote by `plan`; `fail_at`: raise KeyboardInterrupt at that promoted
+    evaluation; `before_promotion(study)`: called between the two."""
     study = open_synthetic(out)
     calls = []
 
@@ -82,7 +82,7 @@ def search(out: Path, sleep: float = 0.0, fail_at: int | None = None,
     run_search(study, SPACE, explore, EXPLORE, progress=False)
     if before_promotion is not None:
         before_promotion(study)
-    run_promotion(study, SPACE, PLAN, promote, progress=False)
+    run_promotion(study, SPACE, plan, promote, progress=False)
 
 
 def wait_for_workers(out: Path, n: int, timeout: float = 180.0) -> None:

@@ -76,6 +76,7 @@ def test_apply_adds_the_modules_to_a_model_you_hold(tiny_model_dir):
     ({"heartbeat": -1}, "heartbeat must be a whole number of seconds"),
     ({"sampler": "annealing"}, "sampler.name must be one of saasbo, gp"),
     ({"promote": -1}, "promote must be a number of front candidates"),
+    ({"keep_standards": True}, "keep_standards keeps standard modules on promotion's ladder; give promote as well"),
 ])
 def test_bad_settings_name_the_problem(tiny_model_dir, tmp_path, kwargs, needle):
     with pytest.raises(autopeft.UserError, match=re.escape(needle)):

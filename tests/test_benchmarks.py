@@ -623,6 +623,38 @@ def test_promotion_pays_summary_decides_as_the_plan_says(monkeypatch, tmp_path):
     assert "the routes are level within the noise" in write([-1.0, -2.0, -3.0])
 
 
+def test_promotion_pays_decides_the_keep_standards_variant_as_planned(monkeypatch, tmp_path):
+    """docs/lab-notes/2026-12-07-fourth-session.md: the variant is adopted only if its dev mean over 3 search seeds
+    is >= the promote route's and no answer is below the best single module at or below its size (MRPC: LoRA8,
+    84.37 over seeds 10-12 in benchmarks/results/glue_table.jsonl, the only one at or below 0.98 %)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import promotion_pays
+
+    config = {"serial_adapter": 0, "parallel_adapter": 0, "prefix_length": 0, "lora_rank": 8, "layers": [1] * 6}
+
+    def write(variant: list[float], promote: float = 84.5) -> str:
+        lines = []
+        for seed, mean in enumerate(variant):
+            for route, centre in (("promote", promote), ("retrain", 80.0), ("keep-standards", mean)):
+                scores = [centre - 1.0, centre, centre + 1.0]
+                lines.append(json.dumps({"task": "MRPC", "seed": seed, "route": route, "config": config,
+                                         "selection_score": 80.0, "example_epochs": 1e5 + (route == "keep-standards"),
+                                         "final_seeds": [10, 11, 12], "final_scores": scores,
+                                         "final_mean": float(np.mean(scores))}))
+        (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n")
+        return promotion_pays.summary(tmp_path, percent=lambda c: 0.98).splitlines()[-1]
+
+    assert write([85.0, 86.0]).endswith("2 of the plan's 3 search seeds: no decision yet.")
+    text = write([85.0, 86.0, 84.5])
+    assert text.startswith("MRPC, variant keep-standards: dev mean 85.17 against promote's 84.50 over search seeds "
+                           "[0, 1, 2], +3 example-epochs in all; no answer below") and text.endswith("; adopted by the "
+                                                                                                 "plan's rule.")
+    text = write([85.0, 86.0, 84.0])  # a higher mean, but one answer below LoRA8
+    assert "below the best single module at or below its size: seed 2: 84.00 < LoRA 84.37" in text
+    assert text.endswith("not adopted by the plan's rule.")
+    assert write([84.4, 84.4, 84.4], promote=84.5).endswith("not adopted by the plan's rule.")
+
+
 def test_promotion_pays_finals_only_after_the_promote_search(monkeypatch, tmp_path):
     """--promote-finals trains nothing until the promote search's promotion has finished, then trains its answer;
     a final run's file that holds another configuration is refused, not reused."""

@@ -3,6 +3,7 @@ on the synthetic problem of tests/promotion_worker.py (no training)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -176,6 +177,26 @@ def test_the_budget_holds_promotion_and_too_small_a_budget_is_refused():
         check_plan_fits(plan, 20, n_standards=4, n_init=3)
     with pytest.raises(UserError, match="final_seeds must be >= 2"):
         PromotionPlan(2, (Fidelity(),), ("a",), final_seeds=1)
+    keep = PromotionPlan(2, (Fidelity(), Fidelity()), ("a", "b"), keep_standards=True)
+    assert keep.max_trials(n_standards=4) == 6 + 6 * 2  # all 4 standard modules may stay, besides the best 3
+    assert PromotionPlan.from_dict(keep.to_dict()) == keep and "keep_standards" not in plan.to_dict()
+
+
+def test_keep_standards_takes_every_standard_module_in_the_ladder_to_the_target(tmp_path):
+    """The variant, as promotion_pays.py --variant works it out: a finished search resumed with keep_standards adds
+    only the standard module halved away at rung 1 (PT2, 55 there), with the target's 2 seeds."""
+    synthetic.search(tmp_path)
+    before = promoted_work(synthetic.open_synthetic(tmp_path))
+    keep = dataclasses.replace(synthetic.PLAN, keep_standards=True)
+    synthetic.search(tmp_path, plan=keep)
+    study = synthetic.open_synthetic(tmp_path)
+    added = promoted_work(study) - before
+    pt2 = config_key(synthetic.STANDARDS["PT2"].to_dict())
+    assert added == Counter({(pt2, 2, 0): 1, (pt2, 2, 1): 1}), added
+    assert next_tasks(study, keep).finished
+    everyone = answer_members(study, keep, front=False)
+    assert {m["standard"] for m in everyone} == {"SA2", "PT2", None}
+    assert describe(answer_members(study, keep)) == ["PT2", "SA2", "SA2+PT2"]  # PT2: the smallest, so on the front
 
 
 def test_a_killed_promotion_resumes_and_each_evaluation_runs_once(tmp_path):

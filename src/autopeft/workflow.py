@@ -80,6 +80,7 @@ class SearchSettings:
     device: str = "auto"  # where trials train (training.resolve_device)
     promote: int = 0  # > 0: this many front candidates (+ the standard modules near it) go up to `target`
     target: Fidelity | None = None  # the fidelity the answer is earned at (None: the "full" preset)
+    keep_standards: bool = False  # every standard module in the ladder goes to the target (PromotionPlan)
 
     def __post_init__(self) -> None:
         if isinstance(self.sampler, str):
@@ -97,6 +98,8 @@ class SearchSettings:
             raise SettingError("promote", f"must be a number of front candidates >= 0 (0: off), got {self.promote!r}")
         if self.target is not None and not self.promote:
             raise SettingError("target", "is the fidelity promotion goes up to; give promote as well")
+        if self.keep_standards and not self.promote:
+            raise SettingError("keep_standards", "keeps standard modules on promotion's ladder; give promote as well")
         if self.baselines not in (None, "peft", "all"):
             raise SettingError("baselines", f"must be 'peft' or 'all', got {self.baselines!r}")
         if isinstance(self.retrain_seeds, bool) or not isinstance(self.retrain_seeds, int) or self.retrain_seeds < 1:
@@ -153,7 +156,8 @@ def _search(settings: SearchSettings) -> StudyReport:
     plan, explore_budget = None, s.budget
     if s.promote:
         rungs = fidelity_ladder(fidelity, resolve_precision(s.target or FIDELITIES["full"], s.device), n_train)
-        plan = PromotionPlan(s.promote, tuple(rungs), tuple(f.describe(n_train) for f in rungs))
+        plan = PromotionPlan(s.promote, tuple(rungs), tuple(f.describe(n_train) for f in rungs),
+                             keep_standards=s.keep_standards)
         explore_budget = check_plan_fits(plan, s.budget, len(standards), s.sampler.n_init)
     # Default: score 0 (chance level / lower bound of the metrics), percent = the space's maximum.
     user_ref = s.sampler.ref_point

@@ -89,13 +89,16 @@ class PromotionPlan:
 
     k: candidates spread along the front (besides the standard modules); rungs: the fidelities
     above the search's, the last the target (`fidelity_ladder`); labels: each rung's
-    "EXAMPLESxEPOCHS"; final_seeds: seeds of each member at the target (>= 2).
+    "EXAMPLESxEPOCHS"; final_seeds: seeds of each member at the target (>= 2); keep_standards:
+    every standard module that enters the ladder goes on to the target, not only the best one
+    (a variant under test, benchmarks/promotion_pays.py --variant keep-standards).
     """
 
     k: int
     rungs: tuple[Fidelity, ...]
     labels: tuple[str, ...]
     final_seeds: int = 2
+    keep_standards: bool = False
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -109,27 +112,28 @@ class PromotionPlan:
         """Seeds per member at `rung` (1-based): one below the target, `final_seeds` there."""
         return self.final_seeds if rung == len(self.rungs) else 1
 
-    def members(self, n_candidates: int) -> list[int]:
-        """The most members each rung can have, for `n_candidates` (the protected standard module included)."""
+    def members(self, n_candidates: int, n_standards: int = 1) -> list[int]:
+        """The most members each rung can have, for `n_candidates` (the protected standard modules included)."""
         out, n = [], n_candidates
         for _ in self.rungs:
             out.append(n)
-            n = math.ceil(n / 2) + 1
+            n = min(n, math.ceil(n / 2) + n_standards) if self.keep_standards else math.ceil(n / 2) + 1
         return out
 
     def max_trials(self, n_standards: int) -> int:
         """The most evaluations promotion can take (what it reserves of the budget)."""
-        counts = self.members(self.k + n_standards)
+        counts = self.members(self.k + n_standards, n_standards)
         return sum(c * self.seeds(i + 1) for i, c in enumerate(counts))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"k": self.k, "rungs": [f.to_dict() for f in self.rungs], "labels": list(self.labels),
+        data = {"k": self.k, "rungs": [f.to_dict() for f in self.rungs], "labels": list(self.labels),
                 "final_seeds": self.final_seeds}
+        return {**data, "keep_standards": True} if self.keep_standards else data  # studies stored before it match
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PromotionPlan:
         return cls(int(data["k"]), tuple(Fidelity(**f) for f in data["rungs"]), tuple(data["labels"]),
-                   int(data.get("final_seeds", 2)))
+                   int(data.get("final_seeds", 2)), bool(data.get("keep_standards", False)))
 
 
 @dataclass(frozen=True)
@@ -236,13 +240,16 @@ def _unique(members: list[_Member]) -> list[_Member]:
     return list(seen.values())
 
 
-def _survivors(members: list[_Member]) -> list[_Member]:
-    """The ceil(n / 2) best of a rung (non-dominated rank, then mean score), and the best standard module."""
+def _survivors(members: list[_Member], keep_standards: bool = False) -> list[_Member]:
+    """The ceil(n / 2) best of a rung (non-dominated rank, then mean score), and the best standard module
+    (`keep_standards`: every standard module)."""
     scored = [m for m in members if m.scores]
     ranks = pareto_ranks([m.mean for m in scored], [m.percent for m in scored])
     order = sorted(range(len(scored)), key=lambda i: (ranks[i], -scored[i].mean, scored[i].percent))
     keep = [scored[i] for i in order[: math.ceil(len(members) / 2)]]
-    if (best := _best_standard(scored)) is not None:
+    if keep_standards:
+        keep += [m for m in scored if m.standard is not None]
+    elif (best := _best_standard(scored)) is not None:
         keep.append(best)
     return _unique(keep)
 
@@ -279,7 +286,7 @@ def next_tasks(study: optuna.Study, plan: PromotionPlan) -> Schedule:
                           [float(done[(config_key(m.config), rung, s)].values[0])
                            for s in range(plan.seeds(rung)) if (config_key(m.config), rung, s) in done])
                   for m in members]
-        members = _survivors(scored) if rung < len(plan.rungs) else scored
+        members = _survivors(scored, plan.keep_standards) if rung < len(plan.rungs) else scored
     return Schedule([], False, True, len(plan.rungs) + 1)
 
 
