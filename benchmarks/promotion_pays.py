@@ -41,16 +41,22 @@ VARIANT = "keep-standards"
 STANDARD_METHODS = ("SA", "PA", "PT", "LoRA")  # the single-module rows of the first results table
 
 
-def compute(study) -> float:
-    """Train example-epochs of the study's evaluated trials (from each trial's "EXAMPLESxEPOCHS" fidelity)."""
+def compute(study, ladder: list[set[str]] | None = None) -> float:
+    """Train example-epochs of the study's evaluated trials (from each trial's "EXAMPLESxEPOCHS" fidelity).
+    `ladder` (`next_tasks(...).ladder`): count only the promoted trials of each rung's members."""
     from optuna.trial import TrialState
+
+    from autopeft.search.results import config_key
 
     meta = study.user_attrs
     total = 0.0
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if "duplicate_of" in t.user_attrs:
             continue
-        label = (t.user_attrs.get("promotion") or {}).get("fidelity") or meta["fidelity_label"]
+        promotion = t.user_attrs.get("promotion")
+        if ladder is not None and promotion and config_key(t.user_attrs["config"]) not in ladder[promotion["rung"] - 1]:
+            continue  # run by another plan's ladder
+        label = (promotion or {}).get("fidelity") or meta["fidelity_label"]
         examples, epochs = label.split("x")
         total += int(examples) * float(epochs)
     return total
@@ -145,15 +151,19 @@ def _finished_promote_study(base: Path):
     return study
 
 
-def keep_standards_route(task_name: str, seed: int, out: Path, budget: int, k: int) -> None:
+def keep_standards_route(task_name: str, seed: int, out: Path) -> None:
     """The variant planned in docs/lab-notes/2026-12-07-fourth-session.md: every standard module that enters the
     ladder goes on to the target. Worked out from a copy of the finished promote study, resumed with the variant's
-    plan: only the runs it adds train (the halved-away standard modules at each later rung). Its answer's final
-    runs are the promote route's when the answer is the same configuration. One results line, route VARIANT."""
+    plan and the same exploring budget: only the runs its ladder adds train (the halved-away standard modules, and
+    on a 3-rung ladder whatever a larger middle rung lets through). Its answer and compute count only its own
+    ladder's runs; its final runs are the promote route's when the answer is the same configuration. One results
+    line, route VARIANT. The copy's promoted weights stay in the promote folder (its run_dir attrs do not resolve)."""
     import sqlite3
 
-    from autopeft.search.promotion import PromotionPlan
+    from autopeft.search.attrs import BUDGET_ATTR
+    from autopeft.search.promotion import PromotionPlan, next_tasks
     from autopeft.search.record import StudyRecord
+    from autopeft.search.runner import _n_done
 
     base = out / task_name / f"seed_{seed}"
     results = out / "results.jsonl"
@@ -166,7 +176,8 @@ def keep_standards_route(task_name: str, seed: int, out: Path, budget: int, k: i
     if not (variant / "study.db").is_file():
         variant.mkdir(parents=True, exist_ok=True)
         partial = variant / "study.db.partial"
-        with sqlite3.connect(base / "promote" / "study.db") as src, sqlite3.connect(partial) as dst:
+        with sqlite3.connect(f"file:{base / 'promote' / 'study.db'}?mode=ro", uri=True) as src, \
+                sqlite3.connect(partial) as dst:
             src.backup(dst)
         import optuna
 
@@ -174,17 +185,22 @@ def keep_standards_route(task_name: str, seed: int, out: Path, budget: int, k: i
         copy.set_user_attr("promotion", replace(plan, keep_standards=True).to_dict())
         del copy
         partial.rename(variant / "study.db")
-    # the same exploring budget as the promote search; the rest is what the variant reserves for promotion
-    n_standards = len(StudyRecord.of(promoted).standards)
+    # the promote search's exploring budget, all explored, so that the resume explores nothing; the budget passed
+    # on is that plus what the variant reserves for promotion
+    explored = int(promoted.user_attrs[BUDGET_ATTR])
+    if _n_done(promoted) < explored:
+        raise SystemExit(f"{base / 'promote'}: explored {_n_done(promoted)} of its budget of {explored}; "
+                         "resuming the copy would explore more")
     keep = replace(plan, keep_standards=True)
     start = time.time()
-    study = search(task_name, variant, seed, budget - plan.max_trials(n_standards) + keep.max_trials(n_standards),
-                   k, keep_standards=True)
+    study = search(task_name, variant, seed, explored + keep.max_trials(len(StudyRecord.of(promoted).standards)),
+                   plan.k, keep_standards=True)
     answer = promote_answer(study)
     same = answer["config"] == promote_answer(promoted)["config"]
     scores = final_scores(task_name, answer["config"], base / ("promote" if same else VARIANT) / "final")
     line = {"task": task_name, "seed": seed, "route": VARIANT, "config": answer["config"],
-            "selection_score": answer["selection_score"], "example_epochs": compute(study),
+            "selection_score": answer["selection_score"],
+            "example_epochs": compute(study, next_tasks(study, keep).ladder),
             "search_wall_s": time.time() - start, "final_seeds": list(FINAL_SEEDS), "final_scores": scores,
             "final_mean": float(np.mean(scores)), "same_answer_as_promote": same}
     with results.open("a") as fh:
@@ -340,7 +356,7 @@ def main() -> None:
         print(promote_finals(args.task, args.seed, args.out))
         return
     if args.variant:
-        keep_standards_route(args.task, args.seed, args.out, args.budget, args.promote)
+        keep_standards_route(args.task, args.seed, args.out)
         return
     run_pair(args.task, args.seed, args.out, args.budget, args.promote)
 

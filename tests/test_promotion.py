@@ -156,6 +156,28 @@ def test_trials_left_queued_are_not_left_behind(tmp_path):
     assert study.trials[-1].user_attrs["fail_reason"] == "not run: promotion finished before it was asked for"
 
 
+def test_the_answer_holds_only_the_plans_members_at_the_target(tmp_path):
+    """Runs at the target of a configuration the plan never took there (a study resumed with another plan holds
+    them) are not part of the answer, however well they scored."""
+    synthetic.search(tmp_path)
+    study = synthetic.open_synthetic(tmp_path)
+    add_target_runs(study, 8, None, synthetic.SPEC.percent(synthetic.PeftConfig.from_dict(
+        {**synthetic.STANDARDS["SA2"].to_dict(), "serial_adapter": 8})), [95.0, 96.0], [95.0, 96.0])
+    assert describe(answer_members(study, synthetic.PLAN)) == ["SA2", "SA2+PT2"]
+    assert "SA8" not in describe(answer_members(study, synthetic.PLAN, front=False))
+
+
+def test_a_fresh_trial_asked_while_promoting_is_failed_as_a_lost_race(tmp_path):
+    """When another worker took the queued evaluation first, ask creates a new trial: it is failed, and says why."""
+    from autopeft.search.promotion import _claim
+
+    synthetic.search(tmp_path)
+    study = synthetic.open_synthetic(tmp_path)
+    trial = study.ask()
+    assert _claim(study, trial) is None
+    assert study.trials[-1].user_attrs["fail_reason"] == "not run: another worker took the queued evaluation first"
+
+
 def test_the_ladder_climbs_to_the_target_and_skips_rungs_that_change_nothing():
     low = Fidelity(train_examples=800, epochs=3)
     rungs = fidelity_ladder(low, FIDELITIES["full"], available=5174)

@@ -28,7 +28,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,8 +38,8 @@ from optuna.trial import FrozenTrial, TrialState
 from autopeft.errors import UserError, check_interrupt, interrupts_deferred, interrupts_recorded
 from autopeft.log import get_logger
 from autopeft.search import optuna_access
-from autopeft.search.attrs import (CONFIG_ATTR, FAIL_REASON_ATTR, PROMOTION_ATTR, REPORT_SCORE_ATTR, STANDARD_ATTR,
-                                   WORKER_ATTR)
+from autopeft.search.attrs import (CONFIG_ATTR, FAIL_REASON_ATTR, FIXED_PARAMS_ATTR, PROMOTION_ATTR, REPORT_SCORE_ATTR,
+                                   STANDARD_ATTR, WORKER_ATTR)
 from autopeft.search.noise import estimate_noise
 from autopeft.search.pareto import pareto_mask, pareto_ranks, spread_along_front
 from autopeft.search.results import config_key, config_rows
@@ -257,18 +257,22 @@ def _survivors(members: list[_Member], keep_standards: bool = False) -> list[_Me
 @dataclass
 class Schedule:
     """Where promotion stands: the evaluations to run now (nobody holds them), whether any are
-    running elsewhere, and whether it is finished."""
+    running elsewhere, whether it is finished, and the configuration keys of each rung's members so
+    far (all rungs when finished)."""
 
     todo: list[PromotionTask]
     running: bool
     finished: bool
     rung: int  # the rung being evaluated (len(plan.rungs) + 1 when finished)
+    ladder: list[set[str]] = field(default_factory=list)
 
 
 def next_tasks(study: optuna.Study, plan: PromotionPlan) -> Schedule:
     """The evaluations due now, worked out from the study's trials."""
     members = _candidates(study, plan)
+    ladder: list[set[str]] = []
     for rung in range(1, len(plan.rungs) + 1):
+        ladder.append({config_key(m.config) for m in members})
         done, held, failed = _rung_results(study, rung)
         todo, running = [], False
         for m in members:
@@ -281,28 +285,33 @@ def next_tasks(study: optuna.Study, plan: PromotionPlan) -> Schedule:
                 elif task.key not in failed:
                     todo.append(task)
         if todo or running:
-            return Schedule(todo, running, False, rung)
+            return Schedule(todo, running, False, rung, ladder)
         scored = [_Member(m.config, m.percent, m.standard,
                           [float(done[(config_key(m.config), rung, s)].values[0])
                            for s in range(plan.seeds(rung)) if (config_key(m.config), rung, s) in done])
                   for m in members]
         members = _survivors(scored, plan.keep_standards) if rung < len(plan.rungs) else scored
-    return Schedule([], False, True, len(plan.rungs) + 1)
+    return Schedule([], False, True, len(plan.rungs) + 1, ladder)
 
 
 def answer_members(study: optuna.Study, plan: PromotionPlan, front: bool = True) -> list[dict[str, Any]]:
     """The front at the target fidelity, of the means on the selection split over each member's seeds
-    (`front=False`: every configuration evaluated there with all its seeds).
+    (`front=False`: every member evaluated there with all its seeds). Once the plan's ladder reaches the target,
+    only its members there count: a study resumed with another plan or a larger budget may hold other
+    configurations' runs at the target.
 
     One dict per member, sorted by percent: config, standard, fidelity, percent, selection_score
     (mean) and selection_scores, and on the report split score (mean), score_std, scores; n_seeds,
     numbers (the trials) and runs (their saved weights, as `run_dir` returned them).
     """
     rung = len(plan.rungs)
+    ladder = next_tasks(study, plan).ladder
+    targets = ladder[rung - 1] if len(ladder) == rung and ladder[0] else None  # none: nothing explored
     groups: dict[str, list[FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         info = _promotion(t)
-        if info is not None and int(info["rung"]) == rung:
+        if info is not None and int(info["rung"]) == rung and (
+                targets is None or config_key(t.user_attrs[CONFIG_ATTR]) in targets):
             groups.setdefault(config_key(t.user_attrs[CONFIG_ATTR]), []).append(t)
     members = []
     for trials in groups.values():
@@ -414,10 +423,16 @@ def _drop_queued(study: optuna.Study) -> None:
     `ask` takes a WAITING trial, so that one another worker has just popped is left to it."""
     storage = optuna_access.storage(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if _task_key(t) is not None and storage.set_trial_state_values(optuna_access.trial_id(t), TrialState.RUNNING):
-            storage.set_trial_user_attr(optuna_access.trial_id(t), FAIL_REASON_ATTR,
-                                        "not run: promotion finished before it was asked for")
-            storage.set_trial_state_values(optuna_access.trial_id(t), TrialState.FAIL)
+        if _task_key(t) is None:
+            continue
+        try:
+            if not storage.set_trial_state_values(optuna_access.trial_id(t), TrialState.RUNNING):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker popped and finished it meanwhile
+            continue
+        storage.set_trial_user_attr(optuna_access.trial_id(t), FAIL_REASON_ATTR,
+                                    "not run: promotion finished before it was asked for")
+        storage.set_trial_state_values(optuna_access.trial_id(t), TrialState.FAIL)
 
 
 def _claim(study: optuna.Study, trial: optuna.trial.Trial) -> FrozenTrial | None:
@@ -425,6 +440,9 @@ def _claim(study: optuna.Study, trial: optuna.trial.Trial) -> FrozenTrial | None
     (two workers enqueued it at once): then it is failed as "not run" and None returned."""
     frozen = study.get_trials(deepcopy=False)[trial.number]
     key = _task_key(frozen)
+    if key is None and FIXED_PARAMS_ATTR not in frozen.system_attrs:
+        fail_trial(study, trial, "not run: another worker took the queued evaluation first")
+        return None
     if key is None:
         fail_trial(study, trial, "not run: a search trial was queued while promoting; it is not needed now")
         return None
