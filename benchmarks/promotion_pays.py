@@ -163,7 +163,7 @@ def keep_standards_route(task_name: str, seed: int, out: Path) -> None:
     from autopeft.search.attrs import BUDGET_ATTR
     from autopeft.search.promotion import PromotionPlan, next_tasks
     from autopeft.search.record import StudyRecord
-    from autopeft.search.runner import _n_done
+    from autopeft.search.results import completed_trials
 
     base = out / task_name / f"seed_{seed}"
     results = out / "results.jsonl"
@@ -172,6 +172,7 @@ def keep_standards_route(task_name: str, seed: int, out: Path) -> None:
         return
     promoted = _finished_promote_study(base)
     plan = PromotionPlan.from_dict(StudyRecord.of(promoted).promotion)
+    keep = replace(plan, keep_standards=True)
     variant = base / VARIANT
     if not (variant / "study.db").is_file():
         variant.mkdir(parents=True, exist_ok=True)
@@ -182,18 +183,17 @@ def keep_standards_route(task_name: str, seed: int, out: Path) -> None:
         import optuna
 
         copy = optuna.load_study(study_name="autopeft", storage=f"sqlite:///{partial}")
-        copy.set_user_attr("promotion", replace(plan, keep_standards=True).to_dict())
+        copy.set_user_attr("promotion", keep.to_dict())
         del copy
         partial.rename(variant / "study.db")
     # the promote search's exploring budget, all explored, so that the resume explores nothing; the budget passed
     # on is that plus what the variant reserves for promotion
-    explored = int(promoted.user_attrs[BUDGET_ATTR])
-    if _n_done(promoted) < explored:
-        raise SystemExit(f"{base / 'promote'}: explored {_n_done(promoted)} of its budget of {explored}; "
+    explored, budget = len(completed_trials(promoted)), int(promoted.user_attrs[BUDGET_ATTR])
+    if explored < budget:
+        raise SystemExit(f"{base / 'promote'}: explored {explored} of its budget of {budget}; "
                          "resuming the copy would explore more")
-    keep = replace(plan, keep_standards=True)
     start = time.time()
-    study = search(task_name, variant, seed, explored + keep.max_trials(len(StudyRecord.of(promoted).standards)),
+    study = search(task_name, variant, seed, budget + keep.max_trials(len(StudyRecord.of(promoted).standards)),
                    plan.k, keep_standards=True)
     answer = promote_answer(study)
     same = answer["config"] == promote_answer(promoted)["config"]
@@ -314,10 +314,10 @@ def _variant_decision(task: str, by_pair: dict, percent) -> str:
     promote = [by_pair[task, s, "promote"] for s in seeds]
     v_mean, p_mean = np.mean([r["final_mean"] for r in variant]), np.mean([r["final_mean"] for r in promote])
     extra = sum(v["example_epochs"] - p["example_epochs"] for v, p in zip(variant, promote))
-    below = []
+    below, singles = [], standard_means(task)
     for s, row in zip(seeds, variant):
         size = percent(PeftConfig.from_dict(row["config"]))
-        best = max((m for m in standard_means(task) if m[1] <= size + 1e-9), key=lambda m: m[2], default=None)
+        best = max((m for m in singles if m[1] <= size + 1e-9), key=lambda m: m[2], default=None)
         if best is not None and row["final_mean"] < best[2]:
             below.append(f"seed {s}: {row['final_mean']:.2f} < {best[0]} {best[2]:.2f}")
     text = (f"{task}, variant {VARIANT}: dev mean {v_mean:.2f} against promote's {p_mean:.2f} over search seeds "

@@ -112,7 +112,7 @@ class PromotionPlan:
         """Seeds per member at `rung` (1-based): one below the target, `final_seeds` there."""
         return self.final_seeds if rung == len(self.rungs) else 1
 
-    def members(self, n_candidates: int, n_standards: int = 1) -> list[int]:
+    def members(self, n_candidates: int, n_standards: int) -> list[int]:
         """The most members each rung can have, for `n_candidates` (the protected standard modules included)."""
         out, n = [], n_candidates
         for _ in self.rungs:
@@ -430,9 +430,7 @@ def _drop_queued(study: optuna.Study) -> None:
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:  # another worker popped and finished it meanwhile
             continue
-        storage.set_trial_user_attr(optuna_access.trial_id(t), FAIL_REASON_ATTR,
-                                    "not run: promotion finished before it was asked for")
-        storage.set_trial_state_values(optuna_access.trial_id(t), TrialState.FAIL)
+        fail_trial(study, optuna_access.trial_handle(study, t), "not run: promotion finished before it was asked for")
 
 
 def _claim(study: optuna.Study, trial: optuna.trial.Trial) -> FrozenTrial | None:
@@ -440,11 +438,10 @@ def _claim(study: optuna.Study, trial: optuna.trial.Trial) -> FrozenTrial | None
     (two workers enqueued it at once): then it is failed as "not run" and None returned."""
     frozen = study.get_trials(deepcopy=False)[trial.number]
     key = _task_key(frozen)
-    if key is None and FIXED_PARAMS_ATTR not in frozen.system_attrs:
-        fail_trial(study, trial, "not run: another worker took the queued evaluation first")
-        return None
     if key is None:
-        fail_trial(study, trial, "not run: a search trial was queued while promoting; it is not needed now")
+        queued = FIXED_PARAMS_ATTR in frozen.system_attrs  # else a new trial: the queue was empty
+        fail_trial(study, trial, "not run: a search trial was queued while promoting; it is not needed now" if queued
+                   else "not run: another worker took the queued evaluation first")
         return None
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
         if t.number < frozen.number and _task_key(t) == key:
