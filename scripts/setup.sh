@@ -20,10 +20,16 @@ fi
 EXTRAS=${1:-}
 pip install --disable-pip-version-check -q --no-compile -e ".${EXTRAS:+[$EXTRAS]}" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 # Build BoTorch's fused qLogNEHVI kernel now, so that no search compiles it (src/autopeft/search/kernel.py),
-# beside the byte-compilation (compileall skips files already compiled, so a rerun is quick).
+# beside the byte-compilation.
 AUTOPEFT_TORCH_EXTENSIONS_DIR="$PWD/.venv/torch_extensions" python -c "from autopeft.search.kernel import main; main()" &
 kernel=$!
-# (as with pip's own compile, a file that does not compile, such as a template, is skipped)
-python -m compileall -q -j 0 "$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")" >/dev/null 2>&1 || true
+# Only after pip installed something new (a stamp file records the last compile); as with pip's own
+# compile, a file that does not compile, such as a template, is skipped.
+site=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+stamp=.venv/.bytecode-compiled
+if [ ! -e "$stamp" ] || [ -n "$(find "$site" -maxdepth 1 -name '*.dist-info' ! -name 'autopeft-*' -newer "$stamp")" ]; then
+  python -m compileall -q -j 0 "$site" >/dev/null 2>&1 || true
+  touch "$stamp"
+fi
 wait "$kernel"
 python -c "import autopeft, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
