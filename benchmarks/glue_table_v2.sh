@@ -23,10 +23,13 @@ search() {  # search TASK: the verified search of one task (resumes a finished o
     --out "$searches/$1" >> "$searches/$1.log" 2>&1
 }
 lane() { for task in "$@"; do search "$task"; done; }
+trap 'trap - INT TERM; kill 0' INT TERM  # stopping this script stops both lanes' searches too
 lane SST-2 STS-B & first=$!
 lane MRPC CoLA & second=$!
-wait "$first"
-wait "$second"
+rc=0  # wait for both lanes even if one fails, so that a rerun never finds a search still running
+wait "$first" || rc=$?
+wait "$second" || rc=$?
+if [ "$rc" != 0 ]; then exit "$rc"; fi
 
 studies=()
 for task in SST-2 MRPC STS-B CoLA; do studies+=(--study "$task=$searches/$task"); done

@@ -23,13 +23,15 @@ pip install --disable-pip-version-check -q --no-compile -e ".${EXTRAS:+[$EXTRAS]
 # beside the byte-compilation.
 AUTOPEFT_TORCH_EXTENSIONS_DIR="$PWD/.venv/torch_extensions" python -c "from autopeft.search.kernel import main; main()" &
 kernel=$!
-# Only after pip installed something new (a stamp file records the last compile); as with pip's own
-# compile, a file that does not compile, such as a template, is skipped.
+# Only after pip installed something new (a stamp file records the last compile that ran through); as
+# with pip's own compile, a file that does not compile, such as a template, is skipped.
 site=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 stamp=.venv/.bytecode-compiled
 if [ ! -e "$stamp" ] || [ -n "$(find "$site" -maxdepth 1 -name '*.dist-info' ! -name 'autopeft-*' -newer "$stamp")" ]; then
-  python -m compileall -q -j 0 "$site" >/dev/null 2>&1 || true
-  touch "$stamp"
+  touch "$stamp.new"  # the stamp's time is the compile's start, and it is kept only if the compile ran through
+  compiled=0
+  python -m compileall -q -j 0 "$site" >/dev/null 2>&1 || compiled=$?
+  if [ "$compiled" -le 1 ]; then mv "$stamp.new" "$stamp"; fi  # 1: some file did not compile; >1: stopped
 fi
 wait "$kernel"
 python -c "import autopeft, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
