@@ -48,7 +48,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "glue_table.jsonl"
 TASKS = ("MRPC", "STS-B", "CoLA", "SST-2")
-METHODS = ("full_ft", "SA", "PA", "PT", "LoRA", "found", "transferred", "answer")
+SINGLES = ("SA", "PA", "PT", "LoRA")  # the standard modules
+METHODS = ("full_ft", *SINGLES, "found", "transferred", "answer")
 # The reference protocol (Zhou et al.'s code): 200 trials of up to 20 epochs on the whole train split,
 # then 5 seeds of each non-dominated point; its search alone is counted, so the fraction is an upper bound.
 REFERENCE_TRIALS, REFERENCE_EPOCHS = 200, 20
@@ -110,7 +111,9 @@ def answer_configs(study_dir: str, max_percent: float) -> list[tuple[Any, str, s
 
 def compute(study_dir: str) -> dict[str, Any]:
     """A search's compute: train example-epochs of its evaluated trials, as a fraction of the reference
-    protocol's search on the same train split, and its wall time (first trial start to last end)."""
+    protocol's search on the same train split; its wall time, as the sum of its completed trials' times
+    (`trials_s`: a trial's time runs from its proposal to its score, so this leaves out the time lost
+    to interruptions) and as the span from the first trial's start to the last one's end (`wall_s`)."""
     from promotion_pays import compute as example_epochs
 
     from autopeft.tasks import TaskSource
@@ -121,8 +124,9 @@ def compute(study_dir: str) -> dict[str, Any]:
     spent = example_epochs(study)
     trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete]
     wall = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
     return {"study": study_dir, "example_epochs": spent, "reference": REFERENCE_TRIALS * REFERENCE_EPOCHS * n_train,
-            "fraction": spent / (REFERENCE_TRIALS * REFERENCE_EPOCHS * n_train), "wall_s": wall}
+            "fraction": spent / (REFERENCE_TRIALS * REFERENCE_EPOCHS * n_train), "trials_s": busy, "wall_s": wall}
 
 
 def key(task: str, method: str, config: Any, seed: int) -> str:
@@ -197,6 +201,32 @@ def plan(args, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in runs if key(r["task"], r["method"], r["config"], r["seed"]) not in done]
 
 
+def reuse_singles(jobs: list[dict[str, Any]], singles_rows: list[dict[str, Any]], origin: str
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows, jobs left): a planned run whose configuration is a standard module takes that module's row
+    (same task, seed and fidelity) instead of training it again; the row says so in `reused_from`."""
+    def same(task: str, config: Any, seed: int) -> str:
+        return json.dumps([task, config if isinstance(config, dict) else config.to_dict(), seed], sort_keys=True)
+
+    from autopeft.training import FIDELITIES
+
+    def at_full(row: dict[str, Any]) -> bool:
+        trained = {k: v for k, v in row["fidelity"].items() if k != "train_size"}
+        return trained == replace(FIDELITIES["full"], seed=row["seed"]).to_dict()
+
+    singles = {same(r["task"], r["config"], r["seed"]): r
+               for r in singles_rows if r["method"] in SINGLES and at_full(r)}
+    rows, left = [], []
+    for job in jobs:
+        single = singles.get(same(job["task"], job["config"], job["seed"]))
+        if single is None:
+            left.append(job)
+            continue
+        rows.append({**single, "method": job["method"], "source": job["source"], "selected_on": job["selected_on"],
+                     "rank": job["rank"], "reused_from": f"{origin}: the {single['method']} row"})
+    return rows, left
+
+
 def _init_worker() -> None:
     import torch
 
@@ -229,6 +259,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--sst2-train", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--reuse-singles", type=Path, metavar="JSONL",
+                        help="a run of a standard module's configuration takes its row from this file (the first "
+                             "table's) instead of training it again")
     parser.add_argument("--summary", action="store_true", help="print the table from OUT and stop")
     parser.add_argument("--compute", action="store_true", help="print each --study's compute as JSON and stop")
     args = parser.parse_args()
@@ -248,9 +281,17 @@ def main() -> None:
         print(report(rows))
         return
     jobs = plan(args, rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.reuse_singles:
+        if not args.reuse_singles.is_file():
+            raise SystemExit(f"--reuse-singles {args.reuse_singles}: no such file; give the first table's rows")
+        reused, jobs = reuse_singles(jobs, read_rows(args.reuse_singles), str(args.reuse_singles))
+        with args.out.open("a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in reused)
+        for row in reused:
+            print(f"{row['task']:<6} {row['method']:<11} seed {row['seed']}: {row['score']:.2f} ({row['reused_from']})")
     print(f"{len(jobs)} run(s) to do, {len(rows)} in {args.out}", flush=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     spawn = multiprocessing.get_context("spawn")  # not fork: this process has torch's thread pools running
     with ProcessPoolExecutor(max_workers=args.workers, initializer=_init_worker, mp_context=spawn) as pool:
         futures = [pool.submit(run, job, args.sst2_train) for job in jobs]

@@ -8,7 +8,7 @@
 # 2. the answer's runs and the transferred runs, seeds 10-12 on the whole train split, scored on dev
 #    (benchmarks/results/glue_table_v2.jsonl); full fine-tuning and the single modules are the first
 #    table's rows (glue_table.jsonl), not run again;
-# 3. each search's compute; the report.
+# 3. each search's compute; the report, written into BENCHMARKS.md between the GLUE-TABLE-V2 markers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -33,7 +33,9 @@ if [ "$rc" != 0 ]; then exit "$rc"; fi
 
 studies=()
 for task in SST-2 MRPC STS-B CoLA; do studies+=(--study "$task=$searches/$task"); done
+# a member that is a standard module takes the first table's rows of that module (same runs) instead of a rerun
 python benchmarks/glue_table.py --workers 2 --methods answer,transferred "${studies[@]}" --transfer-from SST-2 \
-  --out "$out"
+  --reuse-singles benchmarks/results/glue_table.jsonl --out "$out"
 python benchmarks/glue_table.py --compute "${studies[@]}" > "$searches/compute.jsonl"
-python benchmarks/glue_report.py --rows "$out" --singles-from benchmarks/results/glue_table.jsonl
+python benchmarks/glue_report.py --rows "$out" --singles-from benchmarks/results/glue_table.jsonl \
+  --compute-from "$searches/compute.jsonl" --page BENCHMARKS.md --figure docs/figures/glue_table_v2.png

@@ -561,12 +561,19 @@ def test_the_second_table_reports_the_answer_in_its_order_of_choice(monkeypatch,
     v1 = tmp_path / "v1.jsonl"
     v1.write_text("".join(json.dumps(r) + "\n" for r in rows if r["method"] not in ("answer", "transferred")))
     v2 = tmp_path / "v2.jsonl"
-    v2.write_text("".join(json.dumps(r) + "\n" for r in rows if r["method"] in ("answer", "transferred")))
+    v2.write_text("".join(json.dumps({**r, "reused_from": "v1.jsonl: the PA row"} if r["method"] == "transferred"
+                                     else r) + "\n" for r in rows if r["method"] in ("answer", "transferred")))
+    compute = tmp_path / "compute.jsonl"
+    compute.write_text(json.dumps({"task": "MRPC", "example_epochs": 84029.2, "reference": 22996000,
+                                   "fraction": 0.0036, "trials_s": 1999.5, "wall_s": 2000.2}) + "\n"
+                       + json.dumps({"task": "CoLA", "example_epochs": 3e6, "reference": 1e8, "fraction": 0.03,
+                                     "trials_s": 600.0, "wall_s": 700.0}) + "\n")
     page = tmp_path / "page.md"
     page.write_text(f"{glue_report.BEGIN}\nfirst table\n{glue_report.END}\n{glue_report.BEGIN_V2}\nold\n"
                     f"{glue_report.END_V2}\n")
     done = subprocess.run([sys.executable, str(BENCHMARKS / "glue_report.py"), "--rows", str(v2), "--singles-from",
-                           str(v1), "--page", str(page)], capture_output=True, text=True, timeout=120)
+                           str(v1), "--page", str(page), "--compute-from", str(compute)],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     text = page.read_text()
     assert "first table" in text and "old" not in text  # the first table's section is left alone
@@ -575,6 +582,36 @@ def test_the_second_table_reports_the_answer_in_its_order_of_choice(monkeypatch,
     assert "The answer is at least the best single module on 0 of 2 tasks" in text
     assert "Its margin, -3.00, misses the goal of +0.5." in text
     assert "| transferred from SST-2 | 84.50 ± 1.00 @ 1.10 % |" in text
+    assert "(answer on SST-2); its runs are v1.jsonl: the PA row (the same runs)" in text
+    assert "| MRPC | 84,029 | 22,996,000 | 0.360 % | yes | 33 min |" in text
+    assert "| CoLA | 3,000,000 | 100,000,000 | 3.000 % | no | 10 min |" in text
+
+
+def test_glue_table_takes_a_standard_modules_runs_from_the_first_table(monkeypatch):
+    """An answer member that is a standard module takes that module's rows (same task, seed and `full` fidelity)
+    instead of a rerun; any other configuration, seed or fidelity is still trained."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import glue_table
+
+    from autopeft.space import PeftConfig
+    from autopeft.training import FIDELITIES
+
+    lora = {"layers": [1] * 6, "lora_rank": 8, "parallel_adapter": 0, "prefix_length": 0, "serial_adapter": 0}
+    at_full = {**FIDELITIES["full"].to_dict(), "train_size": 3668}
+    first_table = [{"task": "MRPC", "method": "LoRA", "config": lora, "percent": 0.98, "seed": seed,
+                    "score": 84.0 + seed, "fidelity": {**at_full, "seed": seed}, "source": ""} for seed in (10, 11)]
+    first_table.append({**first_table[1], "seed": 12, "fidelity": {**at_full, "seed": 12, "epochs": 1}})
+    job = {"task": "MRPC", "method": "answer", "source": "study trials [4]", "selected_on": "selection split",
+           "rank": 0, "config": PeftConfig.from_dict(lora)}
+    other = PeftConfig.from_dict({**lora, "serial_adapter": 6})
+    jobs = [{**job, "seed": s} for s in (10, 11, 12)] + [{**job, "seed": 10, "config": other}]
+    rows, left = glue_table.reuse_singles(jobs, first_table, "first.jsonl")
+    assert [(r["method"], r["seed"], r["score"], r["source"]) for r in rows] == [
+        ("answer", 10, 94.0, "study trials [4]"), ("answer", 11, 95.0, "study trials [4]")]
+    assert all(r["reused_from"] == "first.jsonl: the LoRA row" for r in rows)
+    assert all(r["selected_on"] == "selection split" for r in rows)
+    # seed 12's row is at another fidelity; the other configuration is no standard module
+    assert [(j["seed"], j["config"]) for j in left] == [(12, job["config"]), (10, other)]
 
 
 def test_glue_table_takes_a_promoted_searchs_answer_and_counts_its_compute(tiny_model_dir, tmp_path, monkeypatch):
@@ -594,6 +631,7 @@ def test_glue_table_takes_a_promoted_searchs_answer_and_counts_its_compute(tiny_
     spent = glue_table.compute(str(out))
     # 16 examples x 1 epoch per exploring trial, 32 x 1 per promoted one; RTE's search split: train less the held out
     assert spent["example_epochs"] >= 16 * 16 and 0 < spent["fraction"] < 0.01 and spent["wall_s"] > 0
+    assert 0 < spent["trials_s"] <= spent["wall_s"] + 1e-6
 
 
 def test_promotion_pays_summary_decides_as_the_plan_says(monkeypatch, tmp_path):
