@@ -228,6 +228,38 @@ def report(rows: list[dict], figure_link: str | None = None) -> str:
     return "\n".join(parts)
 
 
+def rung_scores(study_dir: str, config: dict) -> list[tuple[str, list[float]]]:
+    """A configuration's selection-split scores in a search, rung by rung: (fidelity label, scores), the search's
+    own fidelity first, then each promotion rung it reached."""
+    from autopeft.search.results import completed_trials, config_key
+    from autopeft.workflow import open_existing
+
+    study = open_existing(study_dir, None, "autopeft")
+    by_rung: dict[str, list[float]] = {}
+    for row in completed_trials(study) + completed_trials(study, promoted=True):
+        if config_key(row["config"]) == config_key(config):
+            by_rung.setdefault(row["fidelity"], []).append(row["score"])
+    return list(by_rung.items())
+
+
+def stages(by_task: dict[str, dict[str, list[Cell]]], studies: dict[str, str]) -> str:
+    """Per task: the best single module (by the first table's dev means: hindsight, for the analysis only) and the
+    answer chosen first, with their selection-split scores at each rung of the search."""
+    lines = ["| task | configuration | dev mean, seeds 10-12 | selection-split score at each rung of the search |",
+             "|---|---|---:|---|"]
+    for task, study_dir in studies.items():
+        cs = by_task.get(task, {})
+        best = max((cs[m][0] for m in SINGLES if m in cs), key=lambda c: c.mean)
+        shown = [(f"best single module, {describe(best.config)}", best)]
+        if cs.get("answer"):
+            shown.append((f"answer, {describe(cs['answer'][0].config)}", cs["answer"][0]))
+        for label, cell in shown:
+            trace = " → ".join(f"{rung}: {' / '.join(f'{x:.1f}' for x in scores)}"
+                               for rung, scores in rung_scores(study_dir, cell.config)) or "never trained"
+            lines.append(f"| {task} | {label} | {cell.mean:.2f} | {trace} |")
+    return "\n".join(lines)
+
+
 COMPUTE_GOAL = 0.02  # the second table's goal: each search at most 2 % of the reference protocol's compute
 
 
@@ -258,6 +290,8 @@ def main() -> None:
     parser.add_argument("--page", type=Path, help="write the section into this page, between its markers")
     parser.add_argument("--compute-from", type=Path, help="add the searches' compute table from this file "
                         "(`glue_table.py --compute` lines)")
+    parser.add_argument("--study", action="append", default=[], metavar="TASK=DIR",
+                        help="the second table: trace the best single module and the answer through this search")
     parser.add_argument("--singles-from", type=Path, help="the second table: full fine-tuning and the single "
                         "modules from this file (the first table's), the rest from --rows")
     args = parser.parse_args()
@@ -276,6 +310,10 @@ def main() -> None:
         where = args.figure.resolve()
         link = str(where.relative_to(base)) if where.is_relative_to(base) else str(args.figure)
     section = report(rows, link)
+    if args.study:
+        section += ("\n\nWhere each task's best single module went in its search (its selection-split scores, one "
+                    "per seed; the best module is known only from the dev runs, so this explains and chooses "
+                    "nothing):\n\n" + stages(cells(rows), dict(s.split("=", 1) for s in args.study)))
     if args.compute_from:
         section += "\n\nEach search's compute:\n\n" + compute_table(read_rows(args.compute_from))
     if args.page:

@@ -37,5 +37,5 @@ for task in SST-2 MRPC STS-B CoLA; do studies+=(--study "$task=$searches/$task")
 python benchmarks/glue_table.py --workers 2 --methods answer,transferred "${studies[@]}" --transfer-from SST-2 \
   --reuse-singles benchmarks/results/glue_table.jsonl --out "$out"
 python benchmarks/glue_table.py --compute "${studies[@]}" > "$searches/compute.jsonl"
-python benchmarks/glue_report.py --rows "$out" --singles-from benchmarks/results/glue_table.jsonl \
+python benchmarks/glue_report.py --rows "$out" --singles-from benchmarks/results/glue_table.jsonl "${studies[@]}" \
   --compute-from "$searches/compute.jsonl" --page BENCHMARKS.md --figure docs/figures/glue_table_v2.png

@@ -632,6 +632,10 @@ def test_glue_table_takes_a_promoted_searchs_answer_and_counts_its_compute(tiny_
     # 16 examples x 1 epoch per exploring trial, 32 x 1 per promoted one; RTE's search split: train less the held out
     assert spent["example_epochs"] >= 16 * 16 and 0 < spent["fraction"] < 0.01 and spent["wall_s"] > 0
     assert 0 < spent["trials_s"] <= spent["wall_s"] + 1e-6
+    import glue_report
+
+    trace = glue_report.rung_scores(str(out), picked[0][0].to_dict())  # the answer: from the search up to the target
+    assert trace[0][0] == "16x1" and trace[-1][0] == "32x1" and all(len(scores) >= 1 for _, scores in trace)
 
 
 def test_promotion_pays_summary_decides_as_the_plan_says(monkeypatch, tmp_path):
