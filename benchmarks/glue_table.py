@@ -290,7 +290,7 @@ def main() -> None:
             f.writelines(json.dumps(row) + "\n" for row in reused)
         for row in reused:
             print(f"{row['task']:<6} {row['method']:<11} seed {row['seed']}: {row['score']:.2f} ({row['reused_from']})")
-    print(f"{len(jobs)} run(s) to do, {len(rows)} in {args.out}", flush=True)
+    print(f"{len(jobs)} run(s) to do, {len(read_rows(args.out))} in {args.out}", flush=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     spawn = multiprocessing.get_context("spawn")  # not fork: this process has torch's thread pools running
     with ProcessPoolExecutor(max_workers=args.workers, initializer=_init_worker, mp_context=spawn) as pool:
