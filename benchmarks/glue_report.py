@@ -190,8 +190,10 @@ def figure(by_task: dict[str, dict[str, list[Cell]]], tasks: list[str], metrics:
         cs = by_task[t]
         for method, (marker, color, dodge) in style.items():
             for i, c in enumerate(cs.get(method, [])):
+                hollow = method in ("answer", "transferred")  # drawn over a standard module it may be: let it show
                 ax.errorbar(c.percent + dodge, c.mean, yerr=c.std, fmt=marker, color=color,
-                            ms=11 if marker == "*" else 6, capsize=3, label=method if i == 0 else None)
+                            ms={"*": 15, "D": 11}.get(marker, 6) if hollow else 11 if marker == "*" else 6,
+                            mfc="none" if hollow else color, mew=1.5, capsize=3, label=method if i == 0 else None)
         if "full_ft" in cs:
             full = cs["full_ft"][0]
             ax.axhline(full.mean, color="k", ls="--", lw=1, label="full fine-tuning (100 %), ± std")
@@ -244,10 +246,15 @@ def rung_scores(study_dir: str, config: dict) -> list[tuple[str, list[float]]]:
 
 def stages(by_task: dict[str, dict[str, list[Cell]]], studies: dict[str, str]) -> str:
     """Per task: the best single module (by the first table's dev means: hindsight, for the analysis only) and the
-    answer chosen first, with their selection-split scores at each rung of the search."""
-    lines = ["| task | configuration | dev mean, seeds 10-12 | selection-split score at each rung of the search |",
-             "|---|---|---:|---|"]
+    answer chosen first, with their selection-split scores at each rung of the search, and the constant predictor's
+    score on that split."""
+    from autopeft.search.record import StudyRecord
+    from autopeft.workflow import open_existing
+
+    lines = ["| task | configuration | dev mean, seeds 10-12 | selection-split score at each rung of the search | "
+             "constant predictor there |", "|---|---|---:|---|---:|"]
     for task, study_dir in studies.items():
+        constant = StudyRecord.of(open_existing(study_dir, None, "autopeft")).constant_baseline
         cs = by_task.get(task, {})
         best = max((cs[m][0] for m in SINGLES if m in cs), key=lambda c: c.mean)
         shown = [(f"best single module, {describe(best.config)}", best)]
@@ -256,7 +263,7 @@ def stages(by_task: dict[str, dict[str, list[Cell]]], studies: dict[str, str]) -
         for label, cell in shown:
             trace = " → ".join(f"{rung}: {' / '.join(f'{x:.1f}' for x in scores)}"
                                for rung, scores in rung_scores(study_dir, cell.config)) or "never trained"
-            lines.append(f"| {task} | {label} | {cell.mean:.2f} | {trace} |")
+            lines.append(f"| {task} | {label} | {cell.mean:.2f} | {trace} | {constant:.1f} |")
     return "\n".join(lines)
 
 

@@ -301,7 +301,8 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
             print(f"{row['task']:<6} {row['method']:<11} seed {row['seed']}: {row['score']:.2f} "
                   f"@ {row['percent']:.3f} % in {row['wall_s']:.0f} s", flush=True)
-    if "transferred" in args.methods and args.transfer_from and jobs:
+    transferred = any(r["method"] == "transferred" for r in jobs + read_rows(args.out))
+    if "transferred" in args.methods and args.transfer_from and not transferred:
         print("rerun to add the transferred runs once the source's found runs are in", file=sys.stderr)
 
 

@@ -636,6 +636,11 @@ def test_glue_table_takes_a_promoted_searchs_answer_and_counts_its_compute(tiny_
 
     trace = glue_report.rung_scores(str(out), picked[0][0].to_dict())  # the answer: from the search up to the target
     assert trace[0][0] == "16x1" and trace[-1][0] == "32x1" and all(len(scores) >= 1 for _, scores in trace)
+    rows = [{"task": "RTE", "method": method, "config": picked[0][0].to_dict(), "percent": 1.0, "seed": 10,
+             "score": 60.0, "source": ""} for method in ("SA", "answer")]
+    table = glue_report.stages(glue_report.cells(rows), {"RTE": str(out)})
+    assert table.count("| RTE |") == 2 and "16x1: " in table and " → 32x1: " in table
+    assert table.splitlines()[-1].endswith(" |") and "constant predictor there" in table
 
 
 def test_promotion_pays_summary_decides_as_the_plan_says(monkeypatch, tmp_path):
