@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -230,13 +231,11 @@ def report(rows: list[dict], figure_link: str | None = None) -> str:
     return "\n".join(parts)
 
 
-def rung_scores(study_dir: str, config: dict) -> list[tuple[str, list[float]]]:
+def rung_scores(study: Any, config: dict) -> list[tuple[str, list[float]]]:
     """A configuration's selection-split scores in a search, rung by rung: (fidelity label, scores), the search's
     own fidelity first, then each promotion rung it reached."""
     from autopeft.search.results import completed_trials, config_key
-    from autopeft.workflow import open_existing
 
-    study = open_existing(study_dir, None, "autopeft")
     by_rung: dict[str, list[float]] = {}
     for row in completed_trials(study) + completed_trials(study, promoted=True):
         if config_key(row["config"]) == config_key(config):
@@ -254,16 +253,20 @@ def stages(by_task: dict[str, dict[str, list[Cell]]], studies: dict[str, str]) -
     lines = ["| task | configuration | dev mean, seeds 10-12 | selection-split score at each rung of the search | "
              "constant predictor there |", "|---|---|---:|---|---:|"]
     for task, study_dir in studies.items():
-        constant = StudyRecord.of(open_existing(study_dir, None, "autopeft")).constant_baseline
         cs = by_task.get(task, {})
-        best = max((cs[m][0] for m in SINGLES if m in cs), key=lambda c: c.mean)
-        shown = [(f"best single module, {describe(best.config)}", best)]
+        study = open_existing(study_dir, None, "autopeft")
+        constant = StudyRecord.of(study).constant_baseline
+        constant_text = f"{constant:.1f}" if constant is not None else "not recorded"
+        shown = []
+        if any(m in cs for m in SINGLES):
+            best = max((cs[m][0] for m in SINGLES if m in cs), key=lambda c: c.mean)
+            shown.append((f"best single module, {describe(best.config)}", best))
         if cs.get("answer"):
             shown.append((f"answer, {describe(cs['answer'][0].config)}", cs["answer"][0]))
         for label, cell in shown:
             trace = " → ".join(f"{rung}: {' / '.join(f'{x:.1f}' for x in scores)}"
-                               for rung, scores in rung_scores(study_dir, cell.config)) or "never trained"
-            lines.append(f"| {task} | {label} | {cell.mean:.2f} | {trace} | {constant:.1f} |")
+                               for rung, scores in rung_scores(study, cell.config)) or "never trained"
+            lines.append(f"| {task} | {label} | {cell.mean:.2f} | {trace} | {constant_text} |")
     return "\n".join(lines)
 
 

@@ -114,6 +114,7 @@ def compute(study_dir: str) -> dict[str, Any]:
     protocol's search on the same train split; its wall time, as the sum of its completed trials' times
     (`trials_s`: a trial's time runs from its proposal to its score, so this leaves out the time lost
     to interruptions) and as the span from the first trial's start to the last one's end (`wall_s`)."""
+    from optuna.trial import TrialState
     from promotion_pays import compute as example_epochs
 
     from autopeft.tasks import TaskSource
@@ -122,15 +123,20 @@ def compute(study_dir: str) -> dict[str, Any]:
     study = open_existing(study_dir, None, "autopeft")
     n_train = len(TaskSource.from_dict(study.user_attrs["task_source"]).load().train)
     spent = example_epochs(study)
-    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete]
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     wall = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
     busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
     return {"study": study_dir, "example_epochs": spent, "reference": REFERENCE_TRIALS * REFERENCE_EPOCHS * n_train,
             "fraction": spent / (REFERENCE_TRIALS * REFERENCE_EPOCHS * n_train), "trials_s": busy, "wall_s": wall}
 
 
+def as_json(config: Any) -> dict[str, Any] | str:
+    """A configuration as a row stores it: "full", or `PeftConfig.to_dict()`."""
+    return config if isinstance(config, (str, dict)) else config.to_dict()
+
+
 def key(task: str, method: str, config: Any, seed: int) -> str:
-    return json.dumps([task, method, config if isinstance(config, str) else config.to_dict(), seed], sort_keys=True)
+    return json.dumps([task, method, as_json(config), seed], sort_keys=True)
 
 
 def read_rows(out: Path) -> list[dict[str, Any]]:
@@ -160,7 +166,6 @@ def plan(args, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The runs still to do: dicts with task, method, config, seed, source."""
     from autopeft.models import load_model
     from autopeft.modules import model_spec
-    from autopeft.space import PeftConfig
 
     studies = dict(s.split("=", 1) for s in args.study)
     spec = model_spec(load_model(MODEL, 2))  # % parameters do not depend on the head's size here
@@ -196,29 +201,27 @@ def plan(args, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     if not configs:
                         continue  # the source's found runs are not all done yet
             runs += _runs(task, method, configs, args.seeds)
-    done = {key(r["task"], r["method"], r["config"] if r["config"] == "full" else PeftConfig.from_dict(r["config"]), r["seed"])
-            for r in rows}
+    done = {key(r["task"], r["method"], r["config"], r["seed"]) for r in rows}
     return [r for r in runs if key(r["task"], r["method"], r["config"], r["seed"]) not in done]
 
 
-def reuse_singles(jobs: list[dict[str, Any]], singles_rows: list[dict[str, Any]], origin: str
-                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(rows, jobs left): a planned run whose configuration is a standard module takes that module's row
-    (same task, seed and fidelity) instead of training it again; the row says so in `reused_from`."""
-    def same(task: str, config: Any, seed: int) -> str:
-        return json.dumps([task, config if isinstance(config, dict) else config.to_dict(), seed], sort_keys=True)
-
+def reuse_singles(jobs: list[dict[str, Any]], singles_rows: list[dict[str, Any]], origin: str,
+                  train_sizes: dict[str, int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows, jobs left): a planned run whose configuration is a standard module takes that module's row (same
+    task, seed, `full` fidelity and train size: `train_sizes[task]`) instead of training it again; the row says so
+    in `reused_from`."""
     from autopeft.training import FIDELITIES
 
     def at_full(row: dict[str, Any]) -> bool:
         trained = {k: v for k, v in row["fidelity"].items() if k != "train_size"}
-        return trained == replace(FIDELITIES["full"], seed=row["seed"]).to_dict()
+        return (trained == replace(FIDELITIES["full"], seed=row["seed"]).to_dict()
+                and row["fidelity"].get("train_size") == train_sizes.get(row["task"]))
 
-    singles = {same(r["task"], r["config"], r["seed"]): r
+    singles = {key(r["task"], "", r["config"], r["seed"]): r
                for r in singles_rows if r["method"] in SINGLES and at_full(r)}
     rows, left = [], []
     for job in jobs:
-        single = singles.get(same(job["task"], job["config"], job["seed"]))
+        single = singles.get(key(job["task"], "", job["config"], job["seed"]))
         if single is None:
             left.append(job)
             continue
@@ -241,9 +244,8 @@ def run(job: dict[str, Any], sst2_train: int) -> dict[str, Any]:
     task = load(job["task"], sst2_train)
     fidelity = replace(FIDELITIES["full"], seed=job["seed"])
     result = train_and_evaluate(MODEL, task, job["config"], fidelity, progress=False, cache=open_states_cache(None))
-    config = job["config"]
-    return {"task": job["task"], "method": job["method"], "config": config if isinstance(config, str) else config.to_dict(),
-            "percent": result.percent, "seed": job["seed"], "fidelity": {**fidelity.to_dict(), "train_size": len(task.train)},
+    return {"task": job["task"], "method": job["method"], "config": as_json(job["config"]), "percent": result.percent,
+            "seed": job["seed"], "fidelity": {**fidelity.to_dict(), "train_size": len(task.train)},
             "metrics": result.metrics, "score": result.score, "wall_s": result.wall_time_s, "source": job["source"],
             "selected_on": job["selected_on"], "rank": job["rank"]}
 
@@ -254,7 +256,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), type=lambda s: s.split(","))
     parser.add_argument("--seeds", default="10,11,12", type=lambda s: [int(x) for x in s.split(",")],
                         help="training seeds; the searches use 0 and 1")
-    parser.add_argument("--study", action="append", default=[], metavar="TASK=DIR", help="the search of a task's 'found'")
+    parser.add_argument("--study", action="append", default=[], metavar="TASK=DIR",
+                        help="the search of a task's 'found' or 'answer'")
     parser.add_argument("--transfer-from", metavar="TASK", help="the source task of 'transferred'")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--sst2-train", type=int, default=10_000)
@@ -285,7 +288,8 @@ def main() -> None:
     if args.reuse_singles:
         if not args.reuse_singles.is_file():
             raise SystemExit(f"--reuse-singles {args.reuse_singles}: no such file; give the first table's rows")
-        reused, jobs = reuse_singles(jobs, read_rows(args.reuse_singles), str(args.reuse_singles))
+        train_sizes = {task: len(load(task, args.sst2_train).train) for task in {j["task"] for j in jobs}}
+        reused, jobs = reuse_singles(jobs, read_rows(args.reuse_singles), str(args.reuse_singles), train_sizes)
         with args.out.open("a") as f:
             f.writelines(json.dumps(row) + "\n" for row in reused)
         for row in reused:

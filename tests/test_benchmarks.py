@@ -564,8 +564,8 @@ def test_the_second_table_reports_the_answer_in_its_order_of_choice(monkeypatch,
     v2.write_text("".join(json.dumps({**r, "reused_from": "v1.jsonl: the PA row"} if r["method"] == "transferred"
                                      else r) + "\n" for r in rows if r["method"] in ("answer", "transferred")))
     compute = tmp_path / "compute.jsonl"
-    compute.write_text(json.dumps({"task": "MRPC", "example_epochs": 84029.2, "reference": 22996000,
-                                   "fraction": 0.0036, "trials_s": 1999.5, "wall_s": 2000.2}) + "\n"
+    compute.write_text(json.dumps({"task": "MRPC", "example_epochs": 113621.2, "reference": 14672000,
+                                   "fraction": 0.0077, "trials_s": 5439.0, "wall_s": 7029.4}) + "\n"
                        + json.dumps({"task": "CoLA", "example_epochs": 3e6, "reference": 1e8, "fraction": 0.03,
                                      "trials_s": 600.0, "wall_s": 700.0}) + "\n")
     page = tmp_path / "page.md"
@@ -583,7 +583,7 @@ def test_the_second_table_reports_the_answer_in_its_order_of_choice(monkeypatch,
     assert "Its margin, -3.00, misses the goal of +0.5." in text
     assert "| transferred from SST-2 | 84.50 ± 1.00 @ 1.10 % |" in text
     assert "(answer on SST-2); its runs are v1.jsonl: the PA row (the same runs)" in text
-    assert "| MRPC | 84,029 | 22,996,000 | 0.360 % | yes | 33 min |" in text
+    assert "| MRPC | 113,621 | 14,672,000 | 0.770 % | yes | 91 min |" in text
     assert "| CoLA | 3,000,000 | 100,000,000 | 3.000 % | no | 10 min |" in text
 
 
@@ -605,13 +605,17 @@ def test_glue_table_takes_a_standard_modules_runs_from_the_first_table(monkeypat
            "rank": 0, "config": PeftConfig.from_dict(lora)}
     other = PeftConfig.from_dict({**lora, "serial_adapter": 6})
     jobs = [{**job, "seed": s} for s in (10, 11, 12)] + [{**job, "seed": 10, "config": other}]
-    rows, left = glue_table.reuse_singles(jobs, first_table, "first.jsonl")
+    jobs.append({**job, "method": "full_ft", "config": "full", "seed": 10})  # not a standard module: trained
+    rows, left = glue_table.reuse_singles(jobs, first_table, "first.jsonl", {"MRPC": 3668})
     assert [(r["method"], r["seed"], r["score"], r["source"]) for r in rows] == [
         ("answer", 10, 94.0, "study trials [4]"), ("answer", 11, 95.0, "study trials [4]")]
     assert all(r["reused_from"] == "first.jsonl: the LoRA row" for r in rows)
     assert all(r["selected_on"] == "selection split" for r in rows)
     # seed 12's row is at another fidelity; the other configuration is no standard module
-    assert [(j["seed"], j["config"]) for j in left] == [(12, job["config"]), (10, other)]
+    assert [(j["seed"], j["config"]) for j in left] == [(12, job["config"]), (10, other), (10, "full")]
+    # rows trained on another train size (SST-2's subset of another --sst2-train) are not taken
+    rows, left = glue_table.reuse_singles(jobs[:2], first_table, "first.jsonl", {"MRPC": 1000})
+    assert rows == [] and len(left) == 2
 
 
 def test_glue_table_takes_a_promoted_searchs_answer_and_counts_its_compute(tiny_model_dir, tmp_path, monkeypatch):
@@ -634,13 +638,21 @@ def test_glue_table_takes_a_promoted_searchs_answer_and_counts_its_compute(tiny_
     assert 0 < spent["trials_s"] <= spent["wall_s"] + 1e-6
     import glue_report
 
-    trace = glue_report.rung_scores(str(out), picked[0][0].to_dict())  # the answer: from the search up to the target
+    from autopeft.search.record import StudyRecord
+    from autopeft.workflow import open_existing
+
+    study = open_existing(str(out), None, "autopeft")
+    trace = glue_report.rung_scores(study, picked[0][0].to_dict())  # the answer: from the search up to the target
     assert trace[0][0] == "16x1" and trace[-1][0] == "32x1" and all(len(scores) >= 1 for _, scores in trace)
     rows = [{"task": "RTE", "method": method, "config": picked[0][0].to_dict(), "percent": 1.0, "seed": 10,
              "score": 60.0, "source": ""} for method in ("SA", "answer")]
     table = glue_report.stages(glue_report.cells(rows), {"RTE": str(out)})
+    constant = StudyRecord.of(study).constant_baseline
     assert table.count("| RTE |") == 2 and "16x1: " in table and " → 32x1: " in table
-    assert table.splitlines()[-1].endswith(" |") and "constant predictor there" in table
+    assert table.splitlines()[-1].endswith(f" | {constant:.1f} |")  # the selection split's constant predictor
+    # a task with no single-module rows (the first table not given): the answer alone
+    only_answer = glue_report.stages(glue_report.cells(rows[1:]), {"RTE": str(out)})
+    assert only_answer.count("| RTE |") == 1 and "| RTE | answer, " in only_answer
 
 
 def test_promotion_pays_summary_decides_as_the_plan_says(monkeypatch, tmp_path):

@@ -106,22 +106,27 @@ def test_with_no_standard_module_at_or_below_its_size_the_verdict_compares_with_
                                                 f"reached 400x3{expected}"), verdict
 
 
-@pytest.mark.parametrize("constant, cautioned", [(50.0, False), (76.0, False), (77.0, True), (float("nan"), False)])
-def test_the_verdict_cautions_when_the_answer_is_near_the_constant_predictor(tmp_path, constant, cautioned):
-    """MRPC's case: at the target the answer's selection score (81.0 here) sits within 5 points of what predicting
-    the majority class scores there, so the selection split did not rank by what the configurations learned."""
+@pytest.mark.parametrize("constant, cautioned", [(50.0, False), (76.0, False), (77.0, True), (90.0, True),
+                                                  (float("nan"), False), (None, False)])
+@pytest.mark.parametrize("standard", [None, "SA2"])
+def test_the_verdict_cautions_when_the_answer_is_near_the_constant_predictor(tmp_path, constant, cautioned, standard):
+    """MRPC's case: at the target the answer's selection score (81.0 here) is less than 5 points above what a
+    constant prediction scores there, so the selection split did not rank by what the configurations learned. The
+    comparison before the caution is the same either way (a searched answer, or a standard module's); a study
+    without the constant predictor's score (None: an older one) gets no caution."""
     study = synthetic.open_synthetic(tmp_path)
     study.set_user_attr("constant_baseline", constant)
-    add_target_runs(study, 1, None, 0.5, [80.0, 82.0], [84.0, 85.0])
+    add_target_runs(study, 1, standard, 0.5, [80.0, 82.0], [84.0, 85.0])
     verdict = answer_verdict(study)
-    assert verdict[0].startswith("the search's best answer SA1")  # the comparison itself is unchanged
+    first = "the standard module SA2 is the recommendation" if standard else "the search's best answer SA1"
+    assert verdict[0].startswith(first)
     assert len(verdict) == 1 + cautioned
     if cautioned:
-        assert verdict[1] == ("caution: on the selection split the answer scores 81.00 at 400x3, within 5 points of "
-                              "the constant predictor's 77.00; there the configurations at the target are not told "
-                              "apart from predicting one class, so this choice is weak evidence. Raise the target's "
-                              "epochs (--target EXAMPLESxEPOCHS), or compare the standard modules on more held-out "
-                              "data")
+        assert verdict[1] == (f"caution: on the selection split the answer scores 81.00 at 400x3, less than 5 points "
+                              f"above the constant predictor's {constant:.2f}; there the configurations at the target "
+                              "are not told apart from a constant prediction, so this choice is weak evidence. Raise "
+                              "the target's epochs (--target EXAMPLESxEPOCHS), or compare the standard modules on "
+                              "more held-out data")
 
 
 def test_an_interrupted_promotion_resumes_without_repeating_work(tmp_path):

@@ -206,8 +206,8 @@ def answer_verdict(study: optuna.Study) -> list[str]:
     """In plain words: did the search beat the best standard module at or below its size, on the report split,
     over seeds? Or is a standard module the recommendation? Where no standard module at or below its size reached
     the target: the difference from the larger one that did (the best on the selection split). A caution follows
-    when the answer's selection score is within `calibrate.MIN_MARGIN` points of the constant predictor's. [] without
-    promotion."""
+    when the answer's selection score is less than `calibrate.MIN_MARGIN` points above the constant predictor's. []
+    without promotion."""
     from autopeft.search.promotion import PromotionPlan, answer_members
 
     record = StudyRecord.of(study)
@@ -220,7 +220,8 @@ def answer_verdict(study: optuna.Study) -> list[str]:
     if not answer:
         return [f"no answer yet: no configuration has its {plan.final_seeds} seeds at the target fidelity {target}"]
     best = max(answer, key=lambda m: m["selection_score"])
-    return _compare_with_standards(study, record, plan, best) + _constant_caution(record, best, target)
+    evaluated, split = answer_members(study, plan, front=False), (record.selection or {}).get("report", "dev")
+    return _compare_with_standards(best, evaluated, target, split) + _constant_caution(record, best, target)
 
 
 def _constant_caution(record: StudyRecord, best: dict[str, Any], target: str) -> list[str]:
@@ -231,18 +232,16 @@ def _constant_caution(record: StudyRecord, best: dict[str, Any], target: str) ->
     constant = record.constant_baseline
     if constant is None or not np.isfinite(constant) or best["selection_score"] >= constant + MIN_MARGIN:
         return []
-    return [f"caution: on the selection split the answer scores {best['selection_score']:.2f} at {target}, within "
-            f"{MIN_MARGIN:g} points of the constant predictor's {constant:.2f}; there the configurations at the "
-            "target are not told apart from predicting one class, so this choice is weak evidence. Raise the "
+    return [f"caution: on the selection split the answer scores {best['selection_score']:.2f} at {target}, less "
+            f"than {MIN_MARGIN:g} points above the constant predictor's {constant:.2f}; there the configurations at "
+            "the target are not told apart from a constant prediction, so this choice is weak evidence. Raise the "
             "target's epochs (--target EXAMPLESxEPOCHS), or compare the standard modules on more held-out data"]
 
 
-def _compare_with_standards(study: optuna.Study, record: StudyRecord, plan: Any, best: dict[str, Any]) -> list[str]:
-    """`answer_verdict`'s comparison of the best answer member with the standard modules at the target."""
-    from autopeft.search.promotion import answer_members
-
-    evaluated = answer_members(study, plan, front=False)
-    target, split = plan.labels[-1], (record.selection or {}).get("report", "dev")
+def _compare_with_standards(best: dict[str, Any], evaluated: list[dict[str, Any]], target: str,
+                            split: str) -> list[str]:
+    """`answer_verdict`'s comparison of the best answer member with the standard modules that reached `target`
+    (`evaluated`: every configuration there), on the report `split`."""
     if best["standard"]:
         return [f"the standard module {best['standard']} is the recommendation: at {target} no configuration the "
                 f"search found beat it on the selection split ({split} score {best['score']:.2f} ± "
