@@ -63,9 +63,47 @@ def test_report_prints_the_noise_and_warns_when_it_swamps_the_configurations(sea
     for share, warned in ((0.2, True), (0.6, False)):
         monkeypatch.setattr("autopeft.search.results.noise_estimate", lambda study: NoiseEstimate(3.0, share, 2))
         assert main(["report", str(out)]) == 0
+        noise_warning = [line for line in capsys.readouterr().out.splitlines()
+                         if line.startswith("warning: at this fidelity seed noise")]
+        assert bool(noise_warning) == warned
+        assert all("--train-examples" in line and "--fidelity auto" in line for line in noise_warning)
+
+
+def test_report_warns_when_no_standard_module_clears_the_constant_predictor(searched, capsys, tmp_path):
+    """CoLA's and MRPC's case at 640 x 2: the standard modules scored at the constant predictor's level, so the
+    search fidelity could not rank configurations."""
+    import optuna
+
+    from autopeft.search.results import completed_trials
+
+    out, _ = searched
+    (tmp_path / "study.db").write_bytes((out / "study.db").read_bytes())  # a copy: the fixture is shared
+    study = optuna.load_study(study_name="autopeft", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    best = max(r["score"] for r in completed_trials(study) if r["standard"])
+    for constant, warned in ((best - 5.0, False), (best - 4.9, True), (None, False)):
+        study.set_user_attr("constant_baseline", constant)
+        assert main(["report", str(tmp_path)]) == 0
         printed = capsys.readouterr().out
-        assert ("warning:" in printed) == warned
-        assert ("--train-examples" in printed and "--fidelity auto" in printed) == warned
+        expected = (f"warning: at the search fidelity no standard module scored 5 points above the constant "
+                    f"predictor (best {best:.2f} against {best - 4.9:.2f}), so the search's scores may only rank "
+                    "how far configurations stray from a constant prediction; use --fidelity auto, or raise "
+                    "--train-examples and/or --epochs")
+        assert (expected in printed) == warned, printed
+
+
+def test_search_warns_once_its_standard_modules_are_at_the_constant_predictor(tiny_model_dir, tmp_path, monkeypatch,
+                                                                             caplog):
+    """The same warning during the search, as soon as the standard modules are in, while a restart costs little."""
+    import logging
+
+    monkeypatch.setattr("autopeft.workflow.majority_baseline", lambda *args: {"score": 100.0})  # nothing clears
+    argv = ["search", "--model", str(tiny_model_dir), "--task", "RTE", "--budget", "5", "--sampler", "random",
+            "--out", str(tmp_path / "s"), *TINY_SEARCH]
+    with caplog.at_level(logging.WARNING, logger="autopeft"):
+        assert main(argv) == 0
+    early = [r.getMessage() for r in caplog.records if "no standard module scored 5 points" in r.getMessage()]
+    assert len(early) == 1 and early[0].endswith("(to change it now: Ctrl-C, then rerun with a new --out)")
+    assert "against 100.00" in early[0]
 
 
 def test_search_resume_does_not_repeat_trials(searched):

@@ -207,7 +207,20 @@ def _search(settings: SearchSettings) -> StudyReport:
             trial.set_user_attr("run_dir", str(run_dir.relative_to(s.out_dir)))  # relative: the folder may move
         return result
 
-    run_search(study, space, evaluate, explore_budget, s.batch, progress=s.progress, ref=ref)
+    def warn_early(study, _trial) -> None:
+        """Once the standard modules are in: the warning the report would end with, while a restart costs little."""
+        nonlocal checked
+        if checked or calibration:
+            return
+        from autopeft.search.results import completed_trials
+
+        if len({r["standard"] for r in completed_trials(study) if r["standard"]}) == len(standards):
+            checked = True
+            if warning := _standards_near_constant(study, StudyRecord.of(study)):
+                logger.warning(warning + " (to change it now: Ctrl-C, then rerun with a new --out)")
+
+    checked = False
+    run_search(study, space, evaluate, explore_budget, s.batch, progress=s.progress, ref=ref, on_trial_end=warn_early)
     if plan is not None:
         run_promotion(study, space, plan, promote, progress=s.progress)
     if s.baselines == "all":
@@ -280,12 +293,30 @@ def report_text(study) -> str:
             lines.append(f"warning: even at the chosen fidelity the calibration models score less than {MIN_MARGIN:g} "
                          "points above the constant predictor, so the front may only rank how far configurations "
                          f"stray from predicting one class; {_more_fidelity_advice(record)}")
+    elif warning := _standards_near_constant(study, record):
+        lines.append(warning)
     if noise.too_noisy:
         lines.append(
             f"warning: at this fidelity seed noise explains more than half of the score differences (configuration "
             f"share {100 * noise.config_share:.0f}% < 50%), so single scores cannot rank configurations; "
             f"{_more_fidelity_advice(record, auto=True)}")
     return "\n".join(lines)
+
+
+def _standards_near_constant(study, record: StudyRecord) -> str | None:
+    """Without calibration, the standard modules' search-fidelity trials tell whether that fidelity rises above
+    the constant predictor: a warning when none scored `MIN_MARGIN` points above it (None otherwise)."""
+    from autopeft.calibrate import MIN_MARGIN
+    from autopeft.search.results import completed_trials
+
+    constant = record.constant_baseline
+    standards = [r["score"] for r in completed_trials(study) if r["standard"]]
+    if constant is None or not np.isfinite(constant) or not standards or max(standards) >= constant + MIN_MARGIN:
+        return None
+    return (f"warning: at the search fidelity no standard module scored {MIN_MARGIN:g} points above the constant "
+            f"predictor (best {max(standards):.2f} against {constant:.2f}), so the search's scores may only rank how "
+            f"far configurations stray from a constant prediction; use --fidelity auto, or "
+            f"{_more_fidelity_advice(record)}")
 
 
 def _more_fidelity_advice(record: StudyRecord, auto: bool = False) -> str:
