@@ -305,7 +305,7 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
             print(f"{row['task']:<6} {row['method']:<11} seed {row['seed']}: {row['score']:.2f} "
                   f"@ {row['percent']:.3f} % in {row['wall_s']:.0f} s", flush=True)
-    transferred = any(r["method"] == "transferred" for r in jobs + read_rows(args.out))
+    transferred = any(r["method"] == "transferred" for r in read_rows(args.out))  # the jobs run are in OUT now
     if "transferred" in args.methods and args.transfer_from and not transferred:
         print("rerun to add the transferred runs once the source's found runs are in", file=sys.stderr)
 

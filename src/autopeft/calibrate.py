@@ -113,10 +113,14 @@ def calibrate(
     return chosen, records
 
 
+def clears_constant(score: float, constant: float | None) -> bool:
+    """Whether `score` is `MIN_MARGIN` points above the constant predictor's `constant` (True when unknown)."""
+    return constant is None or not np.isfinite(constant) or score >= constant + MIN_MARGIN
+
+
 def clears_baseline(record: dict[str, Any]) -> bool:
     """Whether a rung's mean calibration score is `MIN_MARGIN` above the constant predictor (True when unknown)."""
-    baseline = record.get("constant_baseline")
-    return baseline is None or not np.isfinite(baseline) or record["mean_score"] >= baseline + MIN_MARGIN
+    return clears_constant(record["mean_score"], record.get("constant_baseline"))
 
 
 def describe_calibration(records: Sequence[dict[str, Any]]) -> str:

@@ -227,10 +227,10 @@ def answer_verdict(study: optuna.Study) -> list[str]:
 def _constant_caution(record: StudyRecord, best: dict[str, Any], target: str) -> list[str]:
     """A caution when the answer's selection score does not clear the constant predictor's by `MIN_MARGIN`
     points: the selection split then cannot rank configurations by what they learned."""
-    from autopeft.calibrate import MIN_MARGIN
+    from autopeft.calibrate import MIN_MARGIN, clears_constant
 
     constant = record.constant_baseline
-    if constant is None or not np.isfinite(constant) or best["selection_score"] >= constant + MIN_MARGIN:
+    if clears_constant(best["selection_score"], constant):
         return []
     return [f"caution: on the selection split the answer scores {best['selection_score']:.2f} at {target}, less "
             f"than {MIN_MARGIN:g} points above the constant predictor's {constant:.2f}; there the configurations at "

@@ -306,12 +306,12 @@ def report_text(study) -> str:
 def _standards_near_constant(study, record: StudyRecord) -> str | None:
     """Without calibration, the standard modules' search-fidelity trials tell whether that fidelity rises above
     the constant predictor: a warning when none scored `MIN_MARGIN` points above it (None otherwise)."""
-    from autopeft.calibrate import MIN_MARGIN
+    from autopeft.calibrate import MIN_MARGIN, clears_constant
     from autopeft.search.results import completed_trials
 
     constant = record.constant_baseline
     standards = [r["score"] for r in completed_trials(study) if r["standard"]]
-    if constant is None or not np.isfinite(constant) or not standards or max(standards) >= constant + MIN_MARGIN:
+    if not standards or clears_constant(max(standards), constant):
         return None
     return (f"warning: at the search fidelity no standard module scored {MIN_MARGIN:g} points above the constant "
             f"predictor (best {max(standards):.2f} against {constant:.2f}), so the search's scores may only rank how "
